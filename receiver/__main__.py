@@ -1,0 +1,3 @@
+from receiver.entry import main
+
+raise SystemExit(main(prog="python -m receiver"))

@@ -1,0 +1,3 @@
+from rtt.cli import main
+
+raise SystemExit(main())

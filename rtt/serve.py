@@ -1,0 +1,98 @@
+"""`rtt serve`: the embedded server, a receiver and a worker, started and stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shared.embedded import EmbeddedValkey
+from shared.logs import get_logger
+from shared.settings import ENV_PREFIX, Settings
+
+__all__ = ["serve"]
+
+log = get_logger()
+
+
+def _child_env(overrides: Mapping[str, Any], redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        env[ENV_PREFIX + name.upper()] = str(value)
+    env["RTT_REDIS_URL"] = redis_url
+    return env
+
+
+def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Own sessions: the terminal's Ctrl-C reaches only `rtt serve`, which then stops the
+    # children in order (receiver first, so nothing new arrives, then worker, then Redis).
+    return subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("child_killed", pid=proc.pid, after_s=timeout_s)
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
+    """Run until SIGINT or SIGTERM, or until a child dies; leave no process behind."""
+    stop_requested = False
+
+    def request_stop(signum: int, _: Any) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    embedded: EmbeddedValkey | None = None
+    redis_url = settings.redis_url
+    if not redis_url:
+        data_dir = Path(settings.data_dir) / "valkey"
+        embedded = EmbeddedValkey(data_dir).start()
+        redis_url = embedded.url
+        log.info("embedded_redis_started", url=redis_url, data_dir=str(data_dir))
+    env = _child_env(overrides, redis_url)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    exit_code = 0
+    try:
+        children.append(("receiver", _spawn("receiver", env)))
+        children.append(("worker", _spawn("worker", env)))
+        host = "localhost" if settings.host in {"0.0.0.0", "::"} else settings.host
+        print(
+            f"\nrtt-events is running.\n"
+            f"  POST events to  http://{host}:{settings.port}{settings.path}\n"
+            f"  health          http://{host}:{settings.port}/readyz\n"
+            f"  Redis           {redis_url}\n"
+            f"Press Ctrl-C to stop.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop_requested:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    log.error("child_exited", child=name, exit_code=proc.returncode)
+                    exit_code = 1
+                    stop_requested = True
+            time.sleep(0.1)
+    finally:
+        timeout_s = settings.shutdown_timeout.total_seconds() + 10
+        for name, proc in children:
+            code = _stop(proc, timeout_s)
+            log.info("child_stopped", child=name, exit_code=code)
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded_redis_stopped")
+    return exit_code

@@ -1,0 +1,38 @@
+"""The stream entry codec: what one accepted event looks like on `rtt:events`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Fields", "StreamEntry"]
+
+# What XADD takes; redis-py types its arguments as this union.
+FieldValue = bytes | bytearray | memoryview | str | int | float
+Fields = dict[FieldValue, FieldValue]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """Fields `type`, `body` (the raw JSON, byte for byte), `received_at` (ms), `request_id`."""
+
+    type: str
+    body: bytes
+    received_at_ms: int
+    request_id: str
+
+    def to_fields(self) -> Fields:
+        return {
+            "type": self.type,
+            "body": self.body,
+            "received_at": self.received_at_ms,
+            "request_id": self.request_id,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> StreamEntry:
+        return cls(
+            type=fields[b"type"].decode(),
+            body=fields[b"body"],
+            received_at_ms=int(fields.get(b"received_at", b"0")),
+            request_id=fields.get(b"request_id", b"").decode(),
+        )

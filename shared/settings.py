@@ -1,0 +1,308 @@
+"""One typed settings object, built once from `RTT_*` variables and command-line flags.
+
+Every field is a variable `RTT_<NAME>` and a flag `--<name>`; the flag wins. A bad value
+stops the program with a message naming the variable (or flag) and what it expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "add_arguments", "load_settings"]
+
+ENV_PREFIX = "RTT_"
+
+Duration = timedelta
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+
+
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Everything configurable. Durations take `2s`, `500ms`, `5m`, `24h`, `7d` or ISO 8601."""
+
+    # --- shared -------------------------------------------------------------------------
+    redis_url: Annotated[
+        str | None,
+        _doc(
+            "redis://, rediss://, unix://, redis+sentinel://h:p[,h:p]/master or "
+            "redis+cluster://h:p; unset under `rtt serve` means the embedded server"
+        ),
+    ] = None
+    key_prefix: Annotated[str, _doc("prefix of every Redis key")] = "rtt"
+    shards: Annotated[Positive, _doc("number of event streams rtt:events:{0..S-1}")] = 1
+    data_dir: Annotated[str, _doc("where `rtt serve` keeps the embedded server's data")] = ".rtt"
+    log_format: Annotated[
+        Literal["auto", "json", "console"], _doc("json, console, or auto (console on a TTY)")
+    ] = "auto"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], _doc("lowest level logged")
+    ] = "info"
+    log_phone_numbers: Annotated[bool, _doc("log phone numbers unmasked")] = False
+    redis_timeout: Annotated[Duration, _doc("socket read timeout for Redis commands")] = timedelta(
+        seconds=30
+    )
+
+    # --- receiver -----------------------------------------------------------------------
+    host: Annotated[str, _doc("address the receiver listens on")] = "0.0.0.0"
+    port: Annotated[Port, _doc("port the receiver listens on")] = 8080
+    path: Annotated[str, _doc("path Bandwidth posts events to")] = "/realTimeTranscriptionEvents"
+    processes: Annotated[Positive, _doc("receiver processes sharing the port (SO_REUSEPORT)")] = 1
+    basic_auth: Annotated[
+        list[str], _doc("user:password pairs, comma separated (several for rotation)")
+    ] = []
+    auth_realm: Annotated[str, _doc("realm named in the WWW-Authenticate challenge")] = "rtt-events"
+    allow_cidrs: Annotated[list[str], _doc("networks allowed to post; empty allows all")] = []
+    trusted_proxies: Annotated[
+        list[str], _doc("proxy networks whose X-Forwarded-For is believed")
+    ] = []
+    max_body_size: Annotated[Positive, _doc("largest accepted body, bytes")] = 64 * 1024
+    max_header_size: Annotated[Positive, _doc("largest accepted header line, bytes")] = 8190
+    read_timeout: Annotated[Duration, _doc("time a client has to send its request")] = timedelta(
+        seconds=10
+    )
+    store_timeout: Annotated[Duration, _doc("deadline for Redis before the spool takes over")] = (
+        timedelta(seconds=2)
+    )
+    spool_dir: Annotated[str, _doc("directory of the local spool used while Redis is down")] = (
+        ".rtt/spool"
+    )
+    dedup_window: Annotated[Duration, _doc("how long a repeated delivery is recognised")] = (
+        timedelta(hours=24)
+    )
+    forensic_max_len: Annotated[Positive, _doc("entries kept on rtt:rejected and rtt:unknown")] = (
+        10_000
+    )
+    store_batch_max: Annotated[Positive, _doc("most events sent to Redis in one round trip")] = 512
+
+    # --- worker -------------------------------------------------------------------------
+    consumer: Annotated[list[str], _doc("extra consumers to run, as pkg.module:name")] = []
+    worker_id: Annotated[
+        str | None, _doc("stable member name in the consumer groups (default host-pid)")
+    ] = None
+    batch_size: Annotated[Positive, _doc("entries read per XREADGROUP")] = 500
+    block: Annotated[Duration, _doc("how long XREADGROUP waits for new entries")] = timedelta(
+        seconds=2
+    )
+    concurrency: Annotated[Positive, _doc("handlers running at once, per consumer")] = 64
+    max_deliveries: Annotated[Positive, _doc("deliveries before an entry is dead-lettered")] = 5
+    retry_base: Annotated[Duration, _doc("first retry delay; doubles each time")] = timedelta(
+        seconds=1
+    )
+    retry_max: Annotated[Duration, _doc("longest retry delay")] = timedelta(minutes=5)
+    heartbeat_interval: Annotated[Duration, _doc("how often a worker says it is alive")] = (
+        timedelta(seconds=2)
+    )
+    heartbeat_ttl: Annotated[Duration, _doc("silence after which a worker is presumed dead")] = (
+        timedelta(seconds=10)
+    )
+    claim_idle: Annotated[
+        Duration, _doc("idle time after which any pending entry is reclaimed")
+    ] = timedelta(minutes=5)
+    shutdown_timeout: Annotated[Duration, _doc("grace period for in-flight handlers")] = timedelta(
+        seconds=30
+    )
+    stream_retention: Annotated[Duration, _doc("how long acknowledged entries are kept")] = (
+        timedelta(days=7)
+    )
+    stream_max_len: Annotated[
+        Positive, _doc("emergency cap on a stream's length; drops are logged and counted")
+    ] = 5_000_000
+    dlq_max_len: Annotated[Positive, _doc("entries kept on rtt:dlq")] = 100_000
+    stats_interval: Annotated[Duration, _doc("period of the worker_stats log line")] = timedelta(
+        seconds=30
+    )
+    worker_metrics_port: Annotated[Port, _doc("port of the worker's /metrics; 0 turns it off")] = (
+        9464
+    )
+
+    # --- alerts -------------------------------------------------------------------------
+    alert_causes: Annotated[list[str], _doc("causes that raise an error alert")] = msgspec.field(
+        default_factory=lambda: ["connection-error", "error"]
+    )
+    alert_warning_causes: Annotated[
+        list[str], _doc("Rejected causes that raise a warning alert")
+    ] = msgspec.field(default_factory=lambda: ["duplicate", "track-limit"])
+    alert_webhook_url: Annotated[str | None, _doc("generic JSON webhook for alerts")] = None
+    alert_slack_webhook_url: Annotated[str | None, _doc("Slack incoming-webhook URL")] = None
+    alert_pagerduty_routing_key: Annotated[str | None, _doc("PagerDuty Events v2 routing key")] = (
+        None
+    )
+    alert_pagerduty_url: Annotated[str, _doc("PagerDuty Events API v2 endpoint")] = (
+        "https://events.pagerduty.com/v2/enqueue"
+    )
+    alert_sink_timeout: Annotated[Duration, _doc("deadline of one call to an alert sink")] = (
+        timedelta(seconds=5)
+    )
+    alert_sink_retries: Annotated[int, Meta(ge=0), _doc("quick retries inside one delivery")] = 2
+    alert_group_by: Annotated[list[str], _doc("alert fields that form the group key")] = (
+        msgspec.field(default_factory=lambda: ["cause", "destination_host"])
+    )
+    alert_group_interval: Annotated[Duration, _doc("window of one grouped summary")] = timedelta(
+        minutes=1
+    )
+    alert_repeat_interval: Annotated[Duration, _doc("repeat of a group still firing")] = timedelta(
+        hours=4
+    )
+    alert_once_ttl: Annotated[Duration, _doc("how long an alert is remembered as sent")] = (
+        timedelta(days=7)
+    )
+    alert_rate_threshold: Annotated[float, Meta(ge=0, le=1), _doc("share of failed stops")] = 0.05
+    alert_rate_min_stops: Annotated[Positive, _doc("stops needed before the rate rule fires")] = 20
+    alert_rate_window: Annotated[Duration, _doc("sliding window of the rate rule")] = timedelta(
+        minutes=5
+    )
+
+    @property
+    def basic_auth_pairs(self) -> list[tuple[str, str]]:
+        return [tuple(pair.split(":", 1)) for pair in self.basic_auth]  # type: ignore[misc]
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names the variable or flag and what it expects."""
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+
+
+def _base_type(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _is_list(name: str) -> bool:
+    return get_origin(_base_type(_FIELDS[name].type)) is list
+
+
+def _is_duration(name: str) -> bool:
+    return _base_type(_FIELDS[name].type) is timedelta
+
+
+def _is_bool(name: str) -> bool:
+    return _base_type(_FIELDS[name].type) is bool
+
+
+def _description(name: str) -> str:
+    for arg in get_args(_FIELDS[name].type)[1:]:
+        if isinstance(arg, Meta) and arg.description:
+            return arg.description
+    return ""
+
+
+def parse_duration(text: str) -> str | float:
+    """`500ms`, `2s`, `5m`, `24h`, `7d` -> seconds; anything else goes to msgspec (ISO 8601)."""
+    match = _SHORT_DURATION.match(text)
+    if match:
+        return float(match[1]) * _UNIT_S[match[2]]
+    return text
+
+
+def _coerce(name: str, raw: str) -> Any:
+    if _is_list(name):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if _is_duration(name):
+        return parse_duration(raw)
+    if _is_bool(name):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if raw == "" and _FIELDS[name].default is None:
+        return None
+    return raw
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build settings from the environment, then flags. Raises ConfigError on a bad value."""
+    env = os.environ if env is None else env
+    sources: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in _FIELDS:
+            raw[name] = _coerce(name, value)
+            sources[name] = key
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        raw[name] = _coerce(name, value) if isinstance(value, str) else value
+        sources[name] = "--" + name.replace("_", "-")
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$.")
+        name = where.rstrip("`").split(".")[0].split("[")[0]
+        source = sources.get(name, ENV_PREFIX + name.upper())
+        raise ConfigError(f"{source}: {message} ({_description(name)})") from None
+    for pair in settings.basic_auth:
+        if ":" not in pair or pair.startswith(":"):
+            raise ConfigError(
+                f"{sources.get('basic_auth', 'RTT_BASIC_AUTH')}: expected user:password, "
+                f"got an entry without a user or colon"
+            )
+    return settings
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add a flag per setting; defaults stay None so the environment shows through."""
+    group = parser.add_argument_group("settings (flag, or environment variable)")
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        field = _FIELDS[name]
+        default = (
+            field.default_factory()
+            if field.default_factory is not msgspec.NODEFAULT
+            else field.default
+        )
+        shown = ",".join(default) if isinstance(default, list) else default
+        help_text = f"{_description(name)} [{env}; default {shown}]"
+        if _is_list(name):
+            group.add_argument(flag, dest=name, action="append", help=help_text)
+        else:
+            group.add_argument(flag, dest=name, help=help_text)
+
+
+def overrides_from(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """Flag values given on the command line (lists may be repeated or comma separated)."""
+    result: dict[str, Any] = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(value)
+        result[name] = value
+    return result
+
+
+RECEIVER_SETTINGS = (
+    "redis_url", "key_prefix", "shards", "host", "port", "path", "processes", "basic_auth",
+    "auth_realm", "allow_cidrs", "trusted_proxies", "max_body_size", "max_header_size",
+    "read_timeout", "store_timeout", "spool_dir", "dedup_window", "forensic_max_len",
+    "store_batch_max", "log_format", "log_level", "log_phone_numbers", "redis_timeout",
+)  # fmt: skip
+WORKER_SETTINGS = (
+    "redis_url", "key_prefix", "shards", "consumer", "worker_id", "batch_size", "block",
+    "concurrency", "max_deliveries", "retry_base", "retry_max", "heartbeat_interval",
+    "heartbeat_ttl", "claim_idle", "shutdown_timeout", "stream_retention", "stream_max_len",
+    "dlq_max_len", "stats_interval", "worker_metrics_port", "log_format", "log_level",
+    "log_phone_numbers", "redis_timeout",
+    *(name for name in _FIELDS if name.startswith("alert_")),
+)  # fmt: skip
+ALL_SETTINGS = tuple(_FIELDS)

@@ -1,0 +1,85 @@
+"""Real servers for the tests: one Valkey per session (or RTT_TEST_REDIS_URL), a fresh key
+prefix per test, and the structured log lines a user would read."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from shared.embedded import EmbeddedValkey
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("RTT_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), appendonly=False) as server:
+        yield server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Each test owns the keys under its own prefix, so tests never see each other's data."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "key_prefix": prefix,
+            "spool_dir": str(tmp_path / "spool"),
+            "worker_metrics_port": 0,
+            "block": "100ms",
+            "log_format": "json",
+        }
+        values.update(overrides)
+        return load_settings(env={}, overrides=values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+class LogLines:
+    """The JSON lines this process logged, parsed."""
+
+    def __init__(self, buffer: io.BytesIO) -> None:
+        self._buffer = buffer
+
+    def all(self) -> list[dict[str, Any]]:
+        lines = self._buffer.getvalue().splitlines()
+        return [msgspec.json.decode(line) for line in lines if line.strip()]
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.all() if line.get("event") == event]
+
+
+@pytest.fixture
+def logs() -> LogLines:
+    buffer = io.BytesIO()
+    configure_logging(component="test", level="debug", fmt="json", stream=buffer, cache=False)
+    return LogLines(buffer)

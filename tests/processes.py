@@ -1,0 +1,91 @@
+"""Start the real programs as child processes and read what they print."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Program", "wait_for"]
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Program:
+    """A child process (`rtt ...` or `python -m ...`) whose stdout goes to a file."""
+
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], log_path: Path, *, new_session: bool = True
+    ) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        full_env = {**os.environ, **env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
+
+    def lines(self) -> list[dict[str, Any]]:
+        result = []
+        for raw in self.log_path.read_bytes().splitlines():
+            try:
+                result.append(json.loads(raw))
+            except ValueError:
+                continue
+        return result
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == event]
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send(self, sig: signal.Signals) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        return self.process.wait(timeout_s)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def http_status(
+    url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> int:
+    request = urllib.request.Request(url, data=body, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0

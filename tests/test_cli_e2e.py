@@ -1,0 +1,79 @@
+"""The programs as a user runs them: separate processes, real ports, real Valkey."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from shared.embedded import free_port
+from tests.fixtures import SEED_EXAMPLES, sample_body
+from tests.processes import Program, http_status, wait_for
+
+pytestmark = pytest.mark.slow
+JSON = {"Content-Type": "application/json"}
+
+
+def test_receiver_and_worker_as_separate_processes(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {"RTT_REDIS_URL": redis_url, "RTT_KEY_PREFIX": prefix, "RTT_PORT": str(port),
+           "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json", "RTT_WORKER_METRICS_PORT": "0",
+           "RTT_SPOOL_DIR": str(tmp_path / "spool")}  # fmt: skip
+    receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
+    worker = Program(["worker"], env, tmp_path / "worker.log")  # python -m worker
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_status(base + "/healthz") == 200, what="receiver up")
+        url = base + "/realTimeTranscriptionEvents"
+        assert http_status(url, SEED_EXAMPLES[0], JSON) == 204
+        failing = sample_body("stopped", cause="error", call_id="c-e2e", transcription_id="t-e2e")
+        assert http_status(url, failing, JSON) == 204
+        [alert] = wait_for(lambda: worker.named("transcription_alert"), what="alert line")
+        assert alert["call_id"] == "c-e2e"
+        assert alert["cause"] == "error"
+        assert alert["component"] == "worker"
+    finally:
+        assert worker.stop(signal.SIGTERM) == 0, worker.text()
+        assert receiver.stop(signal.SIGINT) == 0, receiver.text()
+    assert receiver.named("receiver_stopped")
+    assert worker.named("worker_stopped")
+
+
+def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"RTT_PORT": str(port), "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json",
+           "RTT_DATA_DIR": str(tmp_path / "data"), "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+           "RTT_WORKER_METRICS_PORT": "0"}  # fmt: skip
+    serve = Program(["rtt", "serve"], env, tmp_path / "serve.log", new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/realTimeTranscriptionEvents"
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 30, "serve ready")
+        assert (
+            f"POST events to  http://127.0.0.1:{port}/realTimeTranscriptionEvents" in serve.text()
+        )
+        body = sample_body("rejected", cause="connection-error", call_id="c-serve")
+        assert http_status(url, body, JSON) == 204
+        wait_for(lambda: "transcription_alert" in serve.text(), what="alert in serve output")
+    finally:
+        code = serve.stop(signal.SIGINT)
+    assert code == 0, serve.text()
+    assert (tmp_path / "data" / "valkey").is_dir()
+    assert _processes_mentioning(f"RTT_PORT={port}", str(tmp_path)) == []
+
+
+def _processes_mentioning(*needles: str) -> list[int]:
+    """Pids whose command line or environment contains one of `needles`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(needle.encode() in blob for needle in needles):
+            found.append(int(proc.name))
+    return found

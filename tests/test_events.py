@@ -1,0 +1,152 @@
+"""Decoding: every documented variant is accepted, every fault is named with its path."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from shared.events import (
+    Available,
+    DecodeFailure,
+    Rejected,
+    Started,
+    Stopped,
+    UnknownEvent,
+    decode_event,
+    event_identity,
+)
+from tests.fixtures import SEED_EXAMPLES, sample_event
+
+
+def _body(**changes: object) -> bytes:
+    event = sample_event("stopped", cause="error")
+    for key, value in changes.items():
+        if value is ...:
+            event.pop(key, None)
+        else:
+            event[key] = value
+    return msgspec.json.encode(event)
+
+
+@pytest.mark.parametrize("body", SEED_EXAMPLES, ids=["enqueued", "destination"])
+def test_seed_examples_decode(body: bytes) -> None:
+    event = decode_event(body)
+    assert isinstance(event, Stopped)
+    assert event.cause == "closed"
+    info = event.transcription_info
+    assert info.id == "t-95ac90b3-e9cd80fa-fca7-4d12-9109-2990afe4d8c5"
+    assert info.tracks == ["inbound", "outbound"]
+    # PT1M52.217257456S: nanoseconds cut to microseconds.
+    assert info.duration == timedelta(minutes=1, seconds=52, microseconds=217257)
+
+
+def test_seed_stabilized_string_is_understood() -> None:
+    event = decode_event(SEED_EXAMPLES[1])
+    assert isinstance(event, Stopped)
+    assert event.transcription_info.is_stabilized is True
+    assert event.transcription_info.destination == "wss://websocket.myapp.example"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "cls"),
+    [("started", Started), ("rejected", Rejected), ("stopped", Stopped), ("available", Available)],
+)
+@pytest.mark.parametrize("object_key", ["realTimeTranscription", "transcription"])
+def test_every_type_under_both_object_keys(event_type: str, cls: type, object_key: str) -> None:
+    body = msgspec.json.encode(
+        sample_event(event_type, object_key=object_key, transcription_id="t-1")
+    )
+    event = decode_event(body)
+    assert isinstance(event, cls)
+    assert event.transcription_info.id == "t-1"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(True, True), ("false", False), ("True", True)])
+def test_stabilized_boolean_or_string(raw: object, expected: bool) -> None:
+    event = sample_event("started")
+    event["realTimeTranscription"]["stabilized"] = raw
+    decoded = decode_event(msgspec.json.encode(event))
+    assert not isinstance(decoded, DecodeFailure | UnknownEvent)
+    assert decoded.transcription_info.is_stabilized is expected
+
+
+def test_optional_fields_absent_or_null_and_unknown_fields_ignored() -> None:
+    body = _body(answerTime=None, tag=None, errorMessage=None, enqueuedTime=..., callUrl=...,
+                 privacy=False, callerDisplayName="", brandNewField={"x": [1]})  # fmt: skip
+    event = decode_event(body)
+    assert isinstance(event, Stopped)
+    assert event.answer_time is None
+    assert event.tag is None
+    assert event.privacy is False
+
+
+@pytest.mark.parametrize(
+    "caller", ["Private", "Restricted", "Unavailable", "Anonymous", "+15551112222"]
+)
+def test_from_is_not_validated_as_e164(caller: str) -> None:
+    assert isinstance(decode_event(_body(**{"from": caller})), Stopped)
+
+
+def test_unknown_cause_is_kept() -> None:
+    event = decode_event(_body(cause="brand-new-cause"))
+    assert isinstance(event, Stopped)
+    assert event.cause == "brand-new-cause"
+
+
+def test_draft_casing_of_event_type_is_accepted() -> None:
+    event = decode_event(_body(eventType="realtimeTranscriptionStopped"))
+    assert isinstance(event, Stopped)
+
+
+def test_unknown_event_type_is_recognised_not_refused() -> None:
+    event = decode_event(_body(eventType="realTimeTranscriptionPaused"))
+    assert event == UnknownEvent(event_type="realTimeTranscriptionPaused", call_id=event.call_id)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "fragment"),
+    [
+        (b"", "$", "truncated"),
+        (b'{"eventType": "realTimeTr', "$", "truncated"),
+        (b"\xff\xfe{}", "$", "malformed"),
+        (b"[1, 2]", "$", "Expected `object`, got `array`"),
+        (b'"text"', "$", "Expected `object`"),
+        (b"{}", "$.eventType", "missing required field"),
+        (_body(eventType=7), "$.eventType", "Expected `str`, got `int`"),
+        (_body(callId=...), "$.callId", "missing required field"),
+        (_body(callId=12), "$.callId", "Expected `str`, got `int`"),
+        (_body(cause=...), "$.cause", "missing required field"),
+        (_body(eventTime="yesterday"), "$.eventTime", "Invalid RFC3339"),
+        (_body(realTimeTranscription=...), "$.realTimeTranscription", "missing required field"),
+        (_body(realTimeTranscription={"name": "x"}), "$.realTimeTranscription.id", "missing"),
+        (_body(realTimeTranscription={"id": "t", "tracks": "inbound"}),
+         "$.realTimeTranscription.tracks", "Expected `array`"),
+        (_body(realTimeTranscription={"id": "t", "duration": "ten minutes"}),
+         "$.realTimeTranscription.duration", "duration"),
+        (_body(realTimeTranscription={"id": "t", "stabilized": "maybe"}),
+         "$.realTimeTranscription.stabilized", "Invalid enum value"),
+    ],
+)  # fmt: skip
+def test_malformed_bodies_say_what_and_where(body: bytes, path: str, fragment: str) -> None:
+    failure = decode_event(body)
+    assert isinstance(failure, DecodeFailure)
+    assert failure.path == path
+    assert fragment.lower() in failure.error.lower()
+
+
+def test_identity_is_type_call_and_transcription() -> None:
+    a = decode_event(_body(callId="c-1"))
+    b = decode_event(_body(callId="c-1", eventTime="2030-01-01T00:00:00Z"))
+    c = decode_event(_body(callId="c-2"))
+    assert isinstance(a, Stopped)
+    assert isinstance(b, Stopped)
+    assert isinstance(c, Stopped)
+    assert a.transcription_info.id != b.transcription_info.id  # random ids per sample
+    same = decode_event(_body(callId="c-1", realTimeTranscription={"id": "t-9"}))
+    again = decode_event(_body(callId="c-1", realTimeTranscription={"id": "t-9"}, tag="x"))
+    assert isinstance(same, Stopped)
+    assert isinstance(again, Stopped)
+    assert event_identity(same) == event_identity(again)
+    assert event_identity(same) != event_identity(c)

@@ -1,0 +1,17 @@
+"""The worker: consumer groups on the event streams, the consumer API, built-in alerts."""
+
+from shared.events import Available, Event, Rejected, Started, Stopped
+
+from .consumers import Consumer, Context, SetupContext, consumer
+
+__all__ = [
+    "Available",
+    "Consumer",
+    "Context",
+    "Event",
+    "Rejected",
+    "SetupContext",
+    "Started",
+    "Stopped",
+    "consumer",
+]

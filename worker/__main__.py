@@ -1,0 +1,3 @@
+from worker.entry import main
+
+raise SystemExit(main(prog="python -m worker"))

@@ -1,0 +1,27 @@
+"""`python -m bench [name ...]`: run the named benchmarks (default: all of them)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def _available() -> list[str]:
+    here = Path(__file__).parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+
+
+def main(argv: list[str]) -> int:
+    names = argv or _available()
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"== {name} ==", flush=True)
+        code = int(module.main([]))
+        if code:
+            return code
+    return 0
+
+
+raise SystemExit(main(sys.argv[1:]))

@@ -1,8 +1,8 @@
 """The Redis key layout: the one place that knows every key and its hash tag.
 
-Each event stream carries a hash tag (`{n}`, or `{events}` unsharded) and every key that
-guards it (dedup, alert-once) shares that tag, so scripts touching both stay in one
-Redis Cluster slot.
+Sharded event streams carry a hash tag (`{n}`) so shards land on different Redis Cluster
+slots; every key that guards a stream (dedup) shares its slot, so a script touching both
+stays on one node.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ __all__ = ["Keys"]
 class Keys:
     prefix: str = "rtt"
     shards: int = 1
-
-    def _tag(self, shard: int) -> str:
-        return f"{{{shard}}}" if self.shards > 1 else "{events}"
 
     def shard_of(self, call_id: str) -> int:
         """Stable across processes and restarts (unlike `hash()`), so a call stays on one shard."""
@@ -46,7 +43,9 @@ class Keys:
         """Marks a delivery as stored; lives in its stream's slot."""
         if self.shards > 1:
             return f"{self.prefix}:dedup:{{{shard}}}:{identity}"
-        return f"{self.prefix}:dedup:{{events}}:{identity}"
+        # The unsharded stream key has no braces, so Redis hashes the whole key: the same
+        # name used as a hash tag puts this key in the stream's slot.
+        return f"{self.prefix}:dedup:{{{self.events()}}}:{identity}"
 
     def alert_once(self, sink: str, alert_key: str) -> str:
         return f"{self.prefix}:alerted:{sink}:{alert_key}"

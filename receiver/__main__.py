@@ -1,3 +1,4 @@
 from receiver.entry import main
 
-raise SystemExit(main(prog="python -m receiver"))
+if __name__ == "__main__":
+    raise SystemExit(main(prog="python -m receiver"))

@@ -1,10 +1,13 @@
-"""The aiohttp application: authenticate, decode, store, answer."""
+"""The aiohttp application: admit, decode, store, answer."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 import structlog
@@ -12,90 +15,160 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from shared.entries import Fields, StreamEntry
-from shared.events import DecodeFailure, UnknownEvent, decode_event
+from shared.events import DecodeFailure, UnknownEvent, decode_event, event_identity
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
 
-from .store import Store, StoreItem, StoreUnavailable
+from .auth import Gate, parse_networks
+from .metrics import ReceiverMetrics
+from .store import Outcome, Store, StoreItem, StoreUnavailable
 
-__all__ = ["SETTINGS", "STORE", "create_app"]
+__all__ = ["METRICS", "SETTINGS", "STORE", "create_app"]
 
 SETTINGS = web.AppKey("settings", Settings)
-KEYS = web.AppKey("keys", Keys)
 STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", ReceiverMetrics)
 
 log = get_logger()
 _JSON_TYPES = frozenset({"application/json", "text/json"})
+_REJECTED_BODY_BYTES = 4096
+_REQUEST_ID_CHARS = 128
 _encode = msgspec.json.encode
 
 
-@web.middleware
-async def request_context(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Bind a request id to every log line of this request (each request has its own task)."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    try:
-        response = await handler(request)
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
-    response.headers["X-Request-Id"] = request_id
-    return response
-
-
-def _is_json(request: web.Request) -> bool:
-    ctype = request.content_type
-    return ctype in _JSON_TYPES or ctype.endswith("+json")
-
-
-def _bad_request(failure: DecodeFailure) -> web.Response:
+def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(
-        status=400, body=_encode({"error": failure.error, "path": failure.path}),
-        content_type="application/json",
+        status=status, body=_encode({"error": message, "path": "$"}),
+        content_type="application/json", headers=headers,
     )  # fmt: skip
 
 
-async def receive_event(request: web.Request) -> web.StreamResponse:
-    settings, keys, store = request.app[SETTINGS], request.app[KEYS], request.app[STORE]
-    if not _is_json(request):
-        return web.json_response(
-            {"error": f"expected a JSON content type, got {request.content_type}", "path": "$"},
-            status=415,
+class _Events:
+    """The handler of the events path and what it needs, resolved once per app."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: ReceiverMetrics) -> None:
+        self.keys = Keys(settings.key_prefix, settings.shards)
+        self.store = store
+        self.metrics = metrics
+        self.gate = Gate(
+            credentials=settings.basic_auth,
+            realm=settings.auth_realm,
+            allow=parse_networks(settings.allow_cidrs, "RTT_ALLOW_CIDRS"),
+            trusted_proxies=parse_networks(settings.trusted_proxies, "RTT_TRUSTED_PROXIES"),
         )
-    body = await request.read()  # over client_max_size: aiohttp answers 413
-    received_at_ms = time.time_ns() // 1_000_000
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    decoded = decode_event(body)
-    if isinstance(decoded, DecodeFailure):
-        log.warning("event_rejected", error=decoded.error, path=decoded.path, peer=request.remote)
-        rejected: Fields = {
-            "body": body[:4096], "error": decoded.error, "path": decoded.path,
-            "peer": request.remote or "", "received_at": received_at_ms, "request_id": request_id,
-        }  # fmt: skip
+        self.read_timeout_s = settings.read_timeout.total_seconds()
+        self.forensic_max_len = settings.forensic_max_len
+
+    def _count(self, outcome: str, event_type: str = "") -> None:
+        self.metrics.requests.labels(outcome, event_type).inc()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS] or uuid.uuid4().hex
+        # aiohttp runs each request in a task of its own, so this binding ends with it.
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        response = await self._handle(request, request_id)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    async def _handle(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        client = self.gate.client_address(request)
+        refusal = self.gate.refusal(request, client)
+        if refusal == "forbidden":
+            log.warning("request_forbidden", peer=client)
+            self._count("forbidden")
+            return _error(403, "source address not allowed")
+        if refusal is not None:
+            # A first request without credentials is Bandwidth's normal challenge flow.
+            level = log.debug if refusal == "missing" else log.warning
+            level("request_unauthorized", reason=refusal, peer=client)
+            self._count("unauthorized")
+            return _error(401, "credentials required", **{"WWW-Authenticate": self.gate.challenge})
+        ctype = request.content_type
+        if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+            self._count("unsupported_media_type")
+            return _error(415, f"expected a JSON content type, got {ctype}")
         try:
-            await store.put(StoreItem(keys.rejected, rejected, max_len=settings.forensic_max_len))
-        except StoreUnavailable:
-            log.error("rejected_body_not_kept", error=decoded.error)
-        return _bad_request(decoded)
-    if isinstance(decoded, UnknownEvent):
-        log.warning("event_type_unknown", event_type=decoded.event_type, call_id=decoded.call_id)
-        entry = StreamEntry(decoded.event_type, body, received_at_ms, request_id)
-        item = StoreItem(keys.unknown, entry.to_fields(), max_len=settings.forensic_max_len)
-    else:
-        entry = StreamEntry(decoded.event_type, body, received_at_ms, request_id)
-        item = StoreItem(keys.stream_for_call(decoded.call_id), entry.to_fields())
-    try:
-        outcome = await store.put(item)
-    except StoreUnavailable as exc:
-        log.error("event_not_stored", error=str(exc))
-        return web.json_response(
-            {"error": "storage unavailable, retry later", "path": "$"},
-            status=503, headers={"Retry-After": "5"},
+            async with asyncio.timeout(self.read_timeout_s):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self._count("too_large")
+            raise
+        except TimeoutError:
+            log.warning("request_body_timeout", peer=client)
+            self._count("timeout")
+            return _error(408, "request body not received in time", Connection="close")
+        received_at_ms = time.time_ns() // 1_000_000
+        decoded = decode_event(body)
+        if isinstance(decoded, DecodeFailure):
+            return await self._reject(decoded, body, client, received_at_ms, request_id)
+        if isinstance(decoded, UnknownEvent):
+            log.warning(
+                "event_type_unknown", event_type=decoded.event_type, call_id=decoded.call_id
+            )
+            event_type, label = decoded.event_type, "unknown"
+            # No identity of its own: the body's digest keeps a drain retry from adding it twice.
+            identity = hashlib.blake2b(body, digest_size=16).hexdigest()
+            stream = self.keys.unknown
+            item = StoreItem(
+                stream, StreamEntry(event_type, body, received_at_ms, request_id).to_fields(),
+                dedup_key=self.keys.forensic_dedup(stream, identity),
+                max_len=self.forensic_max_len,
+            )  # fmt: skip
+        else:
+            event_type = label = decoded.event_type
+            shard = self.keys.shard_of(decoded.call_id)
+            item = StoreItem(
+                self.keys.events(shard),
+                StreamEntry(event_type, body, received_at_ms, request_id).to_fields(),
+                dedup_key=self.keys.dedup(shard, event_identity(decoded)),
+            )
+        started = time.perf_counter()
+        try:
+            outcome = await self.store.put(item)
+        except StoreUnavailable as exc:
+            log.error("event_not_stored", error=str(exc), event_type=event_type)
+            self._count("unavailable", label)
+            return _error(503, "storage unavailable, retry later", **{"Retry-After": "5"})
+        self.metrics.store_seconds.labels(outcome.value).observe(time.perf_counter() - started)
+        self._count(outcome.value, label)
+        if outcome is Outcome.DUPLICATE:
+            self.metrics.dedup_hits.inc()
+        if not isinstance(decoded, UnknownEvent):
+            log.debug(
+                "event_accepted", event_type=event_type, outcome=outcome.value,
+                call_id=decoded.call_id, transcription_id=decoded.transcription_info.id,
+                **{"from": decoded.from_, "to": decoded.to},
+            )  # fmt: skip
+        return web.Response(status=204)
+
+    async def _reject(
+        self,
+        failure: DecodeFailure,
+        body: bytes,
+        client: str | None,
+        received_at_ms: int,
+        request_id: str,
+    ) -> web.Response:
+        log.warning("event_rejected", error=failure.error, path=failure.path, peer=client)
+        self.metrics.decode_errors.inc()
+        self._count("invalid")
+        rejected: Fields = {
+            "body": body[:_REJECTED_BODY_BYTES], "error": failure.error, "path": failure.path,
+            "peer": client or "", "received_at": received_at_ms, "request_id": request_id,
+        }  # fmt: skip
+        stream = self.keys.rejected
+        # Every 400 is kept once: a fresh identity, so only a drain retry is a repeat.
+        marker = self.keys.forensic_dedup(stream, uuid.uuid4().hex)
+        item = StoreItem(stream, rejected, dedup_key=marker, max_len=self.forensic_max_len)
+        try:
+            await self.store.put(item)
+        except StoreUnavailable as exc:
+            log.error("rejected_body_not_kept", error=str(exc))
+        return web.Response(
+            status=400, body=_encode({"error": failure.error, "path": failure.path}),
+            content_type="application/json",
         )  # fmt: skip
-    log.debug("event_accepted", event_type=entry.type, outcome=outcome.value)
-    return web.Response(status=204)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -109,12 +182,39 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "unavailable", "store": store.mode}, status=503)
 
 
-def create_app(settings: Settings, redis: Redis, store: Store | None = None) -> web.Application:
-    """The receiver. The caller owns `redis`; the app owns the store's lifetime."""
-    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_size)
+async def metrics(request: web.Request) -> web.Response:
+    request.app[STORE].update_gauges()
+    body, content_type = request.app[METRICS].render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def create_app(
+    settings: Settings,
+    redis: Redis,
+    store: Store | None = None,
+    *,
+    spool_dir: str | Path | None = None,
+    orphan_spool_dirs: tuple[Path, ...] = (),
+) -> web.Application:
+    """The receiver. The caller owns `redis`; the app owns the store's lifetime.
+
+    `spool_dir` is this process's own spool (default: `<RTT_SPOOL_DIR>/p0`).
+    """
+    app = web.Application(client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
-    app[KEYS] = Keys(settings.key_prefix, settings.shards)
-    app[STORE] = store or Store(redis)
+    app[STORE] = store or Store(
+        redis,
+        spool_dir=spool_dir or Path(settings.spool_dir) / "p0",
+        orphan_spool_dirs=orphan_spool_dirs,
+        dedup_ttl_s=settings.dedup_window.total_seconds(),
+        timeout_s=settings.store_timeout.total_seconds(),
+        batch_max=settings.store_batch_max,
+        close_timeout_s=settings.shutdown_timeout.total_seconds(),
+    )
+    app[METRICS] = app[STORE].metrics
+    events = _Events(settings, app[STORE], app[METRICS])
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].start()
@@ -122,7 +222,8 @@ def create_app(settings: Settings, redis: Redis, store: Store | None = None) -> 
         await app[STORE].close()
 
     app.cleanup_ctx.append(store_lifetime)
-    app.router.add_post(settings.path, receive_event)
+    app.router.add_post(settings.path, events.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

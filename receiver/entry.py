@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 from collections.abc import Sequence
 
 from shared.cli_support import settings_from_args, settings_parser
 from shared.settings import RECEIVER_SETTINGS
 
 from .server import serve
+from .supervisor import supervise
 
 __all__ = ["main"]
 
 
+def _slot(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        slot = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected index/count, got {text!r}") from None
+    if not 0 <= slot[0] < slot[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 <= index < count, got {text!r}")
+    return slot
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "rtt receiver") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = settings_parser(prog, "Receive Bandwidth transcription webhooks.", RECEIVER_SETTINGS)
-    _, settings = settings_from_args(parser, argv, RECEIVER_SETTINGS, component="receiver")
+    # Set by the supervisor of `--processes N` on each child it starts.
+    parser.add_argument("--slot", type=_slot, help=argparse.SUPPRESS)
+    args, settings = settings_from_args(parser, argv, RECEIVER_SETTINGS, component="receiver")
     if not settings.redis_url:
         parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
+    if args.slot is not None:
+        index, processes = args.slot
+        asyncio.run(serve(settings, index=index, processes=processes, reuse_port=True))
+        return 0
+    if settings.processes > 1:
+        return supervise(settings, argv)
     asyncio.run(serve(settings))
     return 0

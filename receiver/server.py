@@ -1,9 +1,11 @@
-"""Run the receiver until SIGTERM or SIGINT, then drain and exit 0."""
+"""Run one receiver process until SIGTERM or SIGINT, then drain and exit 0."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
@@ -13,20 +15,48 @@ from shared.settings import Settings
 
 from .app import create_app
 
-__all__ = ["serve"]
+__all__ = ["serve", "spool_dirs"]
 
 log = get_logger()
+_SLOT_DIR = re.compile(r"^p(\d+)$")
 
 
-async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
-    """Serve until a stop signal; in-flight requests finish before the store closes."""
+def spool_dirs(settings: Settings, index: int = 0, processes: int = 1) -> tuple[Path, list[Path]]:
+    """This process's spool, `<RTT_SPOOL_DIR>/p<index>`, and the spools it must also drain.
+
+    Stable names let a restarted process drain what its predecessor left. Process 0 also
+    drains the spools of slots that no longer exist (the receiver ran with more processes).
+    """
+    root = Path(settings.spool_dir)
+    orphans: list[Path] = []
+    if index == 0 and root.is_dir():
+        for path in sorted(root.iterdir()):
+            match = _SLOT_DIR.match(path.name)
+            if match and int(match[1]) >= processes:
+                orphans.append(path)
+    return root / f"p{index}", orphans
+
+
+async def serve(
+    settings: Settings, *, index: int = 0, processes: int = 1, reuse_port: bool = False
+) -> None:
+    """Serve until a stop signal.
+
+    On SIGTERM the listener closes first, requests in flight finish, then the store writes
+    what it holds, tries a last drain of the spool into Redis and closes the spool.
+    """
     redis = create_redis(settings)
-    app = create_app(settings, redis)
+    own, orphans = spool_dirs(settings, index, processes)
+    app = create_app(settings, redis, spool_dir=own, orphan_spool_dirs=tuple(orphans))
+    read_timeout_s = settings.read_timeout.total_seconds()
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=settings.store_timeout.total_seconds() + 5,
+        # In-flight requests may wait for the store deadline, then for the spool's fsync.
+        shutdown_timeout=settings.store_timeout.total_seconds() + read_timeout_s + 5,
+        # An idle connection, or one whose request head trickles in, is closed after this.
+        keepalive_timeout=read_timeout_s,
         max_line_size=settings.max_header_size,
         max_field_size=settings.max_header_size,
     )
@@ -34,15 +64,20 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
     try:
+        await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
-        log.info("receiver_listening", host=settings.host, port=settings.port, path=settings.path)
+        log.info(
+            "receiver_listening", host=settings.host, port=settings.port, path=settings.path,
+            spool_dir=str(own), process=index,
+        )  # fmt: skip
         await stop.wait()
         log.info("receiver_stopping")
     finally:
         # Stops accepting, waits for in-flight requests, then runs cleanup_ctx (store close).
         await runner.cleanup()
         await redis.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         log.info("receiver_stopped")

@@ -1,15 +1,36 @@
-"""The store path: where an accepted body goes before the receiver may answer 204."""
+"""The store path: where an accepted body goes before the receiver may answer 204.
+
+Redis first, through shared round trips (`batching`). When Redis fails or misses the
+deadline, the item goes to the local spool instead, and so does every item after it until
+the drainer has moved the whole spool into Redis: a call's events keep their order. The
+drainer uses the same script as requests, so an item whose XADD ran after all (a frozen
+Redis that wakes up) is recognised as a repeat and not added twice.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from shared.entries import Fields
+from shared.logs import get_logger
+
+from .batching import RedisFailed, RedisWriter, StoreItem
+from .metrics import ReceiverMetrics
+from .spool import Record, Segment, Spool, SpoolError
 
 __all__ = ["Outcome", "Store", "StoreItem", "StoreUnavailable"]
+
+log = get_logger()
+
+_FieldValue = bytes | str | int | float
 
 
 class Outcome(enum.Enum):
@@ -22,45 +43,224 @@ class StoreUnavailable(Exception):
     """Neither Redis nor the spool took the item: the caller answers 503."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreItem:
+class _Spooled(msgspec.Struct, array_like=True, frozen=True):
     stream: str
-    fields: Fields
-    # Set for events: a repeat inside the dedup window is not stored again.
-    dedup_key: str | None = None
-    # Set for bounded forensic streams only; rtt:events is never trimmed at XADD time.
-    max_len: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # Untyped values: msgpack keeps bytes (bin) apart from str, which a typed union cannot.
+    fields: dict[str, Any]
+    dedup_key: str | None
+    max_len: int | None
+
+
+_encode_spooled = msgspec.msgpack.Encoder().encode
+_decode_spooled = msgspec.msgpack.Decoder(_Spooled).decode
+
+
+def _to_record(item: StoreItem) -> bytes:
+    fields = {_text(name): _value(value) for name, value in item.fields.items()}
+    return _encode_spooled(_Spooled(item.stream, fields, item.dedup_key, item.max_len))
+
+
+def _from_record(record: Record) -> StoreItem:
+    spooled = _decode_spooled(record.payload)
+    fields: Fields = {name: value for name, value in spooled.fields.items()}
+    return StoreItem(spooled.stream, fields, spooled.dedup_key, spooled.max_len)
+
+
+def _text(name: object) -> str:
+    return bytes(name).decode() if isinstance(name, bytes | bytearray | memoryview) else str(name)
+
+
+def _value(value: object) -> _FieldValue:
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    assert isinstance(value, bytes | str | int | float)
+    return value
 
 
 class Store:
-    """Stores items on Redis, one XADD per item."""
+    """Redis while it answers in time, else the local spool; drains the spool in order."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        spool_dir: str | Path,
+        dedup_ttl_s: float = 86_400,
+        timeout_s: float = 2.0,
+        batch_max: int = 512,
+        orphan_spool_dirs: Sequence[str | Path] = (),
+        metrics: ReceiverMetrics | None = None,
+        report_interval_s: float = 10.0,
+        close_timeout_s: float = 30.0,
+    ) -> None:
+        self._writer = RedisWriter(
+            redis, dedup_ttl_ms=int(dedup_ttl_s * 1000), timeout_s=timeout_s, batch_max=batch_max
+        )
+        self._spool = Spool(spool_dir)
+        # Spools left by processes that no longer exist (a smaller --processes): drained only.
+        self._orphans = [Spool(path) for path in orphan_spool_dirs]
+        self._timeout_s = timeout_s
+        self._batch_max = batch_max
+        self.metrics = metrics or ReceiverMetrics()
+        self._report_interval_s = report_interval_s
+        self._close_timeout_s = close_timeout_s
+        self._spooling = False
+        self._spooling_since = 0.0
+        self._wake_drainer = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifetime ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        pass
+        await self._spool.open()
+        for orphan in self._orphans:
+            await orphan.open()
+        if self.spool_depth:
+            self._start_spooling("spool not empty at start")
+        self._tasks = [
+            asyncio.create_task(self._drain_forever(), name="spool-drainer"),
+            asyncio.create_task(self._report_forever(), name="spool-report"),
+        ]
 
     async def close(self) -> None:
-        pass
+        """Finish writes under way, make one last drain attempt, release the spool."""
+        await self._writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._spooling:
+            try:
+                async with asyncio.timeout(self._close_timeout_s):
+                    await self._drain_all()
+            except (RedisFailed, OSError, TimeoutError) as exc:
+                log.warning("spool_drain_at_stop_failed", error=str(exc) or type(exc).__name__)
+        for spool in (self._spool, *self._orphans):
+            await spool.close()
+        self.update_gauges()
+        if self.spool_depth:
+            log.warning(
+                "spool_left", depth=self.spool_depth, directory=str(self._spool.directory),
+                note="drained at the next start",
+            )  # fmt: skip
+
+    # --- state -------------------------------------------------------------------------
 
     @property
     def mode(self) -> str:
         """`redis`, `spool` or `unavailable`, for /readyz."""
-        return "redis"
+        if not self._spooling:
+            return "redis"
+        return "spool" if self._spool.usable else "unavailable"
 
     async def ready(self) -> bool:
-        try:
-            return bool(await self._redis.ping())
-        except Exception:
-            return False
+        if not self._spooling:
+            try:
+                await self._writer.ping()
+                return True
+            except RedisFailed as exc:
+                self._start_spooling(str(exc))
+        if not self._spool.usable:
+            await self._spool.open()
+        return self._spool.usable
+
+    @property
+    def spool_depth(self) -> int:
+        return sum(spool.depth for spool in (self._spool, *self._orphans))
+
+    def spool_oldest_age_s(self) -> float:
+        stamps = [s.oldest_ms for s in (self._spool, *self._orphans) if s.oldest_ms is not None]
+        return max(0.0, time.time() - min(stamps) / 1000) if stamps else 0.0
+
+    def update_gauges(self) -> None:
+        self.metrics.spool_depth.set(self.spool_depth)
+        self.metrics.spool_oldest_age.set(self.spool_oldest_age_s())
+
+    # --- storing -----------------------------------------------------------------------
 
     async def put(self, item: StoreItem) -> Outcome:
+        if not self._spooling:
+            try:
+                entry_id = await self._writer.put(item)
+            except RedisFailed as exc:
+                self._start_spooling(str(exc))
+            else:
+                return Outcome.STORED if entry_id is not None else Outcome.DUPLICATE
         try:
-            await self._redis.xadd(
-                item.stream, item.fields, maxlen=item.max_len, approximate=item.max_len is not None
+            await self._spool.append(_to_record(item), time.time_ns() // 1_000_000)
+        except SpoolError as exc:
+            raise StoreUnavailable(f"Redis failing and spool unusable: {exc}") from exc
+        return Outcome.SPOOLED
+
+    def _start_spooling(self, reason: str) -> None:
+        if not self._spooling:
+            self._spooling = True
+            self._spooling_since = time.monotonic()
+            log.warning("store_spooling", reason=reason, directory=str(self._spool.directory))
+        self._wake_drainer.set()
+
+    # --- draining ----------------------------------------------------------------------
+
+    async def _drain_forever(self) -> None:
+        retry_s = min(self._timeout_s, 0.5)
+        while True:
+            await self._wake_drainer.wait()
+            self._wake_drainer.clear()
+            while self._spooling:
+                try:
+                    await self._drain_all()
+                except (RedisFailed, OSError) as exc:
+                    log.debug("spool_drain_retry", error=str(exc))
+                    await asyncio.sleep(retry_s)
+
+    async def _drain_all(self) -> None:
+        """Move every spooled item into Redis, oldest first; back to Redis mode once empty."""
+        await self._writer.ping()
+        for spool in (*self._orphans, self._spool):
+            await self._drain(spool)
+        # Nothing can be appended between the last depth check and this switch: no await.
+        if self.spool_depth == 0:
+            self._spooling = False
+            log.info(
+                "spool_drained", spooled_for_s=round(time.monotonic() - self._spooling_since, 3)
             )
-        except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return Outcome.STORED
+            self.update_gauges()
+
+    async def _drain(self, spool: Spool) -> int:
+        drained = 0
+        while spool.depth:
+            found = await spool.oldest_segment()
+            if found is None:
+                # What is left is still being written: wait for the fsync, then go on.
+                await asyncio.sleep(0.01)
+                continue
+            segment, records = found
+            drained += await self._drain_segment(spool, segment, records)
+            await spool.remove(segment)
+        return drained
+
+    async def _drain_segment(self, spool: Spool, segment: Segment, records: list[Record]) -> int:
+        for start in range(0, len(records), self._batch_max):
+            chunk = records[start : start + self._batch_max]
+            replies = await self._writer.run([_from_record(record) for record in chunk])
+            for reply in replies:
+                if isinstance(reply, RedisFailed):
+                    # Drained again from this point next time; the script skips what is in.
+                    raise reply
+            duplicates = sum(1 for reply in replies if reply is None)
+            rest = records[start + len(chunk) : start + len(chunk) + 1]
+            spool.mark_drained(segment, len(chunk), rest[0].spooled_at_ms if rest else None)
+            self.metrics.spool_drained.inc(len(chunk))
+            if duplicates:
+                log.info("spool_drain_repeats_skipped", count=duplicates, segment=segment.path.name)
+        return len(records)
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._report_interval_s)
+            self.update_gauges()
+            if self.spool_depth:
+                log.warning(
+                    "spool_backlog", depth=self.spool_depth,
+                    oldest_age_s=round(self.spool_oldest_age_s(), 3), mode=self.mode,
+                )  # fmt: skip

@@ -47,6 +47,10 @@ class Keys:
         # name used as a hash tag puts this key in the stream's slot.
         return f"{self.prefix}:dedup:{{{self.events()}}}:{identity}"
 
+    def forensic_dedup(self, stream: str, identity: str) -> str:
+        """Marks an entry of `rtt:rejected` or `rtt:unknown` as stored; in that stream's slot."""
+        return f"{self.prefix}:dedup:{{{stream}}}:{identity}"
+
     def alert_once(self, sink: str, alert_key: str) -> str:
         return f"{self.prefix}:alerted:{sink}:{alert_key}"
 

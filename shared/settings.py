@@ -295,7 +295,8 @@ RECEIVER_SETTINGS = (
     "redis_url", "key_prefix", "shards", "host", "port", "path", "processes", "basic_auth",
     "auth_realm", "allow_cidrs", "trusted_proxies", "max_body_size", "max_header_size",
     "read_timeout", "store_timeout", "spool_dir", "dedup_window", "forensic_max_len",
-    "store_batch_max", "log_format", "log_level", "log_phone_numbers", "redis_timeout",
+    "store_batch_max", "shutdown_timeout", "log_format", "log_level", "log_phone_numbers",
+    "redis_timeout",
 )  # fmt: skip
 WORKER_SETTINGS = (
     "redis_url", "key_prefix", "shards", "consumer", "worker_id", "batch_size", "block",

@@ -1,0 +1,91 @@
+"""`--processes N`: N receiver processes serving one port (SO_REUSEPORT), kept running.
+
+Each child is `python -m receiver` with the same flags and environment, plus its slot
+`i/N`, which names its spool directory `p<i>`: a child that dies is started again in the
+same slot and drains what it left. The children share prometheus-client's multiprocess
+directory, so a scrape of any of them reports the sum.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import multiprocess
+
+from shared.logs import get_logger
+from shared.settings import Settings
+
+__all__ = ["supervise"]
+
+log = get_logger()
+# A child that dies sooner than this after its start is not restarted: it would only die
+# again (port taken, bad configuration); the whole receiver stops instead.
+_MIN_UPTIME_S = 5.0
+
+
+def _start(
+    argv: Sequence[str], index: int, processes: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "receiver", *argv, "--slot", f"{index}/{processes}"]
+    return subprocess.Popen(args, env=env)
+
+
+def supervise(settings: Settings, argv: Sequence[str]) -> int:
+    """Run `settings.processes` children until SIGTERM or SIGINT; 0 if all stopped cleanly."""
+    processes = settings.processes
+    metrics_dir = tempfile.mkdtemp(prefix="rtt-receiver-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    stop_requested = False
+
+    def request_stop(signum: int, _: Any) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    exit_code = 0
+    try:
+        for index in range(processes):
+            children[index] = (_start(argv, index, processes, env), time.monotonic())
+        log.info("receiver_supervising", processes=processes, port=settings.port)
+        while not stop_requested:
+            time.sleep(0.1)
+            for index, (child, started) in list(children.items()):
+                code = child.poll()
+                if code is None:
+                    continue
+                multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
+                log.error("receiver_process_exited", process=index, pid=child.pid, exit_code=code)
+                if time.monotonic() - started < _MIN_UPTIME_S:
+                    exit_code = 1
+                    stop_requested = True
+                    break
+                children[index] = (_start(argv, index, processes, env), time.monotonic())
+    finally:
+        for child, _ in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        grace_s = (
+            settings.shutdown_timeout.total_seconds() + settings.store_timeout.total_seconds() + 10
+        )
+        for index, (child, _) in children.items():
+            try:
+                code = child.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                log.error("receiver_process_killed", process=index, pid=child.pid, after_s=grace_s)
+                child.kill()
+                code = child.wait()
+            if code != 0:
+                exit_code = 1
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("receiver_supervisor_stopped", exit_code=exit_code)
+    return exit_code

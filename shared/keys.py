@@ -73,8 +73,60 @@ class Keys:
     def heartbeat(self, group: str, worker_id: str) -> str:
         return f"{self.prefix}:alive:{group}:{worker_id}"
 
+    def alert_sending(self, sink: str, alert_key: str) -> str:
+        """Short-lived lock: one replica at a time sends a given alert to a given sink."""
+        return f"{self.prefix}:alerting:{sink}:{alert_key}"
+
+    @property
+    def _alerts(self) -> str:
+        # One hash tag for all alert state, so each alert script runs on one cluster node.
+        return f"{self.prefix}:{{{self.prefix}:alerts}}"
+
+    def alert_seen(self, alert_key: str) -> str:
+        """How an alert was taken into its group (first or grouped): counted once."""
+        return f"{self._alerts}:seen:{alert_key}"
+
     def alert_group(self, group_key: str) -> str:
-        return f"{self.prefix}:alertgroup:{group_key}"
+        return f"{self._alerts}:group:{group_key}"
+
+    def alert_group_examples(self, group_key: str) -> str:
+        return f"{self._alerts}:group:{group_key}:examples"
+
+    @property
+    def alert_groups_due(self) -> str:
+        """Open group windows by the time their summary is due (a sorted set)."""
+        return f"{self._alerts}:due"
+
+    @property
+    def alert_outbox(self) -> str:
+        """Summaries and rate changes waiting for delivery, in order (a stream)."""
+        return f"{self._alerts}:outbox"
+
+    @property
+    def alert_cursors(self) -> str:
+        """Per sink, the last outbox entry delivered."""
+        return f"{self._alerts}:cursors"
+
+    @property
+    def alert_leader(self) -> str:
+        return f"{self._alerts}:leader"
+
+    def alert_pace(self, sink: str) -> str:
+        """When a sink may next be called (pacing and 429 Retry-After, for every worker)."""
+        return f"{self._alerts}:pace:{sink}"
 
     def rate_window(self) -> str:
-        return f"{self.prefix}:rate"
+        """Stops in the rate rule's sliding window (a sorted set by time)."""
+        return f"{self._alerts}:rate:stops"
+
+    @property
+    def rate_failures(self) -> str:
+        return f"{self._alerts}:rate:failed"
+
+    @property
+    def rate_state(self) -> str:
+        return f"{self._alerts}:rate:state"
+
+    @property
+    def silence_hits(self) -> str:
+        return f"{self.prefix}:silences:hits"

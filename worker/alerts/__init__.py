@@ -1,6 +1,16 @@
-"""The built-in alerting consumer: rules, sinks, grouping, silences."""
+"""The built-in alerting consumer: rules, sinks, once-only delivery, grouping, silences."""
 
-from .consumer import alerts_consumer
+from .consumer import AlertsConsumer, alerts_consumer, make_alerts_consumer
+from .notifications import Notification, RateChange, Summary
 from .rules import Alert, alert_for
 
-__all__ = ["Alert", "alert_for", "alerts_consumer"]
+__all__ = [
+    "Alert",
+    "AlertsConsumer",
+    "Notification",
+    "RateChange",
+    "Summary",
+    "alert_for",
+    "alerts_consumer",
+    "make_alerts_consumer",
+]

@@ -1,24 +1,213 @@
-"""The built-in `alerts` consumer."""
+"""The built-in `alerts` consumer: rules, silences, once-only delivery, grouping, rate rule.
+
+For each failed Stopped or Rejected event:
+
+1. a matching silence mutes it (logged at info and counted, nothing sent);
+2. the structured log gets `transcription_alert`, once per alert key;
+3. its group decides: the group's first alert goes to every sink now, once per sink; a
+   sink that fails makes the handler raise, so the entry is retried by the runtime and
+   finally dead-lettered, never dropped. Later alerts of the group wait for the summary.
+
+A background upkeep task closes group windows into summaries, slides the rate rule's
+window and, on the worker that holds the lease, delivers summaries and rate changes.
+"""
 
 from __future__ import annotations
 
-import msgspec
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
 
 from shared.events import Event, Rejected, Stopped
-from worker.consumers import Context, consumer
+from shared.keys import Keys
+from shared.settings import Settings
+from worker.consumers import Consumer, Context, SetupContext, consumer
 
-from .rules import alert_for
+from .delivery import Poster, SinkError
+from .grouping import Groups
+from .once import Once
+from .outbox import Lease, Outbox
+from .rate import RateRule
+from .rules import Alert, alert_for, check_group_by
+from .silences import count_hit, matching_silence
+from .sinks import LogSink, Sink, http_sinks
 
-__all__ = ["alerts_consumer"]
+__all__ = ["AlertsConsumer", "alerts_consumer", "make_alerts_consumer"]
+
+ALERTS: Final = Counter(
+    "rtt_alerts_total", "Alerts raised, by severity and what became of them",
+    ["severity", "outcome"],
+)  # fmt: skip
+_STOP_GRACE_S: Final = 5.0
 
 
-@consumer("alerts", events=[Stopped, Rejected])
-async def alerts_consumer(event: Event, ctx: Context) -> None:
-    alert = alert_for(event, ctx.settings)
-    if alert is None:
-        return
-    fields = msgspec.structs.asdict(alert)
-    if alert.severity == "error":
-        ctx.log.error("transcription_alert", **fields)
-    else:
-        ctx.log.warning("transcription_alert", **fields)
+class SinkFailed(Exception):
+    """Some sinks did not take an alert; the entry is retried (and finally dead-lettered)."""
+
+
+@dataclass(slots=True)
+class _Running:
+    redis: Redis
+    keys: Keys
+    settings: Settings
+    session: aiohttp.ClientSession
+    log_sink: LogSink
+    sinks: list[Sink]
+    once: Once
+    groups: Groups
+    rate: RateRule
+    lease: Lease
+    outbox: Outbox
+    stopping: asyncio.Event
+    log: FilteringBoundLogger
+    upkeep: asyncio.Task[None] | None = None
+
+
+class AlertsConsumer:
+    """One per worker process: owns the HTTP session and the upkeep task."""
+
+    def __init__(self) -> None:
+        self._run: _Running | None = None
+
+    async def setup(self, ctx: SetupContext) -> None:
+        settings = ctx.settings
+        check_group_by(settings.alert_group_by)
+        session = aiohttp.ClientSession()
+        poster = Poster(
+            session, ctx.redis, ctx.keys,
+            timeout_s=settings.alert_sink_timeout.total_seconds(),
+            retries=settings.alert_sink_retries,
+        )  # fmt: skip
+        log_sink = LogSink()
+        sinks = http_sinks(settings, poster)
+        once = Once(
+            ctx.redis, ctx.keys, ttl_s=settings.alert_once_ttl.total_seconds(),
+            lock_s=poster.budget_s,
+        )  # fmt: skip
+        tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
+        lease = Lease(ctx.redis, ctx.keys.alert_leader, settings.heartbeat_ttl.total_seconds())
+        outbox = Outbox(
+            ctx.redis, ctx.keys, settings, [log_sink, *sinks], once, lease, ctx.log,
+            tick_s=tick_s,
+        )  # fmt: skip
+        stopping = asyncio.Event()
+        run = _Running(
+            redis=ctx.redis, keys=ctx.keys, settings=settings, session=session,
+            log_sink=log_sink, sinks=sinks, once=once,
+            groups=Groups(ctx.redis, ctx.keys, settings),
+            rate=RateRule(ctx.redis, ctx.keys, settings),
+            lease=lease, outbox=outbox, stopping=stopping, log=ctx.log,
+        )  # fmt: skip
+        run.upkeep = asyncio.create_task(self._upkeep(run, tick_s), name="alerts-upkeep")
+        self._run = run
+        ctx.log.info("alert_sinks", sinks=["log", *(s.name for s in sinks)])
+
+    async def teardown(self) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        run.stopping.set()
+        try:
+            if run.upkeep is not None:
+                await asyncio.wait_for(run.upkeep, _STOP_GRACE_S)
+        except TimeoutError:
+            run.log.warning("alerts_upkeep_cancelled", after_s=_STOP_GRACE_S)
+        finally:
+            with contextlib.suppress(RedisError):
+                await run.lease.release()
+            await run.session.close()
+
+    async def handle(self, event: Event, ctx: Context) -> None:
+        run = self._run
+        if run is None:
+            raise RuntimeError("alerts consumer used before setup")
+        if isinstance(event, Stopped):
+            at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
+            await run.rate.record(event, at_ms)
+        alert = alert_for(event, ctx.settings)
+        if alert is None:
+            return
+        silence = await matching_silence(run.redis, run.keys, alert)
+        if silence is not None:
+            if await run.once.send("silenced", alert.alert_key, _nothing):
+                await count_hit(run.redis, run.keys, silence.id)
+                ALERTS.labels(alert.severity, "silenced").inc()
+                ctx.log.info(
+                    "transcription_alert_silenced", silence_id=silence.id,
+                    silence_comment=silence.comment, **_fields(alert),
+                )  # fmt: skip
+            return
+
+        async def log_alert() -> None:
+            await run.log_sink.send(alert, ctx.log)
+
+        await run.once.send(run.log_sink.name, alert.alert_key, log_alert)
+        if await run.groups.register(alert) == "grouped":
+            ALERTS.labels(alert.severity, "grouped").inc()
+            return
+        await _send_first(run, alert, ctx)
+
+    async def _upkeep(self, run: _Running, tick_s: float) -> None:
+        """Close due windows, slide the rate window, hold the lease; deliver while held."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(run.outbox.run(run.stopping))
+            while not run.stopping.is_set():
+                try:
+                    await run.lease.renew()
+                    await run.groups.close_due()
+                    await run.rate.evaluate()
+                except RedisError as exc:
+                    run.lease.held = False
+                    run.log.warning("alerts_upkeep_failed", error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.stopping.wait(), tick_s)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _fields(alert: Alert) -> dict[str, object]:
+    return {f: getattr(alert, f) for f in alert.__struct_fields__}
+
+
+async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
+    """The group's first alert, to every sink at once; raise if any sink did not take it."""
+
+    async def one(sink: Sink) -> bool:
+        async def send() -> None:
+            await sink.send(alert, ctx.log)
+
+        return await run.once.send(sink.name, alert.alert_key, send)
+
+    results = await asyncio.gather(*(one(sink) for sink in run.sinks), return_exceptions=True)
+    failed: dict[str, str] = {}
+    for sink, result in zip(run.sinks, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, SinkError | RedisError | TimeoutError):
+                raise result
+            failed[sink.name] = str(result)
+        elif result:
+            ctx.log.info("alert_notification_sent", sink=sink.name, kind="alert",
+                         alert_key=alert.alert_key)  # fmt: skip
+    if failed:
+        ALERTS.labels(alert.severity, "sink_failed").inc()
+        ctx.log.warning("alert_sink_failed", alert_key=alert.alert_key, sinks=failed,
+                        deliveries=ctx.deliveries)  # fmt: skip
+        raise SinkFailed(f"alert {alert.alert_key} not taken by {', '.join(sorted(failed))}")
+    ALERTS.labels(alert.severity, "sent").inc()
+
+
+def make_alerts_consumer() -> Consumer:
+    """A fresh `alerts` consumer with its own session and upkeep (one per worker)."""
+    return consumer("alerts", events=[Stopped, Rejected])(AlertsConsumer)
+
+
+alerts_consumer: Final = make_alerts_consumer()

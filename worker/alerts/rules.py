@@ -1,21 +1,31 @@
-"""Which events alert, how loudly, and what an alert carries."""
+"""Which events alert, how loudly, what an alert carries, and which group it joins."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from collections.abc import Sequence
+from typing import Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from shared.events import Event, Rejected, Stopped
 from shared.settings import Settings
 
-__all__ = ["Alert", "Severity", "alert_for"]
+__all__ = [
+    "GROUP_FIELDS",
+    "Alert",
+    "Severity",
+    "alert_field",
+    "alert_for",
+    "check_group_by",
+    "group_labels",
+]
 
 Severity = Literal["error", "warning"]
 
 
-class Alert(msgspec.Struct, frozen=True, kw_only=True):
+class Alert(msgspec.Struct, frozen=True, kw_only=True, tag="alert", tag_field="kind"):
     """Everything an operator needs to act, and a stable key that names this failure."""
 
     alert_key: str
@@ -32,6 +42,12 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     tracks: list[str]
     duration_s: float | None
     event_time: str
+
+    @property
+    def destination_host(self) -> str | None:
+        if not self.destination:
+            return None
+        return urlsplit(self.destination).hostname or self.destination
 
 
 def alert_for(event: Event, settings: Settings) -> Alert | None:
@@ -65,3 +81,41 @@ def alert_for(event: Event, settings: Settings) -> Alert | None:
         duration_s=info.duration.total_seconds() if info.duration is not None else None,
         event_time=event.event_time.isoformat(),
     )
+
+
+# Fields that group keys and silences may name: the alert's own, plus the host of its
+# destination (a websocket URL differs per call only in its path or query).
+GROUP_FIELDS: Final = frozenset(
+    {name for name in Alert.__struct_fields__ if name not in {"tracks", "duration_s"}}
+    | {"destination_host"}
+)
+
+
+def alert_field(alert: Alert, name: str) -> str | None:
+    value = alert.destination_host if name == "destination_host" else getattr(alert, name)
+    return None if value is None else str(value)
+
+
+def check_group_by(group_by: Sequence[str]) -> None:
+    unknown = sorted(set(group_by) - GROUP_FIELDS)
+    if unknown or not group_by:
+        raise ValueError(
+            f"RTT_ALERT_GROUP_BY: unknown field(s) {', '.join(unknown) or '(none given)'}; "
+            f"expected some of {', '.join(sorted(GROUP_FIELDS))}"
+        )
+
+
+def group_labels(alert: Alert, group_by: Sequence[str]) -> dict[str, str]:
+    """The values that name this alert's group.
+
+    `destination_host` falls back to the application id when the transcription has no
+    destination, so failures without a websocket still group per application.
+    """
+    labels: dict[str, str] = {}
+    for name in group_by:
+        value = alert_field(alert, name)
+        if value is None and name == "destination_host":
+            labels["application_id"] = alert.application_id
+            continue
+        labels[name] = value if value is not None else ""
+    return labels

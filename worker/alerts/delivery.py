@@ -1,0 +1,177 @@
+"""One POST to an alert sink: a deadline per call, quick retries with backoff, and `429`.
+
+A `429` pauses the sink for every worker (the pause is kept in Redis) for as long as its
+`Retry-After` says; a sink may also be paced (Slack takes about one message a second per
+channel). What still fails after the quick retries raises, and the caller decides: the
+entry goes back to the runtime's retries, or the outbox tries again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+from redis.asyncio import Redis
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from shared.keys import Keys
+
+__all__ = ["MAX_WAIT_S", "Poster", "SinkError", "SinkRejected", "SinkThrottled", "SinkUnavailable"]
+
+# The longest a delivery waits for a pause or pacing slot; past it, it fails and is retried
+# later by the runtime (or the outbox) instead of holding a handler.
+MAX_WAIT_S: Final = 10.0
+
+
+class SinkError(Exception):
+    """A sink did not take a notification."""
+
+
+class SinkUnavailable(SinkError):
+    """Timeout, connection failure, `5xx` or `408`: worth another try."""
+
+
+class SinkThrottled(SinkUnavailable):
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SinkRejected(SinkError):
+    """Another `4xx`: the same request would fail again now (bad URL, key or payload)."""
+
+
+def parse_retry_after(value: str | None, default_s: float = 1.0) -> float:
+    """`Retry-After` as delta-seconds or an HTTP date; the default when absent or garbled."""
+    if not value:
+        return default_s
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default_s
+    return max(0.0, when.timestamp() - time.time())
+
+
+# Reserve the next slot of a sink: returns how long to wait (ms) before calling it.
+# KEYS[1] pace key; ARGV[1] interval ms (0: no pacing), ARGV[2] pause ms (a 429's
+# Retry-After, 0 otherwise). Uses the server's clock, which every worker shares.
+_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+local interval = tonumber(ARGV[1])
+local pause = tonumber(ARGV[2])
+if pause > 0 then
+  local until_ms = math.max(nxt, now + pause)
+  redis.call('SET', KEYS[1], until_ms, 'PX', pause + 60000)
+  return 0
+end
+local start = math.max(now, nxt)
+if interval > 0 or nxt > now then
+  redis.call('SET', KEYS[1], start + interval, 'PX', (start - now) + interval + 60000)
+end
+return start - now
+"""
+
+
+class Poster:
+    """POSTs JSON for the sinks over one `aiohttp.ClientSession` owned by the alerts consumer."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        redis: Redis,
+        keys: Keys,
+        *,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self._session = session
+        self._redis = redis
+        self._keys = keys
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._retries = retries
+        self._backoff = wait_exponential(multiplier=backoff_s, max=MAX_WAIT_S / 2) + wait_random(
+            0, backoff_s
+        )
+        self._slot = redis.register_script(_SLOT)
+
+    @property
+    def budget_s(self) -> float:
+        """An upper bound on one `post`: every attempt, the waits between them, the pacing."""
+        total = self._timeout.total or 0.0
+        return (self._retries + 1) * (total + MAX_WAIT_S)
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, SinkThrottled):
+            return 0.0  # the pacing slot already waits out Retry-After, for every worker
+        return float(self._backoff(state))
+
+    async def post(
+        self,
+        sink: str,
+        url: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        interval_ms: int = 0,
+    ) -> None:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(SinkUnavailable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._wait_for_slot(sink, interval_ms)
+                await self._post_once(sink, url, body, headers or {})
+
+    async def _wait_for_slot(self, sink: str, interval_ms: int) -> None:
+        wait_ms = int(await self._slot(keys=[self._keys.alert_pace(sink)], args=[interval_ms, 0]))
+        if wait_ms / 1000 > MAX_WAIT_S:
+            raise SinkThrottled(f"{sink}: paused for {wait_ms / 1000:.1f}s", wait_ms / 1000)
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+
+    async def _post_once(
+        self, sink: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
+        all_headers = {"Content-Type": "application/json", "User-Agent": "rtt-events", **headers}
+        try:
+            async with self._session.post(
+                url, data=body, headers=all_headers, timeout=self._timeout
+            ) as resp:
+                text = (await resp.read())[:300].decode(errors="replace")
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SinkUnavailable(f"{sink}: {type(exc).__name__}: {exc}") from exc
+        if 200 <= status < 300:
+            return
+        message = f"{sink}: HTTP {status}: {text}"
+        if status == 429:
+            pause_s = parse_retry_after(retry_after)
+            await self._slot(
+                keys=[self._keys.alert_pace(sink)], args=[0, max(1, int(pause_s * 1000))]
+            )
+            raise SinkThrottled(message, pause_s)
+        if status >= 500 or status == 408:
+            raise SinkUnavailable(message)
+        raise SinkRejected(message)

@@ -1,0 +1,189 @@
+"""Groups of alerts, shared by every worker: the first goes out at once, the rest in summaries.
+
+State is in Redis and changed only by the two scripts below, so N workers agree on which
+alert is a group's first and each window is closed once. A closed window with alerts in
+it becomes one summary on the outbox stream, written by the same script that empties the
+window: a summary cannot be lost between the two, nor written twice.
+
+- A group opens with its first alert, which is sent at once; it stays open for
+  `repeat_interval`, after which its next alert is again sent at once (a reminder that the
+  failure goes on).
+- The alerts that follow within an open group are counted; every `group_interval` the
+  count and a few examples become one summary. A window with no alert sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import msgspec
+from redis.asyncio import Redis
+
+from shared.keys import Keys
+from shared.settings import Settings
+
+from .notifications import Summary
+from .rules import Alert, group_labels
+
+__all__ = ["MAX_EXAMPLES", "Decision", "Groups", "group_id", "summary_from_outbox"]
+
+MAX_EXAMPLES: Final = 5
+Decision = Literal["first", "grouped"]
+
+_NOW_MS: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: seen, group, examples, due. ARGV: group id, group interval ms, repeat interval ms,
+# once ttl ms, alert key, alert json, max examples, labels json, severity.
+_REGISTER: Final = (
+    _NOW_MS
+    + """
+local seen = redis.call('GET', KEYS[1])
+if seen then return seen end
+local decision = 'grouped'
+local open_until = tonumber(redis.call('HGET', KEYS[2], 'open_until') or '0')
+if now >= open_until then
+  decision = 'first'
+  redis.call('HSET', KEYS[2], 'open_until', now + tonumber(ARGV[3]), 'first_key', ARGV[5],
+             'labels', ARGV[8])
+else
+  redis.call('HINCRBY', KEYS[2], 'pending', 1)
+  if ARGV[9] == 'error' then
+    redis.call('HSET', KEYS[2], 'pending_severity', 'error')
+  else
+    redis.call('HSETNX', KEYS[2], 'pending_severity', ARGV[9])
+  end
+  if redis.call('LLEN', KEYS[3]) < tonumber(ARGV[7]) then
+    redis.call('RPUSH', KEYS[3], ARGV[6])
+  end
+end
+redis.call('PERSIST', KEYS[2])
+if not redis.call('ZSCORE', KEYS[4], ARGV[1]) then
+  redis.call('HSET', KEYS[2], 'window_start', now)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+end
+redis.call('SET', KEYS[1], decision, 'PX', ARGV[4])
+return decision
+"""
+)
+
+# KEYS: group, examples, due, outbox. ARGV: group id, group interval ms.
+# Returns the number of alerts summarised (0 if the window was empty or not yet due).
+_CLOSE: Final = (
+    _NOW_MS
+    + """
+local due = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if (not due) or tonumber(due) > now then return 0 end
+local pending = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
+if pending > 0 then
+  local h = redis.call('HMGET', KEYS[1], 'window_start', 'first_key', 'labels', 'pending_severity')
+  local examples = redis.call('LRANGE', KEYS[2], 0, -1)
+  redis.call('XADD', KEYS[4], '*', 'kind', 'summary', 'group_id', ARGV[1], 'count', pending,
+             'window_start', h[1] or now, 'window_end', now, 'first_key', h[2] or '',
+             'labels', h[3] or '{}', 'severity', h[4] or 'error',
+             'examples', '[' .. table.concat(examples, ',') .. ']')
+  redis.call('HSET', KEYS[1], 'pending', 0, 'window_start', now)
+  redis.call('HDEL', KEYS[1], 'pending_severity')
+  redis.call('DEL', KEYS[2])
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+  return pending
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIREAT', KEYS[1], open_until)
+end
+return 0
+"""
+)
+
+_encode: Final = msgspec.json.encode
+_labels_decoder: Final = msgspec.json.Decoder(dict[str, str])
+_examples_decoder: Final = msgspec.json.Decoder(list[Alert])
+
+
+def group_id(labels: dict[str, str]) -> str:
+    """A short, stable name for a group, fit for a Redis key."""
+    canonical = _encode(sorted(labels.items()))
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def _ms(value: int) -> int:
+    return max(1, value)
+
+
+def _iso_ms(ms: bytes | str | int) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+class Groups:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._group_by = list(settings.alert_group_by)
+        self._interval_ms = _ms(int(settings.alert_group_interval.total_seconds() * 1000))
+        self._repeat_ms = _ms(int(settings.alert_repeat_interval.total_seconds() * 1000))
+        self._once_ttl_ms = _ms(int(settings.alert_once_ttl.total_seconds() * 1000))
+        self._register = redis.register_script(_REGISTER)
+        self._close = redis.register_script(_CLOSE)
+
+    async def register(self, alert: Alert) -> Decision:
+        """Take an alert into its group, once: the same alert again gets the same answer."""
+        labels = group_labels(alert, self._group_by)
+        gid = group_id(labels)
+        decision = await self._register(
+            keys=[
+                self._keys.alert_seen(alert.alert_key),
+                self._keys.alert_group(gid),
+                self._keys.alert_group_examples(gid),
+                self._keys.alert_groups_due,
+            ],
+            args=[
+                gid, self._interval_ms, self._repeat_ms, self._once_ttl_ms, alert.alert_key,
+                _encode(alert), MAX_EXAMPLES, _encode(labels), alert.severity,
+            ],
+        )  # fmt: skip
+        return "first" if decision in (b"first", "first") else "grouped"
+
+    async def close_due(self, limit: int = 100) -> int:
+        """Close every window that is due; returns how many alerts went into summaries."""
+        seconds, micros = await self._redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        due = await self._redis.zrangebyscore(
+            self._keys.alert_groups_due, "-inf", now_ms, start=0, num=limit
+        )
+        summarised = 0
+        for raw in due:
+            gid = raw.decode() if isinstance(raw, bytes) else str(raw)
+            summarised += int(
+                await self._close(
+                    keys=[
+                        self._keys.alert_group(gid),
+                        self._keys.alert_group_examples(gid),
+                        self._keys.alert_groups_due,
+                        self._keys.alert_outbox,
+                    ],
+                    args=[gid, self._interval_ms],
+                )
+            )
+        return summarised
+
+
+def summary_from_outbox(entry_id: str, fields: dict[bytes, bytes]) -> Summary:
+    severity = fields.get(b"severity", b"error").decode()
+    return Summary(
+        summary_key=f"{fields[b'group_id'].decode()}-{entry_id}",
+        dedup_key=fields[b"first_key"].decode(),
+        severity="warning" if severity == "warning" else "error",
+        group=_labels_decoder.decode(fields[b"labels"]),
+        count=int(fields[b"count"]),
+        examples=_examples_decoder.decode(fields[b"examples"]),
+        window_start=_iso_ms(fields[b"window_start"]),
+        window_end=_iso_ms(fields[b"window_end"]),
+    )

@@ -1,0 +1,59 @@
+"""What sinks are given: an alert, a group summary, or a change of the failure rate.
+
+Each carries a `dedup_key` that stays the same for the same news, so a receiver (and
+PagerDuty) can fold a repeated delivery into the first one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import msgspec
+
+from .rules import Alert, Severity
+
+__all__ = ["Notification", "RateChange", "Summary", "dedup_key_of", "notification_decoder"]
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True, tag="summary", tag_field="kind"):
+    """Alerts of one group that arrived after the group's first alert, in one window.
+
+    Every alert is counted in exactly one notification: the group's first alert stands
+    for itself, and each summary's `count` covers the alerts after it, so over a burst the
+    first alert plus the summaries' counts add up to the number of failures.
+    """
+
+    summary_key: str
+    dedup_key: str  # the alert key of the group's first alert: one incident per group cycle
+    severity: Severity
+    group: dict[str, str]
+    count: int
+    examples: list[Alert]
+    window_start: str
+    window_end: str
+
+
+class RateChange(msgspec.Struct, frozen=True, kw_only=True, tag="rate", tag_field="kind"):
+    """The share of failed stops crossed the threshold (`firing`) or fell back (`resolved`)."""
+
+    status: Literal["firing", "resolved"]
+    dedup_key: str  # the same for an incident's firing and resolved notifications
+    incident: int
+    failed: int
+    stops: int
+    share: float
+    threshold: float
+    min_stops: int
+    window_s: float
+    at: str
+
+
+Notification: TypeAlias = Alert | Summary | RateChange
+
+notification_decoder: msgspec.json.Decoder[Notification] = msgspec.json.Decoder(Notification)
+
+
+def dedup_key_of(notification: Notification) -> str:
+    if isinstance(notification, Alert):
+        return notification.alert_key
+    return notification.dedup_key

@@ -1,0 +1,184 @@
+"""Deliver the outbox (summaries and rate changes) to every sink, in order, once.
+
+One worker at a time delivers (a lease in Redis, renewed while it lives, taken over by
+another worker when it dies). Each sink has its own cursor in the outbox, so a sink that
+is down holds back only itself: its notifications wait, in order, until it answers
+again. Nothing leaves the outbox before every sink has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
+
+from shared.keys import Keys
+from shared.settings import Settings
+
+from .delivery import SinkError
+from .grouping import summary_from_outbox
+from .notifications import Notification
+from .once import Once
+from .rate import rate_change_from_outbox
+from .sinks import Sink
+
+__all__ = ["Lease", "Outbox"]
+
+_BATCH: Final = 100
+
+# KEYS: lease. ARGV: holder token, lease ms. 1 if the caller holds the lease now.
+_HOLD: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lease:
+    """Who delivers the outbox: held while renewed, free once its holder stops renewing."""
+
+    def __init__(self, redis: Redis, key: str, ttl_s: float) -> None:
+        self._key = key
+        self._token = uuid.uuid4().hex
+        self._ttl_ms = max(100, int(ttl_s * 1000))
+        self._hold = redis.register_script(_HOLD)
+        self._release = redis.register_script(_RELEASE)
+        self.held = False
+
+    async def renew(self) -> bool:
+        self.held = bool(await self._hold(keys=[self._key], args=[self._token, self._ttl_ms]))
+        return self.held
+
+    async def release(self) -> None:
+        self.held = False
+        await self._release(keys=[self._key], args=[self._token])
+
+
+class Outbox:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        sinks: Sequence[Sink],
+        once: Once,
+        lease: Lease,
+        log: FilteringBoundLogger,
+        *,
+        tick_s: float,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._sinks = list(sinks)
+        self._once = once
+        self._lease = lease
+        self._log = log
+        self._tick_s = tick_s
+        self._retry_base_s = max(tick_s, settings.retry_base.total_seconds())
+        self._retry_max_s = max(self._retry_base_s, settings.retry_max.total_seconds())
+
+    def decode(self, entry_id: str, fields: dict[bytes, bytes]) -> Notification:
+        if fields.get(b"kind") == b"rate":
+            return rate_change_from_outbox(fields, self._settings)
+        return summary_from_outbox(entry_id, fields)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for sink in self._sinks:
+                tasks.create_task(self._deliver_forever(sink, stopping))
+
+    async def _deliver_forever(self, sink: Sink, stopping: asyncio.Event) -> None:
+        failures = 0
+        while not stopping.is_set():
+            pause_s = self._tick_s
+            if self._lease.held:
+                try:
+                    if await self._deliver_some(sink, stopping):
+                        pause_s = 0.0
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    pause_s = min(self._retry_max_s, self._retry_base_s * 2 ** (failures - 1))
+                    expected = isinstance(exc, SinkError | RedisError | TimeoutError)
+                    # A sink or Redis being down is expected; anything else is a bug, shown
+                    # with its traceback. Either way the entry stays and is tried again.
+                    (self._log.warning if expected else self._log.exception)(
+                        "alert_outbox_delivery_failed", sink=sink.name, attempts=failures,
+                        retry_in_s=pause_s, error=str(exc),
+                    )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), pause_s)
+
+    async def _deliver_some(self, sink: Sink, stopping: asyncio.Event) -> bool:
+        """Deliver what follows this sink's cursor; True if there may be more right away."""
+        cursor = await self._redis.hget(self._keys.alert_cursors, sink.name)
+        start = "(" + (_text(cursor) if cursor else "0-0")
+        entries: Any = await self._redis.xrange(
+            self._keys.alert_outbox, min=start, max="+", count=_BATCH
+        )
+        for raw_id, fields in entries:
+            if stopping.is_set() or not self._lease.held:
+                return False
+            entry_id = raw_id.decode()
+            try:
+                notification = self.decode(entry_id, fields)
+            except (msgspec.ValidationError, KeyError, ValueError) as exc:
+                self._log.error(
+                    "alert_outbox_entry_undecodable", sink=sink.name, outbox_id=entry_id,
+                    error=str(exc), fields={k.decode(): v.decode(errors="replace")
+                                            for k, v in fields.items()},
+                )  # fmt: skip
+                await self._redis.hset(self._keys.alert_cursors, sink.name, entry_id)
+                continue
+
+            async def send(n: Notification = notification) -> None:
+                await sink.send(n, self._log)
+
+            if await self._once.send(sink.name, f"outbox:{entry_id}", send):
+                kind = fields.get(b"kind", b"").decode()
+                self._log.info(
+                    "alert_notification_sent", sink=sink.name, kind=kind, outbox_id=entry_id
+                )
+            await self._redis.hset(self._keys.alert_cursors, sink.name, entry_id)
+        if entries:
+            await self._trim()
+        return len(entries) == _BATCH
+
+    async def _trim(self) -> None:
+        """Drop what every sink has; a sink without a cursor yet holds everything."""
+        names = [sink.name for sink in self._sinks]
+        cursors = await self._redis.hmget(self._keys.alert_cursors, names)
+        present = [_text(c) for c in cursors if c is not None]
+        if not present or len(present) < len(names):
+            return
+        lowest = min(present, key=_stream_id)
+        # MINID keeps ids >= lowest; the entry at `lowest` itself is delivered and harmless.
+        await self._redis.xtrim(self._keys.alert_outbox, minid=lowest, approximate=False)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)

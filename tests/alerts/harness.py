@@ -1,0 +1,73 @@
+"""Run the real worker runtime in-process with fresh alerts consumers, and feed its stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.entries import StreamEntry
+from shared.keys import Keys
+from shared.settings import Settings
+from worker.alerts import make_alerts_consumer
+from worker.runtime import Worker
+
+__all__ = ["add_event", "running_workers", "wait_handled"]
+
+
+async def add_event(
+    redis: Redis, settings: Settings, body: bytes, *, received_at_ms: int | None = None
+) -> str:
+    """XADD an event as the receiver stores it; returns the entry id."""
+    event_type = _event_type(body)
+    at = int(time.time() * 1000) if received_at_ms is None else received_at_ms
+    entry = StreamEntry(event_type, body, at, "req-test")
+    entry_id: Any = await redis.xadd(Keys(settings.key_prefix).events(), entry.to_fields())
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def _event_type(body: bytes) -> str:
+    import msgspec
+
+    return str(msgspec.json.decode(body)["eventType"])
+
+
+async def wait_handled(redis: Redis, settings: Settings, count: int, timeout_s: float = 20) -> None:
+    """Until the `alerts` group has read `count` entries and has none pending."""
+    stream = Keys(settings.key_prefix).events()
+    async with asyncio.timeout(timeout_s):
+        while True:
+            groups = {g["name"]: g for g in await redis.xinfo_groups(stream)}
+            info = groups.get(b"alerts")
+            if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
+                return
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    settings: Settings, redis: Redis, count: int = 1
+) -> AsyncIterator[list[Worker]]:
+    """`count` workers, each with its own alerts consumer and worker id, as replicas are."""
+    workers = []
+    for n in range(count):
+        replica = settings if count == 1 else _with_worker_id(settings, f"w{n}")
+        workers.append(Worker(replica, redis, [make_alerts_consumer()]))
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        async with asyncio.timeout(20):
+            await asyncio.gather(*tasks)
+
+
+def _with_worker_id(settings: Settings, worker_id: str) -> Settings:
+    import msgspec
+
+    return msgspec.structs.replace(settings, worker_id=worker_id)

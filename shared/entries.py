@@ -13,20 +13,28 @@ Fields = dict[FieldValue, FieldValue]
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """Fields `type`, `body` (the raw JSON, byte for byte), `received_at` (ms), `request_id`."""
+    """Fields `type`, `body` (the raw JSON, byte for byte), `received_at` (ms), `request_id`.
+
+    `group` is set only on an entry re-driven from the dead-letter queue: it names the one
+    consumer group that should handle it; every other group acknowledges it unseen.
+    """
 
     type: str
     body: bytes
     received_at_ms: int
     request_id: str
+    group: str | None = None
 
     def to_fields(self) -> Fields:
-        return {
+        fields: Fields = {
             "type": self.type,
             "body": self.body,
             "received_at": self.received_at_ms,
             "request_id": self.request_id,
         }
+        if self.group is not None:
+            fields["group"] = self.group
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> StreamEntry:
@@ -35,4 +43,5 @@ class StreamEntry:
             body=fields[b"body"],
             received_at_ms=int(fields.get(b"received_at", b"0")),
             request_id=fields.get(b"request_id", b"").decode(),
+            group=fields[b"group"].decode() if b"group" in fields else None,
         )

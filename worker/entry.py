@@ -14,6 +14,7 @@ from shared.settings import WORKER_SETTINGS, Settings
 
 from .alerts import alerts_consumer
 from .consumers import Consumer, ConsumerLoadError, load_consumers
+from .heartbeat import WorkerIdInUse
 from .runtime import Worker
 
 __all__ = ["main", "run_worker"]
@@ -22,7 +23,8 @@ log = get_logger()
 
 
 async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
-    """Run until SIGTERM or SIGINT; in-flight handlers finish, the rest stays pending."""
+    """Run until SIGTERM or SIGINT; in-flight handlers finish, the rest stays pending.
+    A second signal stops at once, leaving in-flight entries pending too."""
     redis = create_redis(settings)
     worker = Worker(settings, redis, consumers)
     loop = asyncio.get_running_loop()
@@ -46,5 +48,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     except ConsumerLoadError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_worker(settings, consumers))
+    try:
+        asyncio.run(run_worker(settings, consumers))
+    except WorkerIdInUse as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        log.error("worker_failed", error=repr(exc), exc_info=exc)
+        return 1
     return 0

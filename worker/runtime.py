@@ -1,27 +1,36 @@
-"""The consumer-group runtime: read, handle, acknowledge; one reader per consumer and stream."""
+"""The worker process's runtime: every consumer in its own group on every stream, plus the
+upkeep they share (heartbeat, stats, retention, metrics), started and stopped as one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.entries import StreamEntry
-from shared.events import DecodeFailure, UnknownEvent, decode_event
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
 
-from .consumers import Consumer, Context, SetupContext
+from .consumers import Consumer, SetupContext
+from .dlq import DlqDepth, now_ms
+from .heartbeat import Heartbeat
+from .metrics import ConsumerStats, MetricsServer, WorkerCollector
+from .reader import GroupReader
+from .retention import trim
+from .retry import backoff_s
+from .stats import Snapshot, take_snapshot
 
 __all__ = ["Worker", "default_worker_id"]
 
 log = get_logger()
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def default_worker_id() -> str:
@@ -37,73 +46,173 @@ class Worker:
         self.consumers = list(consumers)
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.worker_id = settings.worker_id or default_worker_id()
+        self.stats = {item.name: ConsumerStats() for item in self.consumers}
+        self.capped: dict[str, int] = {}
+        self._readers: list[GroupReader] = []
         self._stopping = asyncio.Event()
+        self._stop_count = 0
+        self._dlq_depth = DlqDepth(self.keys.dlq)
+        self._last_totals = {name: stats.totals() for name, stats in self.stats.items()}
 
     def stop(self) -> None:
+        """First call: graceful stop. A second call skips the grace period."""
+        self._stop_count += 1
         self._stopping.set()
+        if self._stop_count > 1:
+            for reader in self._readers:
+                reader.stop(force=True)
 
     async def run(self) -> None:
-        setup_ctx = SetupContext(self.redis, self.settings, self.keys, log)
-        for item in self.consumers:
-            if item.setup is not None:
-                await item.setup(setup_ctx)
+        heartbeat = Heartbeat(
+            self.redis,
+            self.keys,
+            [item.name for item in self.consumers],
+            self.worker_id,
+            interval_s=self.settings.heartbeat_interval.total_seconds(),
+            ttl_s=self.settings.heartbeat_ttl.total_seconds(),
+        )
+        if not await self._acquire(heartbeat):
+            return
+        set_up: list[Consumer] = []
+        metrics: MetricsServer | None = None
         try:
-            async with asyncio.TaskGroup() as tasks:
-                for item in self.consumers:
-                    for stream in self.keys.event_streams():
-                        tasks.create_task(self._read_loop(item, stream))
-        finally:
+            setup_ctx = SetupContext(self.redis, self.settings, self.keys, log)
             for item in self.consumers:
+                if item.setup is not None:
+                    try:
+                        await item.setup(setup_ctx)
+                    except Exception as exc:
+                        log.error("consumer_setup_failed", consumer=item.name, error=repr(exc))
+                        raise
+                set_up.append(item)
+            if self.settings.worker_metrics_port:
+                metrics = self._metrics_server()
+                await metrics.start()
+            await self._run_readers(heartbeat)
+        finally:
+            if metrics is not None:
+                await metrics.stop()
+            with contextlib.suppress(*_REDIS_DOWN):
+                await heartbeat.clear()
+            for item in reversed(set_up):
                 if item.teardown is not None:
-                    await item.teardown()
+                    try:
+                        await item.teardown()
+                    except Exception as exc:
+                        log.error("consumer_teardown_failed", consumer=item.name, error=repr(exc))
 
-    async def _ensure_group(self, group: str, stream: str) -> None:
-        try:
-            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
-            log.info("consumer_group_created", group=group, stream=stream)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def _read_loop(self, item: Consumer, stream: str) -> None:
-        await self._ensure_group(item.name, stream)
-        block_ms = int(self.settings.block.total_seconds() * 1000)
+    async def _acquire(self, heartbeat: Heartbeat) -> bool:
+        """Take the worker id, waiting for Redis if it is down; False if stopped first."""
+        failures = 0
         while not self._stopping.is_set():
-            reply: Any = await self.redis.xreadgroup(
-                item.name, self.worker_id, {stream: ">"},
-                count=self.settings.batch_size, block=block_ms,
-            )  # fmt: skip
-            for _, entries in reply or []:
-                await self._handle_batch(item, stream, entries)
-
-    async def _handle_batch(
-        self, item: Consumer, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]
-    ) -> None:
-        done: list[bytes] = []
-        for entry_id, fields in entries:
-            entry = StreamEntry.from_fields(fields)
-            event = decode_event(entry.body)
-            if isinstance(event, DecodeFailure | UnknownEvent):
-                log.error("entry_undecodable", stream=stream, entry_id=entry_id.decode())
-                done.append(entry_id)
-                continue
-            if not item.wants(event.event_type):
-                done.append(entry_id)
-                continue
-            bound = log.bind(
-                consumer=item.name, stream_id=entry_id.decode(), call_id=event.call_id,
-                transcription_id=event.transcription_info.id,
-            )  # fmt: skip
-            ctx = Context(
-                log=bound, redis=self.redis, settings=self.settings, keys=self.keys,
-                deliveries=1, entry_id=entry_id.decode(), stream=stream,
-                received_at_ms=entry.received_at_ms,
-            )  # fmt: skip
             try:
-                await item.handle(event, ctx)
-            except Exception:
-                bound.exception("handler_failed")
+                await heartbeat.acquire(timeout_s=2 * self.settings.heartbeat_ttl.total_seconds())
+                return True
+            except _REDIS_DOWN as exc:
+                failures += 1
+                delay_s = backoff_s(failures, 0.1, 5.0)
+                log.warning("redis_unavailable", operation="start", error=repr(exc),
+                            attempt=failures, retry_in_s=round(delay_s, 3))  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay_s)
+        return False
+
+    async def _run_readers(self, heartbeat: Heartbeat) -> None:
+        self._readers = [
+            GroupReader(
+                item,
+                redis=self.redis,
+                settings=self.settings,
+                keys=self.keys,
+                worker_id=self.worker_id,
+                stats=self.stats[item.name],
+            )
+            for item in self.consumers
+        ]
+        upkeep = [
+            asyncio.create_task(heartbeat.run(), name="heartbeat"),
+            asyncio.create_task(self._upkeep_loop(), name="upkeep"),
+        ]
+        readers = [asyncio.create_task(r.run(), name=f"consumer-{r.group}") for r in self._readers]
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [stop_wait, *readers, *upkeep], return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop_wait not in done:
+                log.error("worker_task_ended", tasks=[t.get_name() for t in done])
+        finally:
+            stop_wait.cancel()
+            for reader in self._readers:
+                reader.stop(force=self._stop_count > 1)
+            results = await asyncio.gather(*readers, return_exceptions=True)
+            for task in upkeep:
+                task.cancel()
+            await asyncio.gather(*upkeep, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    # --- upkeep: stats line, retention --------------------------------------------------
+
+    async def snapshot(self) -> Snapshot:
+        return await take_snapshot(self.redis, self.keys, self._dlq_depth)
+
+    async def _upkeep_loop(self) -> None:
+        interval_s = self.settings.stats_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self._trim_streams()
+                snap = await self.snapshot()
+            except (*_REDIS_DOWN, ResponseError) as exc:
+                log.warning("upkeep_failed", error=repr(exc))
                 continue
-            done.append(entry_id)
-        if done:
-            await self.redis.xack(stream, item.name, *done)
+            self._log_stats(snap, interval_s)
+
+    async def _trim_streams(self) -> None:
+        retention_ms = int(self.settings.stream_retention.total_seconds() * 1000)
+        for stream in self.keys.event_streams():
+            result = await trim(
+                self.redis,
+                stream,
+                now_ms=now_ms(),
+                retention_ms=retention_ms,
+                max_len=self.settings.stream_max_len,
+            )
+            if result.trimmed:
+                log.info("stream_trimmed", stream=stream, entries=result.trimmed)
+            if result.capped:
+                self.capped[stream] = self.capped.get(stream, 0) + result.capped
+                log.error(
+                    "stream_capped",
+                    stream=stream,
+                    dropped=result.capped,
+                    max_len=self.settings.stream_max_len,
+                )
+
+    def _log_stats(self, snap: Snapshot, interval_s: float) -> None:
+        for name, stats in self.stats.items():
+            totals = stats.totals()
+            last = self._last_totals[name]
+            self._last_totals[name] = totals
+            lag, pending = snap.group_totals(name)
+            log.info(
+                "worker_stats",
+                consumer=name,
+                interval_s=interval_s,
+                **{key: totals[key] - last[key] for key in totals},
+                lag=lag,
+                pending=pending,
+                dlq=snap.dlq_by_group.get(name, 0),
+            )
+
+    def _metrics_server(self) -> MetricsServer:
+        collector = WorkerCollector(self.stats, self.capped)
+        return MetricsServer(
+            collector,
+            self.snapshot,
+            host=self.settings.host,
+            port=self.settings.worker_metrics_port,
+            refresh_timeout_s=self.settings.redis_timeout.total_seconds(),
+        )

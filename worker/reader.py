@@ -1,0 +1,681 @@
+"""One consumer group at work: read every stream, run the handler, acknowledge, retry,
+recover, dead-letter.
+
+Per consumer there is one queue of entries to handle, fed by a reader per stream (new
+entries), the retry timer (failed entries due again) and recovery (entries taken over
+from dead workers). `concurrency` lanes drain the queue; finished entries are
+acknowledged in batches by one acker. Everything per entry is plain attribute access and
+list appends: the per-entry cost is what bounds throughput for light handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from structlog.typing import FilteringBoundLogger
+
+from shared.entries import StreamEntry
+from shared.events import DecodeFailure, Event, UnknownEvent, decode_event
+from shared.keys import Keys
+from shared.logs import get_logger
+from shared.settings import Settings
+
+from . import recovery
+from .consumers import Consumer, Context
+from .dlq import DeadLetter, dead_letter, now_ms
+from .heartbeat import alive
+from .metrics import ConsumerStats
+from .retry import backoff_s
+
+__all__ = ["GroupReader"]
+
+log = get_logger()
+
+_NOT_EVENTS = (DecodeFailure, UnknownEvent)
+# stream, entry id, fields, delivery count
+Item = tuple[str, bytes, dict[bytes, bytes], int]
+T = TypeVar("T")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Reconnection backoff: first retry soon, then no more than one attempt every 5 s.
+_RECONNECT_BASE_S, _RECONNECT_MAX_S = 0.1, 5.0
+
+
+class _EntryLog:
+    """The handler's logger, bound to the entry only when the handler logs: binding costs
+    more than a no-op handler, and most handlers never log."""
+
+    __slots__ = ("_base", "_bound", "_deliveries", "_entry_id", "_event")
+
+    def __init__(
+        self, base: FilteringBoundLogger, entry_id: str, event: Event, deliveries: int
+    ) -> None:
+        self._base = base
+        self._entry_id = entry_id
+        self._event = event
+        self._deliveries = deliveries
+        self._bound: FilteringBoundLogger | None = None
+
+    def bound(self) -> FilteringBoundLogger:
+        if self._bound is None:
+            self._bound = self._base.bind(
+                stream_id=self._entry_id,
+                call_id=self._event.call_id,
+                transcription_id=self._event.transcription_info.id,
+                deliveries=self._deliveries,
+            )
+        return self._bound
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bound(), name)
+
+
+class GroupReader:
+    """Runs one consumer on every event stream, in its own consumer group, until stopped."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        *,
+        redis: Redis,
+        settings: Settings,
+        keys: Keys,
+        worker_id: str,
+        stats: ConsumerStats,
+    ) -> None:
+        self.consumer = consumer
+        self.group = consumer.name
+        self.redis = redis
+        self.settings = settings
+        self.keys = keys
+        self.worker_id = worker_id
+        self.stats = stats
+        self.streams = keys.event_streams()
+        self.log = log.bind(consumer=self.group, worker_id=worker_id)
+        self._group_b = self.group.encode()
+        self._wanted = (
+            None
+            if consumer.event_types is None
+            else frozenset(t.encode() for t in consumer.event_types)
+        )
+        self._batch = settings.batch_size
+        self._block_ms = max(1, int(settings.block.total_seconds() * 1000))
+        self._max_deliveries = settings.max_deliveries
+        self._retry_base_s = settings.retry_base.total_seconds()
+        # A live worker's pending entries are taken by others only after claim_idle; a
+        # retry waiting longer than that would be taken from under it, so cap the delay.
+        self._retry_max_s = min(settings.retry_max.total_seconds(), self._claim_idle_s() / 2)
+        self._heartbeat_s = settings.heartbeat_interval.total_seconds()
+        self._ttl_ms = int(settings.heartbeat_ttl.total_seconds() * 1000)
+
+        self._queue: deque[Item] = deque()
+        self._idle_lanes: deque[asyncio.Future[None]] = deque()
+        self._waking = 0  # lanes woken that have not run yet
+        self._current: list[Item | None] = [None] * settings.concurrency
+        self._space = asyncio.Event()
+        self._space_wanted = False
+        self._acks: dict[str, list[bytes]] = {stream: [] for stream in self.streams}
+        self._ack_wanted = asyncio.Event()
+        self._retries: list[tuple[float, int, str, bytes, int]] = []
+        self._retry_seq = itertools.count()
+        self._retry_wanted = asyncio.Event()
+        self._last_read: dict[str, bytes] = {}
+        self._recreating: dict[str, asyncio.Lock] = {s: asyncio.Lock() for s in self.streams}
+        self._closing = False
+        self._lanes_done = False
+        self._stop = asyncio.Event()
+        self._force = False
+
+    def _claim_idle_s(self) -> float:
+        return self.settings.claim_idle.total_seconds()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop reading; in-flight handlers get the grace period (none when `force`)."""
+        self._force = self._force or force
+        self._stop.set()
+        if force:
+            for task in getattr(self, "_lanes", []):
+                task.cancel()
+
+    async def run(self) -> None:
+        """Until `stop()`: then in-flight handlers finish within the grace period, finished
+        entries are acknowledged, and everything else stays pending for other workers."""
+        self._lanes = [
+            asyncio.create_task(self._lane(i), name=f"{self.group}-lane-{i}")
+            for i in range(self.settings.concurrency)
+        ]
+        acker = asyncio.create_task(self._ack_loop(), name=f"{self.group}-acker")
+        feeders = [
+            asyncio.create_task(self._read_loop(stream), name=f"{self.group}-read-{stream}")
+            for stream in self.streams
+        ]
+        feeders.append(asyncio.create_task(self._retry_loop(), name=f"{self.group}-retry"))
+        feeders.append(asyncio.create_task(self._recovery_loop(), name=f"{self.group}-recover"))
+        stop_wait = asyncio.create_task(self._stop.wait())
+        failure: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait(
+                [stop_wait, acker, *feeders, *self._lanes], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task is not stop_wait and not task.cancelled():
+                    failure = task.exception() or RuntimeError(f"{task.get_name()} ended")
+                    self.log.error("reader_task_failed", task=task.get_name(), error=repr(failure))
+        finally:
+            stop_wait.cancel()
+            await self._shutdown(feeders, acker)
+        if failure is not None:
+            raise failure
+
+    async def _shutdown(self, feeders: list[asyncio.Task[None]], acker: asyncio.Task[None]) -> None:
+        for task in feeders:
+            task.cancel()
+        await asyncio.gather(*feeders, return_exceptions=True)
+        # Lanes finish the entry in hand and take no other: what is queued stays pending.
+        self._closing = True
+        self._wake_all()
+        grace_s = 0.0 if self._force else self.settings.shutdown_timeout.total_seconds()
+        in_flight = sum(item is not None for item in self._current)
+        late = {task for task in self._lanes if not task.done()}
+        if late and grace_s > 0:
+            _, late = await asyncio.wait(late, timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._lanes, return_exceptions=True)
+        left = len(self._queue) + len(self._retries) + len(late)
+        self._lanes_done = True
+        self._ack_wanted.set()
+        try:
+            await asyncio.wait_for(acker, timeout=max(grace_s, 5.0))
+        except TimeoutError:
+            self.log.error("final_ack_timed_out", unacknowledged=self._ack_count())
+        self.log.info(
+            "consumer_stopped",
+            in_flight_at_stop=in_flight,
+            cancelled=len(late),
+            left_pending=left,
+        )
+
+    # --- lanes: run the handler ---------------------------------------------------------
+
+    def _push(self, items: list[Item]) -> None:
+        self._queue.extend(items)
+        self._wake_lane()
+
+    def _wake_lane(self) -> None:
+        # Wake one lane at a time: a lane that takes an entry wakes the next, so a burst
+        # of entries fans out to as many lanes as have work, and light handlers that never
+        # yield leave the other lanes asleep instead of waking them all for nothing.
+        if self._waking:
+            return
+        while self._idle_lanes:
+            waiter = self._idle_lanes.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._waking += 1
+                return
+
+    def _wake_all(self) -> None:
+        while self._idle_lanes:
+            waiter = self._idle_lanes.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _lane(self, index: int) -> None:
+        """Take entries off the queue and handle them, one at a time, until closing.
+
+        The common path (decode, build the context, await the handler, queue the ack) is
+        written out here rather than in helper calls: at 100k entries a second, every call
+        and attribute lookup per entry shows in the throughput.
+        """
+        queue, current, acks = self._queue, self._current, self._acks
+        ack_wanted, stats = self._ack_wanted, self.stats
+        latency = stats.latency_s
+        bounds, counts = latency.bounds, latency.counts
+        loop = asyncio.get_running_loop()
+        high = self._batch
+        group_b, wanted, max_deliveries = self._group_b, self._wanted, self._max_deliveries
+        handle, base_log = self.consumer.handle, self.log
+        redis, settings, keys = self.redis, self.settings, self.keys
+        perf_counter = time.perf_counter
+        while True:
+            if self._closing:
+                return
+            if not queue:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle_lanes.append(waiter)
+                await waiter
+                self._waking = max(0, self._waking - 1)
+                continue
+            item = queue.popleft()
+            if queue and not self._waking and self._idle_lanes:
+                self._wake_lane()
+            if self._space_wanted and len(queue) <= high:
+                self._space_wanted = False
+                self._space.set()
+            stream, entry_id, fields, deliveries = item
+            only = fields.get(b"group")
+            if (only is not None and only != group_b) or (
+                wanted is not None and fields.get(b"type") not in wanted
+            ):
+                stats.skipped += 1
+            else:
+                event = decode_event(fields.get(b"body", b""))
+                if isinstance(event, _NOT_EVENTS) or deliveries > max_deliveries:
+                    current[index] = item
+                    try:
+                        await self._not_handled(item, event)
+                    finally:
+                        current[index] = None
+                    continue
+                entry_text = entry_id.decode()
+                ctx = Context(
+                    _EntryLog(base_log, entry_text, event, deliveries),
+                    redis, settings, keys, deliveries, entry_text, stream,
+                    int(fields.get(b"received_at") or 0),
+                )  # fmt: skip
+                current[index] = item
+                started = perf_counter()
+                failure: BaseException | None = None
+                try:
+                    await handle(event, ctx)
+                except Exception as exc:
+                    failure = exc
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    # Raised by the handler itself (a library's timeout), not by a stop.
+                    failure = asyncio.CancelledError("raised by the handler")
+                elapsed = perf_counter() - started
+                counts[bisect_left(bounds, elapsed)] += 1
+                latency.total += elapsed
+                current[index] = None
+                if failure is not None:
+                    await self._failed(item, failure, ctx.log)
+                    continue
+                stats.processed += 1
+                if deliveries > 1:
+                    stats.redeliveries.observe(deliveries)
+            acks[stream].append(entry_id)
+            if not ack_wanted.is_set():
+                ack_wanted.set()
+
+    async def _not_handled(self, item: Item, event: Event | DecodeFailure | UnknownEvent) -> None:
+        if isinstance(event, DecodeFailure | UnknownEvent):
+            await self._undecodable(item, event)
+        else:
+            # Delivered that often without an outcome: workers died or stalled on it.
+            await self._give_up(item, f"no outcome after {item[3] - 1} deliveries")
+
+    async def _undecodable(self, item: Item, event: DecodeFailure | UnknownEvent) -> None:
+        stream, entry_id, _, _ = item
+        if isinstance(event, UnknownEvent):
+            # Written by a newer receiver that knows more event types: not ours to handle.
+            self.log.warning(
+                "entry_type_unknown", stream=stream, stream_id=entry_id.decode(),
+                event_type=event.event_type,
+            )  # fmt: skip
+            self._ack(stream, entry_id)
+            self.stats.skipped += 1
+            return
+        await self._give_up(item, f"undecodable body: {event.error} at {event.path}")
+
+    async def _failed(self, item: Item, exc: BaseException, entry_log: Any) -> None:
+        stream, entry_id, _, deliveries = item
+        self.stats.failed += 1
+        if deliveries >= self._max_deliveries:
+            entry_log.error("handler_failed", error=repr(exc), exc_info=exc, final=True)
+            await self._give_up(item, repr(exc))
+            return
+        delay_s = backoff_s(deliveries, self._retry_base_s, self._retry_max_s)
+        entry_log.warning(
+            "handler_failed", error=repr(exc), exc_info=exc, retry_in_s=round(delay_s, 3)
+        )
+        self._schedule_retry(stream, entry_id, deliveries, delay_s)
+        self.stats.retried += 1
+
+    def _schedule_retry(
+        self, stream: str, entry_id: bytes, deliveries: int, delay_s: float
+    ) -> None:
+        due = time.monotonic() + delay_s
+        heapq.heappush(self._retries, (due, next(self._retry_seq), stream, entry_id, deliveries))
+        self._retry_wanted.set()
+
+    async def _give_up(self, item: Item, error: str) -> None:
+        stream, entry_id, fields, deliveries = item
+        letter = DeadLetter(
+            stream=stream,
+            original_id=entry_id.decode(),
+            group=self.group,
+            consumer=self.worker_id,
+            error=error,
+            attempts=deliveries,
+            entry=StreamEntry.from_fields(fields),
+            failed_at_ms=now_ms(),
+        )
+        try:
+            await dead_letter(self.redis, self.keys.dlq, letter, self.settings.dlq_max_len)
+        except (*REDIS_DOWN, ResponseError) as exc:
+            # Still pending: it comes back as a retry and is dead-lettered then.
+            self.log.error("dead_letter_failed", stream=stream, stream_id=letter.original_id,
+                           error=repr(exc))  # fmt: skip
+            self._schedule_retry(stream, entry_id, deliveries, self._retry_base_s)
+            return
+        self.stats.dead_lettered += 1
+        if deliveries > 1:
+            self.stats.redeliveries.observe(deliveries)
+        self.log.error(
+            "entry_dead_lettered", stream=stream, stream_id=letter.original_id,
+            attempts=deliveries, error=error,
+        )  # fmt: skip
+
+    # --- acknowledgements ---------------------------------------------------------------
+
+    def _ack(self, stream: str, entry_id: bytes) -> None:
+        self._acks[stream].append(entry_id)
+        if not self._ack_wanted.is_set():
+            self._ack_wanted.set()
+
+    def _ack_count(self) -> int:
+        return sum(len(ids) for ids in self._acks.values())
+
+    async def _ack_loop(self) -> None:
+        """Acknowledge in batches: whatever finished while the last XACK was in flight."""
+        failures = 0
+        while True:
+            await self._ack_wanted.wait()
+            self._ack_wanted.clear()
+            batch = {stream: ids for stream, ids in self._acks.items() if ids}
+            if batch:
+                for stream in batch:
+                    self._acks[stream] = []
+                try:
+                    await self._send_acks(batch)
+                    failures = 0
+                except REDIS_DOWN as exc:
+                    for stream, ids in batch.items():
+                        self._acks[stream][:0] = ids
+                    failures += 1
+                    await self._redis_down("ack", exc, failures)
+                    self._ack_wanted.set()
+                    continue
+            if self._lanes_done and not self._ack_count():
+                return
+
+    async def _send_acks(self, batch: dict[str, list[bytes]]) -> None:
+        if len(batch) == 1:
+            [(stream, ids)] = batch.items()
+            await self.redis.xack(stream, self.group, *ids)
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in batch.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+
+    # --- feeding the queue --------------------------------------------------------------
+
+    async def _wait_for_space(self) -> None:
+        """Read ahead by one batch at most: the next batch is on its way while this one is
+        handled, and a worker never holds more than it can start on soon."""
+        while len(self._queue) > self._batch:
+            self._space.clear()
+            self._space_wanted = True
+            await self._space.wait()
+
+    async def _redis_down(self, operation: str, exc: BaseException, failures: int) -> None:
+        delay_s = backoff_s(failures, _RECONNECT_BASE_S, _RECONNECT_MAX_S)
+        self.log.warning(
+            "redis_unavailable", operation=operation, error=repr(exc), attempt=failures,
+            retry_in_s=round(delay_s, 3),
+        )  # fmt: skip
+        await asyncio.sleep(delay_s)
+
+    async def _retrying(self, operation: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run `make()` until Redis answers, backing off while it does not."""
+        failures = 0
+        while True:
+            try:
+                return await make()
+            except REDIS_DOWN as exc:
+                failures += 1
+                await self._redis_down(operation, exc, failures)
+
+    async def _read_loop(self, stream: str) -> None:
+        created = await self._retrying(
+            "create_group", lambda: recovery.create_group(self.redis, stream, self.group)
+        )
+        if created:
+            self.log.info("consumer_group_created", stream=stream)
+        # A restart under a stable worker id first finishes what it held before.
+        await self._take_over(stream, self.worker_id, reason="own_pending", min_idle_ms=0)
+        failures = 0
+        while True:
+            await self._wait_for_space()
+            try:
+                reply: Any = await self.redis.xreadgroup(
+                    self.group, self.worker_id, {stream: ">"},
+                    count=self._batch, block=self._block_ms,
+                )  # fmt: skip
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._recreate_group(stream, str(exc))
+                continue
+            except REDIS_DOWN as exc:
+                failures += 1
+                await self._redis_down("read", exc, failures)
+                continue
+            failures = 0
+            if reply:
+                entries = reply[0][1]
+                self._last_read[stream] = entries[-1][0]
+                self._queue.extend([(stream, eid, fields, 1) for eid, fields in entries])
+                self._wake_lane()
+
+    async def _recreate_group(self, stream: str, reason: str) -> None:
+        """The group is gone (Redis restarted empty, or someone destroyed it): create it
+        again where this worker stopped reading, so nothing after that is skipped."""
+        async with self._recreating[stream]:
+            held = self._held_ids(stream)
+            start: bytes | str = self._last_read.get(stream, b"0-0")
+            if held:
+                start = min([recovery.before(min(held, key=_id_key)), _text(start)], key=_id_key)
+            start_text = _text(start)
+            created = await self._retrying(
+                "create_group",
+                lambda: recovery.create_group(self.redis, stream, self.group, start_text),
+            )
+            # What we hold of that stream comes back through the new group.
+            kept = [item for item in self._queue if item[0] != stream]
+            self._queue.clear()
+            self._queue.extend(kept)
+            self._space.set()
+            self._retries = [r for r in self._retries if r[2] != stream]
+            heapq.heapify(self._retries)
+            self.log.error(
+                "consumer_group_recreated", stream=stream, start_id=start_text,
+                created_here=created, reason=reason,
+            )  # fmt: skip
+
+    def _held_ids(self, stream: str) -> set[bytes]:
+        held = {item[1] for item in self._queue if item[0] == stream}
+        held.update(item[1] for item in self._current if item is not None and item[0] == stream)
+        held.update(r[3] for r in self._retries if r[2] == stream)
+        return held
+
+    async def _retry_loop(self) -> None:
+        while True:
+            if not self._retries:
+                self._retry_wanted.clear()
+                await self._retry_wanted.wait()
+                continue
+            wait_s = self._retries[0][0] - time.monotonic()
+            if wait_s > 0:
+                self._retry_wanted.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_wanted.wait(), wait_s)
+                continue
+            due: dict[str, dict[bytes, int]] = {}
+            now = time.monotonic()
+            for _ in range(self._batch):
+                if not self._retries or self._retries[0][0] > now:
+                    break
+                _, _, stream, entry_id, deliveries = heapq.heappop(self._retries)
+                due.setdefault(stream, {})[entry_id] = deliveries
+            for stream, counts in due.items():
+                await self._redeliver(stream, counts)
+
+    async def _redeliver(self, stream: str, counts: dict[bytes, int]) -> None:
+        """Claim the due entries again for this worker: Redis counts the new delivery."""
+        try:
+            rows = await recovery.claim(
+                self.redis, stream, self.group, self.worker_id, list(counts), 0
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._recreate_group(stream, str(exc))
+            return
+        except REDIS_DOWN as exc:
+            self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
+            for entry_id, deliveries in counts.items():
+                self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
+            return
+        self._push([(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
+
+    # --- recovery -----------------------------------------------------------------------
+
+    async def _take_over(self, stream: str, member: str, *, reason: str, min_idle_ms: int) -> int:
+        """Claim every pending entry of `member` for this worker, a batch at a time."""
+        taken = 0
+        start = "-"
+        while True:
+            await self._wait_for_space()
+            page = await self._retrying("pending", self._pending_page(stream, member, start))
+            if not page:
+                break
+            counts = {p.entry_id: p.deliveries for p in page}
+            rows = await self._retrying("claim", self._claimer(stream, list(counts), min_idle_ms))
+            self._push([(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
+            taken += len(rows)
+            start = "(" + page[-1].entry_id.decode()
+        if taken:
+            self.log.warning(
+                "pending_taken_over", stream=stream, from_worker=member, entries=taken,
+                reason=reason,
+            )  # fmt: skip
+        return taken
+
+    def _pending_page(
+        self, stream: str, member: str, start: str
+    ) -> Callable[[], Awaitable[list[recovery.Pending]]]:
+        return lambda: recovery.pending_of(
+            self.redis, stream, self.group, member, self._batch, start
+        )
+
+    def _claimer(
+        self, stream: str, ids: list[bytes], min_idle_ms: int
+    ) -> Callable[[], Awaitable[list[recovery.RawEntry]]]:
+        return lambda: recovery.claim(
+            self.redis, stream, self.group, self.worker_id, ids, min_idle_ms
+        )
+
+    async def _recovery_loop(self) -> None:
+        """Take over the entries of dead members; after claim_idle, those of anyone."""
+        idle_sweep_s = max(self._heartbeat_s, self._claim_idle_s() / 4)
+        next_idle_sweep = time.monotonic() + idle_sweep_s
+        failures = 0
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            try:
+                for stream in self.streams:
+                    await self._recover_dead(stream)
+                if time.monotonic() >= next_idle_sweep:
+                    next_idle_sweep = time.monotonic() + idle_sweep_s
+                    for stream in self.streams:
+                        await self._recover_idle(stream)
+                failures = 0
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The reader notices it too and re-creates the group.
+            except REDIS_DOWN as exc:
+                failures += 1
+                await self._redis_down("recover", exc, failures)
+
+    async def _recover_dead(self, stream: str) -> None:
+        others = [
+            m for m in await recovery.members(self.redis, stream, self.group)
+            if m.name != self.worker_id
+        ]  # fmt: skip
+        if not others:
+            return
+        living = await alive(self.redis, self.keys, self.group, (m.name for m in others))
+        for member in others:
+            if living[member.name]:
+                continue
+            if member.pending:
+                # Two workers may see the same death: once one has claimed an entry, its
+                # idle time is reset and the other's claim (min idle > 0) leaves it alone.
+                await self._take_over(
+                    stream, member.name, reason="worker_dead",
+                    min_idle_ms=int(self._heartbeat_s * 1000),
+                )  # fmt: skip
+            elif member.idle_ms > self._ttl_ms and await recovery.remove_member(
+                self.redis, stream, self.group, member.name
+            ):
+                self.log.info("worker_removed_from_group", stream=stream, member=member.name)
+
+    async def _recover_idle(self, stream: str) -> None:
+        """XAUTOCLAIM what nobody touched for claim_idle, even from live workers: a handler
+        stuck that long is presumed hung."""
+        min_idle_ms = int(self._claim_idle_s() * 1000)
+        start = b"0-0"
+        for _ in range(100):  # bounded per sweep; the next sweep carries on
+            await self._wait_for_space()
+            start, rows, deleted = await recovery.autoclaim(
+                self.redis, stream, self.group, self.worker_id, min_idle_ms, start, self._batch
+            )
+            if deleted:
+                self.log.error("pending_entries_gone", stream=stream, entries=len(deleted))
+            held = self._held_ids(stream)
+            fresh = [(eid, fields) for eid, fields in rows if eid not in held]
+            if fresh:
+                counts = await self._delivery_counts(stream, [eid for eid, _ in fresh])
+                self._push([(stream, eid, f, counts.get(eid, 2)) for eid, f in fresh])
+                self.log.warning("pending_taken_over", stream=stream, entries=len(fresh),
+                                 reason="idle")  # fmt: skip
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
+        """Delivery counts of entries just claimed (XAUTOCLAIM does not return them)."""
+        lowest, highest = min(ids, key=_id_key), max(ids, key=_id_key)
+        rows: Any = await self.redis.xpending_range(
+            stream, self.group, min=lowest, max=highest, count=len(ids) * 4 + 100,
+            consumername=self.worker_id,
+        )  # fmt: skip
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)

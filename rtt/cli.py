@@ -17,6 +17,7 @@ commands:
   receiver   the webhook receiver alone
   worker     the worker alone (--consumer pkg.module:name adds a consumer)
   send       post realistic events to a receiver
+  silence    mute alerts for a while: add, list, remove
 
 `rtt <command> --help` lists every option and its environment variable.
 """
@@ -48,7 +49,14 @@ def _send(argv: Sequence[str]) -> int:
     return send_main(argv)
 
 
+def _silence(argv: Sequence[str]) -> int:
+    from .silence import main as silence_main
+
+    return silence_main(argv)
+
+
 COMMANDS = {"serve": _serve, "receiver": _receiver, "worker": _worker, "send": _send}
+COMMANDS["silence"] = _silence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

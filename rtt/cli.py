@@ -18,6 +18,8 @@ commands:
   worker     the worker alone (--consumer pkg.module:name adds a consumer)
   send       post realistic events to a receiver
   silence    mute alerts for a while: add, list, remove
+  stats      stream lengths, lag and pending per consumer group, DLQ size
+  dlq        dead letters: list, show, replay, purge
 
 `rtt <command> --help` lists every option and its environment variable.
 """
@@ -57,6 +59,22 @@ def _silence(argv: Sequence[str]) -> int:
 
 COMMANDS = {"serve": _serve, "receiver": _receiver, "worker": _worker, "send": _send}
 COMMANDS["silence"] = _silence
+
+
+def _stats(argv: Sequence[str]) -> int:
+    from worker.admin import stats_main
+
+    return stats_main(argv)
+
+
+def _dlq(argv: Sequence[str]) -> int:
+    from worker.admin import dlq_main
+
+    return dlq_main(argv)
+
+
+COMMANDS["stats"] = _stats
+COMMANDS["dlq"] = _dlq
 
 
 def main(argv: Sequence[str] | None = None) -> int:

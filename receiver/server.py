@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 from pathlib import Path
@@ -15,7 +16,7 @@ from shared.settings import Settings
 
 from .app import create_app
 
-__all__ = ["serve", "spool_dirs"]
+__all__ = ["make_runner", "serve", "spool_dirs"]
 
 log = get_logger()
 _SLOT_DIR = re.compile(r"^p(\d+)$")
@@ -37,6 +38,25 @@ def spool_dirs(settings: Settings, index: int = 0, processes: int = 1) -> tuple[
     return root / f"p{index}", orphans
 
 
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The HTTP server's limits: header sizes, slow clients, the grace period at stop."""
+    read_timeout_s = settings.read_timeout.total_seconds()
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        # In-flight requests may wait for the store deadline, then for the spool's fsync.
+        shutdown_timeout=settings.store_timeout.total_seconds() + read_timeout_s + 5,
+        # An idle connection, or one whose request head trickles in, is closed after this.
+        keepalive_timeout=read_timeout_s,
+        # After an answer given before the body was read (401, 408...), aiohttp reads the
+        # rest to keep the connection; a client that never sends it is cut off after this.
+        lingering_time=read_timeout_s,
+        max_line_size=settings.max_header_size,
+        max_field_size=settings.max_header_size,
+    )
+
+
 async def serve(
     settings: Settings, *, index: int = 0, processes: int = 1, reuse_port: bool = False
 ) -> None:
@@ -48,18 +68,7 @@ async def serve(
     redis = create_redis(settings)
     own, orphans = spool_dirs(settings, index, processes)
     app = create_app(settings, redis, spool_dir=own, orphan_spool_dirs=tuple(orphans))
-    read_timeout_s = settings.read_timeout.total_seconds()
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        # In-flight requests may wait for the store deadline, then for the spool's fsync.
-        shutdown_timeout=settings.store_timeout.total_seconds() + read_timeout_s + 5,
-        # An idle connection, or one whose request head trickles in, is closed after this.
-        keepalive_timeout=read_timeout_s,
-        max_line_size=settings.max_header_size,
-        max_field_size=settings.max_header_size,
-    )
+    runner = make_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,7 +79,7 @@ async def serve(
         await site.start()
         log.info(
             "receiver_listening", host=settings.host, port=settings.port, path=settings.path,
-            spool_dir=str(own), process=index,
+            spool_dir=str(own), process=index, pid=os.getpid(),
         )  # fmt: skip
         await stop.wait()
         log.info("receiver_stopping")

@@ -26,9 +26,10 @@ from shared.settings import Settings
 __all__ = ["supervise"]
 
 log = get_logger()
-# A child that dies sooner than this after its start is not restarted: it would only die
-# again (port taken, bad configuration); the whole receiver stops instead.
+# A slot whose child keeps dying this soon after its start (port taken, bad configuration)
+# would only die again: after a few such deaths in a row the whole receiver stops instead.
 _MIN_UPTIME_S = 5.0
+_QUICK_DEATHS_MAX = 3
 
 
 def _start(
@@ -52,6 +53,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    quick_deaths = dict.fromkeys(range(processes), 0)
     exit_code = 0
     try:
         for index in range(processes):
@@ -65,7 +67,12 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
                     continue
                 multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
                 log.error("receiver_process_exited", process=index, pid=child.pid, exit_code=code)
-                if time.monotonic() - started < _MIN_UPTIME_S:
+                quick = time.monotonic() - started < _MIN_UPTIME_S
+                quick_deaths[index] = quick_deaths[index] + 1 if quick else 0
+                if quick_deaths[index] >= _QUICK_DEATHS_MAX:
+                    log.error(
+                        "receiver_process_keeps_dying", process=index, deaths=quick_deaths[index]
+                    )
                     exit_code = 1
                     stop_requested = True
                     break

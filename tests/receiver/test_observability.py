@@ -1,0 +1,110 @@
+"""What operators read: /metrics in Prometheus format, and the log lines of a request."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import msgspec
+from aiohttp import encode_basic_auth
+from aiohttp.test_utils import TestClient
+
+from shared.logs import configure_logging
+from tests.conftest import LogLines
+from tests.fixtures import sample_body
+
+PATH = "/realTimeTranscriptionEvents"
+JSON = {"Content-Type": "application/json"}
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_metrics_count_requests_by_outcome_and_type(start_receiver: Any) -> None:
+    client = await start_receiver(basic_auth="bw:pw")
+    auth = {**JSON, "Authorization": encode_basic_auth("bw", "pw")}
+    stopped = sample_body("stopped")
+    for body in (stopped, stopped, sample_body("started")):
+        assert (await client.post(PATH, data=body, headers=auth)).status == 204
+    assert (await client.post(PATH, data=b"{", headers=auth)).status == 400
+    unknown = sample_body("stopped", eventType="brandNew")
+    assert (await client.post(PATH, data=unknown, headers=auth)).status == 204
+    assert (await client.post(PATH, data=stopped, headers=JSON)).status == 401
+    assert (
+        await client.post(PATH, data=stopped, headers={"Content-Type": "text/plain"})
+    ).status == 401
+
+    resp = await client.get("/metrics")
+    assert resp.headers["Content-Type"].startswith("text/plain; version=")
+    text = await resp.text()
+    requests = "rtt_receiver_requests_total"
+    assert (
+        _sample(text, f'{requests}{{event_type="realTimeTranscriptionStopped",outcome="stored"}}')
+        == 1
+    )
+    assert (
+        _sample(
+            text, f'{requests}{{event_type="realTimeTranscriptionStopped",outcome="duplicate"}}'
+        )
+        == 1
+    )
+    assert (
+        _sample(text, f'{requests}{{event_type="realTimeTranscriptionStarted",outcome="stored"}}')
+        == 1
+    )
+    assert _sample(text, f'{requests}{{event_type="unknown",outcome="stored"}}') == 1
+    assert _sample(text, f'{requests}{{event_type="",outcome="invalid"}}') == 1
+    assert _sample(text, f'{requests}{{event_type="",outcome="unauthorized"}}') == 2
+    assert _sample(text, "rtt_receiver_decode_errors_total") == 1
+    assert _sample(text, "rtt_receiver_dedup_hits_total") == 1
+    # Every stored, repeated or parked event was timed; the forensic 400 is not a request outcome.
+    assert _sample(text, 'rtt_receiver_store_seconds_count{outcome="stored"}') == 3
+    assert _sample(text, "rtt_receiver_spool_depth") == 0
+    assert _sample(text, "rtt_receiver_spool_oldest_age_seconds") == 0
+
+
+async def test_accepted_event_logs_nothing_above_debug_and_masks_numbers(
+    receiver: TestClient[Any, Any], logs: LogLines
+) -> None:
+    resp = await receiver.post(PATH, data=sample_body("stopped", call_id="c-log"), headers=JSON)
+    assert resp.status == 204
+    lines = logs.all()
+    assert {line["level"] for line in lines} == {"debug"}
+    [accepted] = logs.named("event_accepted")
+    assert accepted["request_id"] == resp.headers["X-Request-Id"]
+    assert accepted["call_id"] == "c-log"
+    assert accepted["from"] == "+1********22"
+    assert accepted["to"] == "+1********44"
+    assert "5551112222" not in str(lines)
+
+
+async def test_phone_numbers_unmasked_when_configured(receiver: TestClient[Any, Any]) -> None:
+    buffer = io.BytesIO()
+    configure_logging(
+        component="receiver", level="debug", fmt="json", stream=buffer, phone_numbers=True,
+        cache=False,
+    )  # fmt: skip
+    assert (await receiver.post(PATH, data=sample_body("stopped"), headers=JSON)).status == 204
+    [accepted] = [
+        line for line in map(msgspec.json.decode, buffer.getvalue().splitlines())
+        if line["event"] == "event_accepted"
+    ]  # fmt: skip
+    assert (accepted["from"], accepted["to"]) == ("+15551112222", "+15553334444")
+
+
+async def test_client_request_id_is_kept_and_bound(
+    receiver: TestClient[Any, Any], logs: LogLines
+) -> None:
+    headers = {**JSON, "X-Request-Id": "bw-abc-123"}
+    resp = await receiver.post(PATH, data=b'{"eventType": 1}', headers=headers)
+    assert resp.status == 400
+    assert resp.headers["X-Request-Id"] == "bw-abc-123"
+    [rejected] = logs.named("event_rejected")
+    assert rejected["request_id"] == "bw-abc-123"
+    assert rejected["level"] == "warning"
+    assert rejected["path"] == "$.eventType"
+    assert rejected["peer"] == "127.0.0.1"

@@ -1,0 +1,183 @@
+"""What a 204 means: stored once, on the right shard, in Redis or in the spool."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from shared.embedded import free_port
+from shared.keys import Keys
+from tests.fixtures import sample_body, sample_event
+from tests.receiver.harness import live_receiver, metric, post_all
+
+PATH = "/realTimeTranscriptionEvents"
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_concurrent_duplicate_deliveries_are_stored_once(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str
+) -> None:
+    body = sample_body("stopped", cause="error")
+    answers = await asyncio.gather(
+        *(receiver.post(PATH, data=body, headers=JSON) for _ in range(25))
+    )
+    assert [resp.status for resp in answers] == [204] * 25
+    [(_, fields)] = await redis.xrange(Keys(prefix).events())
+    assert fields[b"body"] == body
+    metrics = await (await receiver.get("/metrics")).text()
+    assert "rtt_receiver_dedup_hits_total 24.0" in metrics
+
+
+async def test_a_repeat_is_known_by_type_call_and_transcription(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str
+) -> None:
+    ids = {"call_id": "c-dedup", "transcription_id": "t-dedup"}
+    first = sample_body("stopped", **ids)
+    # A retry may differ byte for byte (another eventTime, other spacing): still the same.
+    retry = msgspec.json.encode(sample_event("stopped", **ids, eventTime="2030-01-01T00:00:00Z"))
+    other_type = sample_body("available", **ids)
+    other_transcription = sample_body("stopped", call_id="c-dedup", transcription_id="t-other")
+    for body in (first, retry, other_type, other_transcription):
+        assert (await receiver.post(PATH, data=body, headers=JSON)).status == 204
+    stored = [fields[b"body"] for _, fields in await redis.xrange(Keys(prefix).events())]
+    assert stored == [first, other_type, other_transcription]
+
+
+async def test_a_repeat_after_the_window_is_stored_again(
+    start_receiver: Any, redis: Redis, prefix: str
+) -> None:
+    client = await start_receiver(dedup_window="200ms")
+    body = sample_body("stopped")
+    assert (await client.post(PATH, data=body, headers=JSON)).status == 204
+    await asyncio.sleep(0.4)
+    assert (await client.post(PATH, data=body, headers=JSON)).status == 204
+    assert await redis.xlen(Keys(prefix).events()) == 2
+
+
+async def test_unknown_type_repeated_is_parked_once(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str
+) -> None:
+    body = sample_body("stopped", eventType="realTimeTranscriptionPaused")
+    for _ in range(3):
+        assert (await receiver.post(PATH, data=body, headers=JSON)).status == 204
+    assert await redis.xlen(Keys(prefix).unknown) == 1
+
+
+async def test_shards_spread_calls_and_keep_each_call_in_order(
+    start_receiver: Any, redis: Redis, prefix: str
+) -> None:
+    client = await start_receiver(shards=4)
+    keys = Keys(prefix, 4)
+    calls = [f"c-shard-{n}" for n in range(24)]
+    for call in calls:
+        for kind in ("started", "stopped", "available"):
+            body = sample_body(kind, call_id=call, transcription_id=f"t-{call}")
+            assert (await client.post(PATH, data=body, headers=JSON)).status == 204
+    seen: dict[str, list[str]] = {}
+    for stream in keys.event_streams():
+        for _, fields in await redis.xrange(stream):
+            event = msgspec.json.decode(fields[b"body"])
+            assert stream == keys.stream_for_call(event["callId"])
+            seen.setdefault(event["callId"], []).append(event["eventType"])
+    assert sorted(seen) == sorted(calls)
+    assert {tuple(types) for types in seen.values()} == {
+        ("realTimeTranscriptionStarted", "realTimeTranscriptionStopped",
+         "realTimeTranscriptionAvailable")
+    }  # fmt: skip
+    lengths = [await redis.xlen(stream) for stream in keys.event_streams()]
+    assert sum(1 for length in lengths if length) > 1
+    assert not await redis.exists(Keys(prefix).events())
+
+
+async def test_forensic_streams_are_bounded(start_receiver: Any, redis: Redis, prefix: str) -> None:
+    client = await start_receiver(forensic_max_len=10)
+    for n in range(300):
+        assert (await client.post(PATH, data=b'{"n": %d' % n, headers=JSON)).status == 400
+    # MAXLEN ~ trims whole nodes of the stream: about the bound, never unbounded.
+    assert await redis.xlen(Keys(prefix).rejected) < 300
+    [(_, newest)] = await redis.xrevrange(Keys(prefix).rejected, count=1)
+    assert newest[b"body"] == b'{"n": 299'
+    assert newest[b"peer"] == b"127.0.0.1"
+
+
+async def test_rejected_body_is_truncated(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str
+) -> None:
+    body = b'{"eventType": "' + b"x" * 10_000
+    assert (await receiver.post(PATH, data=body, headers=JSON)).status == 400
+    [(_, kept)] = await redis.xrange(Keys(prefix).rejected)
+    assert kept[b"body"] == body[:4096]
+    assert kept[b"error"]
+
+
+async def test_events_stream_is_never_trimmed_at_xadd(
+    start_receiver: Any, redis: Redis, prefix: str
+) -> None:
+    client = await start_receiver(forensic_max_len=10)
+    bodies = [sample_body("started") for _ in range(150)]
+    posted = await post_all(str(client.make_url(PATH)), bodies)
+    assert posted.count() == {204: 150}
+    assert await redis.xlen(Keys(prefix).events()) == 150
+
+
+async def test_redis_unreachable_goes_to_the_spool(
+    make_settings: Any, tmp_path: Path, redis: Redis, prefix: str
+) -> None:
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", store_timeout="300ms")
+    async with live_receiver(settings) as receiver:
+        posted = await post_all(receiver.events_url, [sample_body("stopped") for _ in range(10)])
+        assert posted.count() == {204: 10}
+        depth = await metric(receiver.url, "rtt_receiver_spool_depth")
+        spooled = await metric(receiver.url, "rtt_receiver_requests_total", outcome="spooled")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(receiver.url + "/readyz") as resp,
+        ):
+            ready = (resp.status, await resp.json())
+    assert (depth, spooled) == (10, 10)
+    assert ready == (200, {"status": "ready", "store": "spool"})
+    assert sorted(path.name for path in (tmp_path / "spool").iterdir()) == ["p0"]
+    assert list((tmp_path / "spool" / "p0").glob("*.seg"))
+
+
+async def test_redis_and_spool_both_unusable_is_503_with_retry_after(
+    make_settings: Any, tmp_path: Path, logs: Any
+) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("a file where the spool directory should be")
+    settings = make_settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        store_timeout="300ms",
+        spool_dir=str(not_a_directory),
+    )
+    async with live_receiver(settings) as receiver, aiohttp.ClientSession() as session:
+        async with session.post(
+            receiver.events_url, data=sample_body("stopped"), headers=JSON
+        ) as resp:
+            status, retry_after = resp.status, resp.headers.get("Retry-After")
+        async with session.get(receiver.url + "/readyz") as resp:
+            ready = (resp.status, await resp.json())
+    assert (status, retry_after) == (503, "5")
+    assert ready == (503, {"status": "unavailable", "store": "unavailable"})
+    assert logs.named("event_not_stored")
+
+
+@pytest.mark.parametrize("kind", ["rejected", "unknown"])
+async def test_log_lines_of_a_request_carry_its_request_id(
+    receiver: TestClient[Any, Any], logs: Any, kind: str
+) -> None:
+    body = sample_body("stopped", eventType="somethingNew") if kind == "unknown" else b"{"
+    resp = await receiver.post(PATH, data=body, headers=JSON)
+    request_id = resp.headers["X-Request-Id"]
+    lines = [
+        line for line in logs.all() if line["event"] in {"event_type_unknown", "event_rejected"}
+    ]
+    assert [line["level"] for line in lines] == ["warning"]
+    assert lines[0]["request_id"] == request_id

@@ -27,9 +27,16 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
     A second signal stops at once, leaving in-flight entries pending too."""
     redis = create_redis(settings)
     worker = Worker(settings, redis, consumers)
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        worker.stop(force=signals > 1)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(sig, on_signal)
     log.info("worker_started", worker_id=worker.worker_id, consumers=[c.name for c in consumers])
     try:
         await worker.run()

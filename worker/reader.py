@@ -189,6 +189,7 @@ class GroupReader:
         self._wake_all()
         grace_s = 0.0 if self._force else self.settings.shutdown_timeout.total_seconds()
         in_flight = sum(item is not None for item in self._current)
+        self.log.info("consumer_stopping", in_flight=in_flight, grace_s=grace_s)
         late = {task for task in self._lanes if not task.done()}
         if late and grace_s > 0:
             _, late = await asyncio.wait(late, timeout=grace_s)
@@ -450,18 +451,25 @@ class GroupReader:
         while True:
             try:
                 return await make()
-            except REDIS_DOWN as exc:
+            except (*REDIS_DOWN, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and _is_nogroup(exc):
+                    raise
                 failures += 1
                 await self._redis_down(operation, exc, failures)
 
     async def _read_loop(self, stream: str) -> None:
-        created = await self._retrying(
-            "create_group", lambda: recovery.create_group(self.redis, stream, self.group)
-        )
-        if created:
-            self.log.info("consumer_group_created", stream=stream)
-        # A restart under a stable worker id first finishes what it held before.
-        await self._take_over(stream, self.worker_id, reason="own_pending", min_idle_ms=0)
+        while True:
+            created = await self._retrying(
+                "create_group", lambda: recovery.create_group(self.redis, stream, self.group)
+            )
+            if created:
+                self.log.info("consumer_group_created", stream=stream)
+            try:
+                # A restart under a stable worker id first finishes what it held before.
+                await self._take_over(stream, self.worker_id, reason="own_pending", min_idle_ms=0)
+                break
+            except ResponseError as exc:  # NOGROUP: gone again since; create it again
+                self.log.warning("consumer_group_vanished", stream=stream, error=repr(exc))
         failures = 0
         while True:
             await self._wait_for_space()
@@ -471,9 +479,12 @@ class GroupReader:
                     count=self._batch, block=self._block_ms,
                 )  # fmt: skip
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._recreate_group(stream, str(exc))
+                if _is_nogroup(exc):
+                    await self._recreate_group(stream, str(exc))
+                    continue
+                # READONLY during a failover, OOM...: the same patience as for a down Redis.
+                failures += 1
+                await self._redis_down("read", exc, failures)
                 continue
             except REDIS_DOWN as exc:
                 failures += 1
@@ -546,9 +557,12 @@ class GroupReader:
                 self.redis, stream, self.group, self.worker_id, list(counts), 0
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self._recreate_group(stream, str(exc))
+            if _is_nogroup(exc):
+                await self._recreate_group(stream, str(exc))
+                return
+            self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
+            for entry_id, deliveries in counts.items():
+                self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
             return
         except REDIS_DOWN as exc:
             self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
@@ -610,9 +624,10 @@ class GroupReader:
                         await self._recover_idle(stream)
                 failures = 0
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The reader notices it too and re-creates the group.
+                # NOGROUP: the reader notices it too and re-creates the group.
+                if not _is_nogroup(exc):
+                    failures += 1
+                    await self._redis_down("recover", exc, failures)
             except REDIS_DOWN as exc:
                 failures += 1
                 await self._redis_down("recover", exc, failures)
@@ -670,6 +685,10 @@ class GroupReader:
             consumername=self.worker_id,
         )  # fmt: skip
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+
+def _is_nogroup(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
 
 
 def _text(value: bytes | str) -> str:

@@ -50,15 +50,15 @@ class Worker:
         self.capped: dict[str, int] = {}
         self._readers: list[GroupReader] = []
         self._stopping = asyncio.Event()
-        self._stop_count = 0
+        self._force = False
         self._dlq_depth = DlqDepth(self.keys.dlq)
         self._last_totals = {name: stats.totals() for name, stats in self.stats.items()}
 
-    def stop(self) -> None:
-        """First call: graceful stop. A second call skips the grace period."""
-        self._stop_count += 1
+    def stop(self, *, force: bool = False) -> None:
+        """Stop reading and let in-flight handlers finish; `force` skips the grace period."""
+        self._force = self._force or force
         self._stopping.set()
-        if self._stop_count > 1:
+        if force:
             for reader in self._readers:
                 reader.stop(force=True)
 
@@ -144,7 +144,7 @@ class Worker:
         finally:
             stop_wait.cancel()
             for reader in self._readers:
-                reader.stop(force=self._stop_count > 1)
+                reader.stop(force=self._force)
             results = await asyncio.gather(*readers, return_exceptions=True)
             for task in upkeep:
                 task.cancel()

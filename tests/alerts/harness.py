@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.processes import Program
 from worker.alerts import make_alerts_consumer
 from worker.runtime import Worker
 
-__all__ = ["add_event", "running_workers", "wait_handled"]
+__all__ = ["add_event", "running_workers", "wait_handled", "worker_processes"]
 
 
 async def add_event(
@@ -31,8 +35,6 @@ async def add_event(
 
 
 def _event_type(body: bytes) -> str:
-    import msgspec
-
     return str(msgspec.json.decode(body)["eventType"])
 
 
@@ -68,6 +70,28 @@ async def running_workers(
 
 
 def _with_worker_id(settings: Settings, worker_id: str) -> Settings:
-    import msgspec
-
     return msgspec.structs.replace(settings, worker_id=worker_id)
+
+
+@contextlib.asynccontextmanager
+async def worker_processes(
+    env: Mapping[str, str], tmp_path: Path, count: int
+) -> AsyncIterator[list[Program]]:
+    """`python -m worker` children with worker ids w0, w1...; stopped (SIGTERM) at the end.
+
+    Stopping goes through a thread: a worker finishing its alerts may be waiting on a sink
+    served by this test's event loop, which must keep running meanwhile.
+    """
+    programs = [
+        Program(["worker"], {**env, "RTT_WORKER_ID": f"w{n}"}, tmp_path / f"worker{n}.log")
+        for n in range(count)
+    ]
+    try:
+        yield programs
+    finally:
+        codes = await asyncio.gather(
+            *(asyncio.to_thread(p.stop, signal.SIGTERM, 30.0) for p in programs)
+        )
+        for program, code in zip(programs, codes, strict=True):
+            if code not in (0, -signal.SIGKILL):
+                raise AssertionError(f"worker exited with {code}:\n{program.text()[-3000:]}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from typing import Final
 
@@ -92,7 +94,10 @@ class AlertsConsumer:
             lock_s=poster.budget_s,
         )  # fmt: skip
         tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
-        lease = Lease(ctx.redis, ctx.keys.alert_leader, settings.heartbeat_ttl.total_seconds())
+        lease = Lease(
+            ctx.redis, ctx.keys.alert_leader, settings.heartbeat_ttl.total_seconds(),
+            holder=settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        )  # fmt: skip
         outbox = Outbox(
             ctx.redis, ctx.keys, settings, [log_sink, *sinks], once, lease, ctx.log,
             tick_s=tick_s,

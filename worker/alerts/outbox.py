@@ -55,21 +55,22 @@ return 0
 class Lease:
     """Who delivers the outbox: held while renewed, free once its holder stops renewing."""
 
-    def __init__(self, redis: Redis, key: str, ttl_s: float) -> None:
+    def __init__(self, redis: Redis, key: str, ttl_s: float, holder: str) -> None:
         self._key = key
-        self._token = uuid.uuid4().hex
+        # Who holds it, for operators (and tests) reading the key; unique per consumer.
+        self.token = f"{holder}:{uuid.uuid4().hex[:8]}"
         self._ttl_ms = max(100, int(ttl_s * 1000))
         self._hold = redis.register_script(_HOLD)
         self._release = redis.register_script(_RELEASE)
         self.held = False
 
     async def renew(self) -> bool:
-        self.held = bool(await self._hold(keys=[self._key], args=[self._token, self._ttl_ms]))
+        self.held = bool(await self._hold(keys=[self._key], args=[self.token, self._ttl_ms]))
         return self.held
 
     async def release(self) -> None:
         self.held = False
-        await self._release(keys=[self._key], args=[self._token])
+        await self._release(keys=[self._key], args=[self.token])
 
 
 class Outbox:

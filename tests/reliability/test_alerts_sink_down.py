@@ -1,0 +1,130 @@
+"""A sink that stays down: retries, the dead-letter stream, `rtt dlq replay`, one delivery.
+
+And a summary whose sink is down, and whose delivering worker dies, still arrives once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from rtt.cli import main as rtt
+from shared.keys import Keys
+from shared.settings import Settings, load_settings
+from tests.alerts.harness import add_event, running_workers, wait_handled, worker_processes
+from tests.alerts.sinkserver import SinkServer, eventually
+from tests.conftest import LogLines
+from tests.fixtures import sample_event
+
+pytestmark = pytest.mark.slow
+
+
+def _failure(n: int) -> bytes:
+    body = sample_event("stopped", cause="error", call_id=f"c-{n}", transcription_id=f"t-{n}")
+    return msgspec.json.encode(body)
+
+
+async def test_dead_letter_then_replay_delivers_once(
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    prefix: str,
+    logs: LogLines,
+) -> None:
+    webhook, pagerduty = SinkServer(default_status=503), SinkServer(default_status=202)
+    await webhook.start()
+    await pagerduty.start()
+    settings = make_settings(
+        alert_webhook_url=webhook.url, alert_pagerduty_routing_key="R" * 32,
+        alert_pagerduty_url=pagerduty.url, alert_sink_retries="1", alert_sink_timeout="1s",
+        max_deliveries="3", retry_base="50ms", retry_max="200ms",
+    )  # fmt: skip
+    dlq = Keys(prefix).dlq
+    try:
+        async with running_workers(settings, redis):
+            await add_event(redis, settings, _failure(1))
+            await eventually(lambda: redis.xlen(dlq), what="dead letter")
+            await wait_handled(redis, settings, 1)
+            # 3 deliveries of the entry, each trying the webhook twice; nothing taken.
+            assert [r.status for r in webhook.received] == [503] * 6
+            [letter] = await redis.xrange(dlq)
+            assert letter[1][b"group"] == b"alerts"
+            assert b"webhook" in letter[1][b"error"]
+            # PagerDuty took it on the first delivery, and only then.
+            assert len(pagerduty.accepted) == 1
+
+            webhook.default_status = 200
+            code = await asyncio.to_thread(
+                rtt, ["dlq", "replay", "--all", "--redis-url", redis_url, "--key-prefix", prefix]
+            )
+            assert code == 0
+            await eventually(lambda: webhook.accepted, what="delivery after replay")
+            await wait_handled(redis, settings, 2)
+        assert await redis.xlen(dlq) == 0
+        [alert] = webhook.accepted
+        assert (alert["kind"], alert["call_id"]) == ("alert", "c-1")
+        assert len(pagerduty.accepted) == 1
+        assert len(logs.named("transcription_alert")) == 1
+    finally:
+        await webhook.stop()
+        await pagerduty.stop()
+
+
+async def test_a_summary_survives_a_sink_outage_and_its_deliverer_being_killed(
+    redis_url: str, prefix: str, redis: Redis, tmp_path: Path
+) -> None:
+    webhook = SinkServer()
+    await webhook.start()
+    env = {
+        "RTT_REDIS_URL": redis_url, "RTT_KEY_PREFIX": prefix, "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0", "RTT_BLOCK": "100ms",
+        "RTT_ALERT_WEBHOOK_URL": webhook.url, "RTT_ALERT_GROUP_INTERVAL": "200ms",
+        "RTT_ALERT_SINK_RETRIES": "0", "RTT_ALERT_SINK_TIMEOUT": "1s", "RTT_RETRY_BASE": "50ms",
+        "RTT_RETRY_MAX": "300ms", "RTT_HEARTBEAT_TTL": "1s", "RTT_HEARTBEAT_INTERVAL": "200ms",
+        "RTT_ALERT_RATE_MIN_STOPS": "1000000",
+    }  # fmt: skip
+    settings = load_settings(env=env)
+    keys = Keys(prefix)
+    try:
+        async with worker_processes(env, tmp_path, 2) as workers:
+            await add_event(redis, settings, _failure(0))
+            await eventually(lambda: webhook.accepted, what="first alert")
+            webhook.default_status = 503
+            for n in range(1, 6):
+                await add_event(redis, settings, _failure(n))
+            await wait_handled(redis, settings, 6)
+            await eventually(lambda: redis.xlen(keys.alert_outbox), what="summary in outbox")
+            await eventually(lambda: _refused(webhook), what="a refused summary")
+            # The worker delivering the outbox dies; the other takes over once its lease ends.
+            holder = (await redis.get(keys.alert_leader)).decode()
+            killed = int(holder.split(":")[0].removeprefix("w"))
+            workers[killed].send(signal.SIGKILL)
+            await asyncio.to_thread(workers[killed].wait, 10)
+            webhook.default_status = 200
+            await eventually(lambda: _summaries(webhook), timeout_s=20, what="summary")
+            # Delivered by the survivor, which now holds the lease.
+            assert await _lease_of(redis, keys, f"w{1 - killed}")
+        assert [s["count"] for s in _summaries(webhook)] == [5]
+        assert [b["kind"] for b in webhook.accepted] == ["alert", "summary"]
+    finally:
+        await webhook.stop()
+
+
+def _refused(server: SinkServer) -> bool:
+    return any(r.status == 503 and b'"summary"' in r.body for r in server.received)
+
+
+def _summaries(server: SinkServer) -> list[dict[str, Any]]:
+    return [b for b in server.accepted if b["kind"] == "summary"]
+
+
+async def _lease_of(redis: Redis, keys: Keys, survivor_id: str) -> bool:
+    holder = await redis.get(keys.alert_leader)
+    return holder is not None and holder.decode().startswith(survivor_id + ":")

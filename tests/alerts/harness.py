@@ -20,7 +20,7 @@ from tests.processes import Program
 from worker.alerts import make_alerts_consumer
 from worker.runtime import Worker
 
-__all__ = ["add_event", "running_workers", "wait_handled", "worker_processes"]
+__all__ = ["add_event", "running_workers", "settled", "wait_handled", "worker_processes"]
 
 
 async def add_event(
@@ -95,3 +95,23 @@ async def worker_processes(
         for program, code in zip(programs, codes, strict=True):
             if code not in (0, -signal.SIGKILL):
                 raise AssertionError(f"worker exited with {code}:\n{program.text()[-3000:]}")
+
+
+async def settled(redis: Redis, settings: Settings) -> bool:
+    """No group window is open and every sink has all of the outbox: nothing more will come."""
+    keys = Keys(settings.key_prefix)
+    if await redis.zcard(keys.alert_groups_due):
+        return False
+    last = await redis.xrevrange(keys.alert_outbox, count=1)
+    if not last:
+        return True
+    sinks = 1 + sum(
+        bool(url)
+        for url in (
+            settings.alert_webhook_url,
+            settings.alert_slack_webhook_url,
+            settings.alert_pagerduty_routing_key,
+        )
+    )
+    cursors = await redis.hvals(keys.alert_cursors)
+    return len(cursors) == sinks and all(c == last[0][0] for c in cursors)

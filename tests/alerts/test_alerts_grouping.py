@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.alerts.conftest import sink_settings
-from tests.alerts.harness import add_event, running_workers, wait_handled
+from tests.alerts.harness import add_event, running_workers, settled, wait_handled
 from tests.alerts.sinkserver import SinkServer, eventually
 from tests.conftest import LogLines
 from tests.fixtures import sample_event
@@ -35,26 +35,6 @@ def _settings(make_settings: Callable[..., Settings], **overrides: Any) -> Setti
 
 def _by_kind(server: SinkServer, kind: str) -> list[dict[str, Any]]:
     return [body for body in server.accepted if body["kind"] == kind]
-
-
-async def settled(redis: Redis, settings: Settings) -> bool:
-    """No group window is open and every sink has all of the outbox: nothing more will come."""
-    keys = Keys(settings.key_prefix)
-    if await redis.zcard(keys.alert_groups_due):
-        return False
-    last = await redis.xrevrange(keys.alert_outbox, count=1)
-    if not last:
-        return True
-    sinks = 1 + sum(
-        bool(url)
-        for url in (
-            settings.alert_webhook_url,
-            settings.alert_slack_webhook_url,
-            settings.alert_pagerduty_routing_key,
-        )
-    )
-    cursors = await redis.hvals(keys.alert_cursors)
-    return len(cursors) == sinks and all(c == last[0][0] for c in cursors)
 
 
 async def test_two_workers_send_one_first_alert_and_summaries_that_add_up(

@@ -1,0 +1,76 @@
+"""Three worker processes, 1,000 failures to one destination: one alert, summaries that add up."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from shared.entries import StreamEntry
+from shared.keys import Keys
+from shared.settings import load_settings
+from tests.alerts.harness import settled, wait_handled, worker_processes
+from tests.alerts.sinkserver import SinkServer, eventually
+from tests.fixtures import sample_event
+
+pytestmark = pytest.mark.slow
+FAILURES = 1000
+
+
+async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_failure(
+    redis_url: str, prefix: str, redis: Redis, tmp_path: Path
+) -> None:
+    webhook = SinkServer()
+    await webhook.start()
+    env = {
+        "RTT_REDIS_URL": redis_url, "RTT_KEY_PREFIX": prefix, "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0", "RTT_BLOCK": "100ms", "RTT_BATCH_SIZE": "50",
+        "RTT_ALERT_WEBHOOK_URL": webhook.url, "RTT_ALERT_GROUP_INTERVAL": "300ms",
+        "RTT_ALERT_REPEAT_INTERVAL": "1h", "RTT_ALERT_RATE_MIN_STOPS": "1000000",
+    }  # fmt: skip
+    settings = load_settings(env=env)
+    stream = Keys(prefix).events()
+    try:
+        async with worker_processes(env, tmp_path, 3) as workers:
+            async with redis.pipeline(transaction=False) as pipe:
+                for n in range(FAILURES):
+                    body = sample_event(
+                        "stopped", cause="connection-error", call_id=f"c-{n}",
+                        transcription_id=f"t-{n}", destination=f"wss://asr.example.com/s/{n}",
+                    )  # fmt: skip
+                    entry = StreamEntry(
+                        "realTimeTranscriptionStopped", msgspec.json.encode(body), 0, f"r-{n}"
+                    )
+                    pipe.xadd(stream, entry.to_fields())
+                await pipe.execute()
+            await wait_handled(redis, settings, FAILURES, timeout_s=60)
+            await eventually(lambda: settled(redis, settings), 30, "windows closed, delivered")
+            alert_lines = [w.named("transcription_alert") for w in workers]
+    finally:
+        await webhook.stop()
+    alerts = [b for b in webhook.accepted if b["kind"] == "alert"]
+    summaries = [b for b in webhook.accepted if b["kind"] == "summary"]
+    counts = [s["count"] for s in summaries]
+    per_worker = [len(lines) for lines in alert_lines]
+    print(f"\nfirst alerts: {len(alerts)}; summaries: {len(summaries)} with counts {counts} "
+          f"(1 + {sum(counts)} = {1 + sum(counts)}); transcription_alert lines per worker: "
+          f"{per_worker}")  # fmt: skip
+    assert len(alerts) == 1
+    assert summaries
+    # Every failure is counted in exactly one notification: the first alert stands for
+    # itself, each summary's count for those after it.
+    assert 1 + sum(counts) == FAILURES
+    assert {s["dedup_key"] for s in summaries} == {alerts[0]["alert_key"]}
+    assert all(s["group"]["destination_host"] == "asr.example.com" for s in summaries)
+    # Nothing was sent twice, and nothing but these reached the sink.
+    assert len({s["summary_key"] for s in summaries}) == len(summaries)
+    assert all(r.status == 200 for r in webhook.received)
+    assert len(webhook.received) == 1 + len(summaries)
+    # The log has each failure once, whichever worker handled it; all three took part.
+    keys = Counter(line["alert_key"] for lines in alert_lines for line in lines)
+    assert len(keys) == FAILURES
+    assert set(keys.values()) == {1}
+    assert all(n > 0 for n in per_worker)

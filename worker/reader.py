@@ -640,6 +640,10 @@ class GroupReader:
         if not others:
             return
         living = await alive(self.redis, self.keys, self.group, (m.name for m in others))
+        self.log.debug(
+            "members_checked", stream=stream, alive=sum(living.values()),
+            dead=[m.name for m in others if not living[m.name]],
+        )  # fmt: skip
         for member in others:
             if living[member.name]:
                 continue

@@ -1,0 +1,171 @@
+"""Recovery: pending entries of dead workers come back fast, those of live workers stay
+with them, counts survive, and a member is never removed while it owns entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.events import Event
+from shared.keys import Keys
+from shared.settings import Settings
+from tests.conftest import LogLines
+from tests.worker.support import add_events, group_info, pending_ids, running, wait_until
+from worker import recovery
+from worker.consumers import Context, consumer
+from worker.dlq import read_all
+from worker.heartbeat import WorkerIdInUse
+from worker.runtime import Worker
+
+FAST_LIVENESS = {"heartbeat_interval": "100ms", "heartbeat_ttl": "400ms"}
+
+
+def _recorder(name: str, seen: dict[str, int]) -> Any:
+    @consumer(name)
+    async def record(event: Event, ctx: Context) -> None:
+        seen[ctx.entry_id] = ctx.deliveries
+
+    return record
+
+
+async def _read_as(redis: Redis, stream: str, group: str, member: str, count: int) -> list[str]:
+    """Take entries as another worker would, then never acknowledge them (it 'died')."""
+    await recovery.create_group(redis, stream, group)
+    reply: Any = await redis.xreadgroup(group, member, {stream: ">"}, count=count)
+    return [entry_id.decode() for entry_id, _ in reply[0][1]]
+
+
+async def test_a_dead_workers_entries_are_taken_over_without_waiting_for_claim_idle(
+    make_settings: Callable[..., Settings], redis: Redis, logs: LogLines
+) -> None:
+    settings = make_settings(**FAST_LIVENESS, claim_idle="1h")
+    stream = Keys(settings.key_prefix).events()
+    await add_events(redis, settings, 6)
+    orphaned = await _read_as(redis, stream, "rec", "ghost-1", 6)  # no heartbeat: dead
+    seen: dict[str, int] = {}
+    async with running(settings, redis, [_recorder("rec", seen)]):
+        await wait_until(lambda: _all_seen(seen, orphaned))
+
+        async def ghost_removed() -> bool:
+            names = [m.name for m in await recovery.members(redis, stream, "rec")]
+            return "ghost-1" not in names
+
+        await wait_until(ghost_removed)
+    assert seen == dict.fromkeys(orphaned, 2)  # the second delivery, counted by Redis
+    assert await pending_ids(redis, stream, "rec") == []
+    [line] = logs.named("pending_taken_over")
+    assert line["from_worker"] == "ghost-1"
+    assert line["reason"] == "worker_dead"
+    assert line["entries"] == 6
+
+
+async def test_a_live_workers_entries_stay_with_it_until_its_heartbeat_stops(
+    make_settings: Callable[..., Settings], redis: Redis, logs: LogLines
+) -> None:
+    settings = make_settings(**FAST_LIVENESS, claim_idle="1h")
+    keys = Keys(settings.key_prefix)
+    stream = keys.events()
+    await add_events(redis, settings, 3)
+    await redis.set(keys.heartbeat("rec", "busy-1"), "elsewhere", px=60_000)
+    held = await _read_as(redis, stream, "rec", "busy-1", 3)
+    seen: dict[str, int] = {}
+    async with running(settings, redis, [_recorder("rec", seen)]):
+        [fresh] = await add_events(redis, settings, 1)
+        await wait_until(lambda: _all_seen(seen, [fresh]))
+
+        async def checked_five_times() -> bool:
+            checks = [line for line in logs.named("members_checked") if line["alive"] == 1]
+            return len(checks) >= 5
+
+        await wait_until(checked_five_times)
+        assert set(seen) == {fresh}
+        await redis.delete(keys.heartbeat("rec", "busy-1"))
+        await wait_until(lambda: _all_seen(seen, held))
+    assert {seen[entry_id] for entry_id in held} == {2}
+
+
+async def test_a_restarted_worker_first_handles_what_it_held(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(worker_id="stable-7", claim_idle="1h")
+    stream = Keys(settings.key_prefix).events()
+    await add_events(redis, settings, 4)
+    held = await _read_as(redis, stream, "rec", "stable-7", 4)
+    seen: dict[str, int] = {}
+    async with running(settings, redis, [_recorder("rec", seen)]):
+        await wait_until(lambda: _all_seen(seen, held))
+    assert seen == dict.fromkeys(held, 2)
+
+
+async def test_an_entry_delivered_too_often_is_dead_lettered_unrun(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(**FAST_LIVENESS, max_deliveries=2, claim_idle="1h")
+    keys = Keys(settings.key_prefix)
+    stream = keys.events()
+    await add_events(redis, settings, 1)
+    [entry_id] = await _read_as(redis, stream, "rec", "crashy-1", 1)
+    # Two more workers took it and crashed on it: three deliveries already.
+    for member in ("crashy-2", "crashy-3"):
+        await redis.xclaim(stream, "rec", member, 0, [entry_id])
+    seen: dict[str, int] = {}
+    async with running(settings, redis, [_recorder("rec", seen)]):
+        [letter] = await wait_until(lambda: read_all(redis, keys.dlq))
+        await wait_until(lambda: _no_pending(redis, stream, "rec"))
+    assert seen == {}
+    assert letter.original_id == entry_id
+    assert letter.attempts == 4
+    assert "no outcome after 3 deliveries" in letter.error
+
+
+async def test_entries_idle_past_claim_idle_are_taken_even_from_a_live_worker(
+    make_settings: Callable[..., Settings], redis: Redis, logs: LogLines
+) -> None:
+    settings = make_settings(**FAST_LIVENESS, claim_idle="300ms")
+    keys = Keys(settings.key_prefix)
+    stream = keys.events()
+    await add_events(redis, settings, 2)
+    await redis.set(keys.heartbeat("rec", "hung-1"), "alive but stuck", px=60_000)
+    held = await _read_as(redis, stream, "rec", "hung-1", 2)
+    seen: dict[str, int] = {}
+    async with running(settings, redis, [_recorder("rec", seen)]):
+        await wait_until(lambda: _all_seen(seen, held))
+    assert seen == dict.fromkeys(held, 2)
+    assert [line["reason"] for line in logs.named("pending_taken_over")] == ["idle"]
+
+
+async def test_a_member_that_owns_pending_entries_is_never_removed(
+    settings: Settings, redis: Redis
+) -> None:
+    stream = Keys(settings.key_prefix).events()
+    await add_events(redis, settings, 1)
+    await _read_as(redis, stream, "rec", "owner", 1)
+    await recovery.create_group(redis, stream, "rec")
+    await redis.xreadgroup("rec", "empty", {stream: ">"}, count=1)
+    assert not await recovery.remove_member(redis, stream, "rec", "owner")
+    assert await recovery.remove_member(redis, stream, "rec", "empty")
+    names = {m.name for m in await recovery.members(redis, stream, "rec")}
+    assert names == {"owner"}
+    assert (await group_info(redis, stream, "rec"))["pending"] == 1
+
+
+async def test_a_second_process_with_the_same_worker_id_is_refused(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(worker_id="twin", heartbeat_interval="50ms", heartbeat_ttl="200ms")
+    seen: dict[str, int] = {}
+    async with running(settings, redis, [_recorder("rec", seen)]):
+        twin = Worker(settings, redis, [_recorder("rec", seen)])
+        with pytest.raises(WorkerIdInUse, match="twin"):
+            await twin.run()
+
+
+async def _all_seen(seen: dict[str, int], ids: list[str]) -> bool:
+    return set(ids) <= set(seen)
+
+
+async def _no_pending(redis: Redis, stream: str, group: str) -> bool:
+    return await pending_ids(redis, stream, group) == []

@@ -1,0 +1,1 @@
+"""Consumers to copy: each runs with `rtt worker --consumer examples.<module>:<name>`."""

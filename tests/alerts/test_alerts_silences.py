@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -11,7 +13,6 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from rtt.cli import main as rtt
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.alerts.harness import add_event, running_workers, wait_handled
@@ -19,6 +20,17 @@ from tests.alerts.sinkserver import SinkServer
 from tests.conftest import LogLines
 from tests.fixtures import sample_event
 from worker.alerts.silences import add_silence, list_silences, remove_silence
+
+
+def rtt(args: list[str]) -> int:
+    """`rtt ...` as a user runs it: a child process (an in-process run would configure this
+    process's logging for good)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rtt", *args], capture_output=True, text=True, timeout=60
+    )
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

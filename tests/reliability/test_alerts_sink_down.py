@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from rtt.cli import main as rtt
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
 from tests.alerts.harness import add_event, running_workers, wait_handled, worker_processes
@@ -61,10 +61,11 @@ async def test_dead_letter_then_replay_delivers_once(
             assert len(pagerduty.accepted) == 1
 
             webhook.default_status = 200
-            code = await asyncio.to_thread(
-                rtt, ["dlq", "replay", "--all", "--redis-url", redis_url, "--key-prefix", prefix]
-            )
-            assert code == 0
+            replay = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "rtt", "dlq", "replay", "--all",
+                "--redis-url", redis_url, "--key-prefix", prefix,
+            )  # fmt: skip
+            assert await asyncio.wait_for(replay.wait(), 60) == 0
             await eventually(lambda: webhook.accepted, what="delivery after replay")
             await wait_handled(redis, settings, 2)
         assert await redis.xlen(dlq) == 0

@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.fixtures import sample_body
+from tests.processes import Program
 from worker.consumers import Consumer
 from worker.runtime import Worker
 
-__all__ = ["add_events", "group_info", "pending_ids", "running", "wait_until"]
+__all__ = [
+    "add_events",
+    "add_events_sync",
+    "group_info",
+    "pending_ids",
+    "running",
+    "start_worker",
+    "wait_until",
+    "worker_env",
+]
 
 
 async def add_events(
@@ -76,3 +88,46 @@ async def running(
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
+
+
+# --- worker child processes ------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def worker_env(redis_url: str, prefix: str, **settings: str) -> dict[str, str]:
+    """Environment of a `python -m worker` child: test settings, and this repository on
+    PYTHONPATH so `--consumer tests.worker.plugins:recorder` imports."""
+    env = {
+        "RTT_REDIS_URL": redis_url,
+        "RTT_KEY_PREFIX": prefix,
+        "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0",
+        "RTT_BLOCK": "100ms",
+        "RTT_HEARTBEAT_INTERVAL": "200ms",
+        "RTT_HEARTBEAT_TTL": "1s",
+        "RTT_CLAIM_IDLE": "1h",
+        "PYTHONPATH": str(REPO),
+    }
+    env.update({f"RTT_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+def start_worker(tmp_path: Path, name: str, env: dict[str, str], *args: str) -> Program:
+    return Program(
+        ["worker", "--consumer", "tests.worker.plugins:recorder", *args],
+        {**env, "RTT_WORKER_ID": name},
+        tmp_path / f"{name}.log",
+    )
+
+
+def add_events_sync(client: SyncRedis, prefix: str, count: int, **overrides: Any) -> list[str]:
+    stream = Keys(prefix).events()
+    ids = []
+    with client.pipeline(transaction=False) as pipe:
+        for n in range(count):
+            body = sample_body("realTimeTranscriptionStopped", call_id=f"c-{n}", **overrides)
+            entry = StreamEntry("realTimeTranscriptionStopped", body, n, f"req-{n}")
+            pipe.xadd(stream, entry.to_fields())
+        ids = [entry_id.decode() for entry_id in pipe.execute()]
+    return ids

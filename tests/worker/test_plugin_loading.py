@@ -1,0 +1,89 @@
+"""Consumers found the two ways a user adds them, in a real `python -m worker` process:
+an entry point of an installed package, and `--consumer pkg.module:name`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from shared.keys import Keys
+from tests.processes import Program, wait_for
+from tests.worker.support import REPO, add_events_sync, worker_env
+
+pytestmark = pytest.mark.slow
+
+_PLUGIN = """
+from worker import consumer
+
+
+@consumer("{name}")
+async def handle(event, ctx):
+    await ctx.redis.sadd(ctx.settings.key_prefix + ":seen:{name}", ctx.entry_id)
+"""
+
+
+def _installed_package(site: Path) -> None:
+    """What `pip install` leaves behind: the package, and a dist-info naming the entry point."""
+    package = site / "rtt_demo_plugin"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(_PLUGIN.format(name="demo"))
+    info = site / "rtt_demo_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rtt-demo-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[rtt_events.consumers]\ndemo = rtt_demo_plugin:handle\n"
+    )
+    (info / "RECORD").write_text("")
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Redis]:
+    with Redis.from_url(redis_url) as sync_client:
+        yield sync_client
+
+
+def test_entry_point_and_command_line_consumers_both_run(
+    redis_url: str, prefix: str, tmp_path: Path, client: Redis
+) -> None:
+    _installed_package(tmp_path / "site")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "my_consumers.py").write_text(_PLUGIN.format(name="local"))
+    env = worker_env(redis_url, prefix)
+    env["PYTHONPATH"] = f"{tmp_path / 'site'}:{tmp_path / 'local'}:{REPO}"
+    worker = Program(
+        ["worker", "--consumer", "my_consumers:handle"],
+        {**env, "RTT_WORKER_ID": "w-plugins"},
+        tmp_path / "worker.log",
+    )
+    try:
+        [started] = wait_for(lambda: worker.named("worker_started"), 30, "worker up")
+        ids = add_events_sync(client, prefix, 3)
+        for name in ("demo", "local"):
+            key = f"{prefix}:seen:{name}"
+            wait_for(lambda k=key: client.scard(k) == 3, 30, f"{name} handled all")
+            assert {m.decode() for m in client.smembers(key)} == set(ids)
+    finally:
+        assert worker.stop() == 0, worker.text()
+    assert started["consumers"] == ["alerts", "demo", "local"]
+    groups = {g["name"].decode() for g in client.xinfo_groups(Keys(prefix).events())}
+    assert groups == {"alerts", "demo", "local"}
+
+
+def test_a_consumer_that_cannot_load_stops_the_worker_with_its_name(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    (tmp_path / "typo_consumers.py").write_text("x = 1\n")
+    env = worker_env(redis_url, prefix)
+    env["PYTHONPATH"] = f"{tmp_path}:{REPO}"
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "--consumer", "typo_consumers:handle"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "consumer 'typo_consumers:handle': typo_consumers has no 'handle'" in result.stderr

@@ -168,9 +168,12 @@ class AlertsConsumer:
                     await run.lease.renew()
                     await run.groups.close_due()
                     await run.rate.evaluate()
-                except RedisError as exc:
+                except Exception as exc:
                     run.lease.held = False
-                    run.log.warning("alerts_upkeep_failed", error=str(exc))
+                    # Redis being down is expected and retried next tick; anything else is
+                    # a bug, shown with its traceback, and retried all the same.
+                    log = run.log.warning if isinstance(exc, RedisError) else run.log.exception
+                    log("alerts_upkeep_failed", error=str(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(run.stopping.wait(), tick_s)
 

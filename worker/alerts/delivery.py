@@ -68,7 +68,9 @@ def parse_retry_after(value: str | None, default_s: float = 1.0) -> float:
 
 # Reserve the next slot of a sink: returns how long to wait (ms) before calling it.
 # KEYS[1] pace key; ARGV[1] interval ms (0: no pacing), ARGV[2] pause ms (a 429's
-# Retry-After, 0 otherwise). Uses the server's clock, which every worker shares.
+# Retry-After, 0 otherwise), ARGV[3] the longest wait the caller accepts: a slot further
+# away is not reserved, so callers that give up do not push everyone else back. Uses the
+# server's clock, which every worker shares.
 _SLOT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -77,11 +79,12 @@ local interval = tonumber(ARGV[1])
 local pause = tonumber(ARGV[2])
 if pause > 0 then
   local until_ms = math.max(nxt, now + pause)
-  redis.call('SET', KEYS[1], until_ms, 'PX', pause + 60000)
+  redis.call('SET', KEYS[1], until_ms, 'PX', (until_ms - now) + 60000)
   return 0
 end
 local start = math.max(now, nxt)
-if interval > 0 or nxt > now then
+if start - now > tonumber(ARGV[3]) then return start - now end
+if interval > 0 then
   redis.call('SET', KEYS[1], start + interval, 'PX', (start - now) + interval + 60000)
 end
 return start - now
@@ -144,7 +147,11 @@ class Poster:
                 await self._post_once(sink, url, body, headers or {})
 
     async def _wait_for_slot(self, sink: str, interval_ms: int) -> None:
-        wait_ms = int(await self._slot(keys=[self._keys.alert_pace(sink)], args=[interval_ms, 0]))
+        wait_ms = int(
+            await self._slot(
+                keys=[self._keys.alert_pace(sink)], args=[interval_ms, 0, int(MAX_WAIT_S * 1000)]
+            )
+        )
         if wait_ms / 1000 > MAX_WAIT_S:
             raise SinkThrottled(f"{sink}: paused for {wait_ms / 1000:.1f}s", wait_ms / 1000)
         if wait_ms > 0:
@@ -169,7 +176,7 @@ class Poster:
         if status == 429:
             pause_s = parse_retry_after(retry_after)
             await self._slot(
-                keys=[self._keys.alert_pace(sink)], args=[0, max(1, int(pause_s * 1000))]
+                keys=[self._keys.alert_pace(sink)], args=[0, max(1, int(pause_s * 1000)), 0]
             )
             raise SinkThrottled(message, pause_s)
         if status >= 500 or status == 408:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import structlog
@@ -37,6 +38,10 @@ _REQUEST_ID_CHARS = 128
 _encode = msgspec.json.encode
 
 
+def _new_id() -> str:
+    return os.urandom(16).hex()
+
+
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(
         status=status, body=_encode({"error": message, "path": "$"}),
@@ -59,12 +64,22 @@ class _Events:
         )
         self.read_timeout_s = settings.read_timeout.total_seconds()
         self.forensic_max_len = settings.forensic_max_len
+        # Only at debug level is there a line per accepted event; skip building it otherwise.
+        self.log_accepted = settings.log_level == "debug"
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers = {outcome: metrics.store_seconds.labels(outcome.value) for outcome in Outcome}
 
     def _count(self, outcome: str, event_type: str = "") -> None:
-        self.metrics.requests.labels(outcome, event_type).inc()
+        # Label values are a closed set (outcomes; known event types or "unknown").
+        counter = self._counters.get((outcome, event_type))
+        if counter is None:
+            counter = self._counters[outcome, event_type] = self.metrics.requests.labels(
+                outcome, event_type
+            )
+        counter.inc()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS] or uuid.uuid4().hex
+        request_id = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS] or _new_id()
         # aiohttp runs each request in a task of its own, so this binding ends with it.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         response = await self._handle(request, request_id)
@@ -72,16 +87,15 @@ class _Events:
         return response
 
     async def _handle(self, request: web.Request, request_id: str) -> web.StreamResponse:
-        client = self.gate.client_address(request)
-        refusal = self.gate.refusal(request, client)
+        refusal = self.gate.refusal(request)
         if refusal == "forbidden":
-            log.warning("request_forbidden", peer=client)
+            log.warning("request_forbidden", peer=self.gate.client_address(request))
             self._count("forbidden")
             return _error(403, "source address not allowed")
         if refusal is not None:
             # A first request without credentials is Bandwidth's normal challenge flow.
             level = log.debug if refusal == "missing" else log.warning
-            level("request_unauthorized", reason=refusal, peer=client)
+            level("request_unauthorized", reason=refusal, peer=self.gate.client_address(request))
             self._count("unauthorized")
             return _error(401, "credentials required", **{"WWW-Authenticate": self.gate.challenge})
         ctype = request.content_type
@@ -89,18 +103,22 @@ class _Events:
             self._count("unsupported_media_type")
             return _error(415, f"expected a JSON content type, got {ctype}")
         try:
-            async with asyncio.timeout(self.read_timeout_s):
+            if request.content.is_eof():  # the usual small body came with the head
                 body = await request.read()
+            else:
+                async with asyncio.timeout(self.read_timeout_s):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             self._count("too_large")
             raise
         except TimeoutError:
-            log.warning("request_body_timeout", peer=client)
+            log.warning("request_body_timeout", peer=self.gate.client_address(request))
             self._count("timeout")
             return _error(408, "request body not received in time", Connection="close")
         received_at_ms = time.time_ns() // 1_000_000
         decoded = decode_event(body)
         if isinstance(decoded, DecodeFailure):
+            client = self.gate.client_address(request)
             return await self._reject(decoded, body, client, received_at_ms, request_id)
         if isinstance(decoded, UnknownEvent):
             log.warning(
@@ -130,11 +148,11 @@ class _Events:
             log.error("event_not_stored", error=str(exc), event_type=event_type)
             self._count("unavailable", label)
             return _error(503, "storage unavailable, retry later", **{"Retry-After": "5"})
-        self.metrics.store_seconds.labels(outcome.value).observe(time.perf_counter() - started)
+        self._timers[outcome].observe(time.perf_counter() - started)
         self._count(outcome.value, label)
         if outcome is Outcome.DUPLICATE:
             self.metrics.dedup_hits.inc()
-        if not isinstance(decoded, UnknownEvent):
+        if self.log_accepted and not isinstance(decoded, UnknownEvent):
             log.debug(
                 "event_accepted", event_type=event_type, outcome=outcome.value,
                 call_id=decoded.call_id, transcription_id=decoded.transcription_info.id,
@@ -159,7 +177,7 @@ class _Events:
         }  # fmt: skip
         stream = self.keys.rejected
         # Every 400 is kept once: a fresh identity, so only a drain retry is a repeat.
-        marker = self.keys.forensic_dedup(stream, uuid.uuid4().hex)
+        marker = self.keys.forensic_dedup(stream, _new_id())
         item = StoreItem(stream, rejected, dedup_key=marker, max_len=self.forensic_max_len)
         try:
             await self.store.put(item)

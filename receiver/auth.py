@@ -75,8 +75,10 @@ class Gate:
 
     def client_address(self, request: web.BaseRequest) -> str | None:
         """The peer, or the client a trusted proxy names in X-Forwarded-For."""
+        if not self._proxies:
+            return request.remote
         peer = _address(request.remote)
-        if peer is None or not self._proxies or not _within(peer, self._proxies):
+        if peer is None or not _within(peer, self._proxies):
             return request.remote
         forwarded = request.headers.getall("X-Forwarded-For", [])
         hops = [hop.strip() for header in forwarded for hop in header.split(",")]
@@ -92,10 +94,10 @@ class Gate:
                 break
         return client
 
-    def refusal(self, request: web.BaseRequest, client: str | None) -> Refusal | None:
+    def refusal(self, request: web.BaseRequest) -> Refusal | None:
         """Why this request may not post, or None if it may."""
         if self._allow:
-            address = _address(client)
+            address = _address(self.client_address(request))
             if address is None or not _within(address, self._allow):
                 return "forbidden"
         if not self._expected:

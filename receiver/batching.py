@@ -1,51 +1,68 @@
-"""The Redis side of the store path: concurrent requests share pipelined round trips.
+"""The Redis side of the store path: concurrent requests share round trips and script calls.
 
-A request queues its item and waits. A flush sends everything queued as one pipeline of
-EVALSHA calls of one script, which checks the dedup marker and XADDs in one atomic step;
-requests arriving meanwhile queue up for the next flush, so under load batches grow by
-themselves and at low load nothing waits for a timer. A reply (an entry id, or nil for a
-repeat) still comes for each item: a 204 means that item's XADD was acknowledged.
+A request queues its item and waits. A flush takes everything queued and, for each stream,
+makes one call of one script that checks each item's dedup marker and XADDs it, all in
+one atomic step; requests arriving meanwhile queue up for the next flush, so under load
+batches grow by themselves and at low load nothing waits for a timer. Each item still gets
+its own reply (an entry id, or nil for a repeat): a 204 means that item's XADD was
+acknowledged by Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from shared.entries import Fields
 
 __all__ = ["RedisFailed", "RedisWriter", "StoreItem"]
 
-# KEYS[1] stream, KEYS[2] dedup marker (optional, in the stream's hash slot).
-# ARGV[1] marker TTL in ms, ARGV[2] MAXLEN (0: no trimming), ARGV[3..] field, value, ...
-# XADD comes before SET so a failing XADD leaves no marker that would hide a retry.
+# KEYS: for each item, its stream and its dedup marker (same hash slot: one stream a call).
+# ARGV[1]: marker TTL in ms; then for each item: MAXLEN (0: no trimming), the number of
+# field and value arguments, and those arguments. Returns one entry id, or nil for a
+# repeat, per item. XADD comes before SET, so a failing XADD leaves no marker that would
+# hide the retry; what a failing call did write is recognised by its marker on that retry.
 _STORE_SCRIPT = """
-local guarded = #KEYS > 1
-if guarded and redis.call('EXISTS', KEYS[2]) == 1 then return false end
-local id
-if ARGV[2] ~= '0' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-else
-  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+local ttl = ARGV[1]
+local replies = {}
+local a = 2
+for k = 1, #KEYS, 2 do
+  local maxlen, n = ARGV[a], tonumber(ARGV[a + 1])
+  local first, last = a + 2, a + 1 + n
+  a = last + 1
+  if redis.call('EXISTS', KEYS[k + 1]) == 1 then
+    replies[#replies + 1] = false
+  else
+    local id
+    if maxlen ~= '0' then
+      id = redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, last))
+    else
+      id = redis.call('XADD', KEYS[k], '*', unpack(ARGV, first, last))
+    end
+    redis.call('SET', KEYS[k + 1], id, 'PX', ttl)
+    replies[#replies + 1] = id
+  end
 end
-if guarded then redis.call('SET', KEYS[2], id, 'PX', ARGV[1]) end
-return id
+return replies
 """
 _STORE_SHA = hashlib.sha1(_STORE_SCRIPT.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class StoreItem:
+class StoreItem(NamedTuple):
+    """One entry to add; a tuple because one is built per request."""
+
     stream: str
     fields: Fields
-    # Marks the item as stored for the dedup window; a second item with the same key is
+    # Marks the item as stored for the dedup window: a second item with the same key is
     # not added. In the stream's hash slot (see shared.keys).
-    dedup_key: str | None = None
+    dedup_key: str
     # Set for bounded forensic streams only; rtt:events is never trimmed at XADD time.
     max_len: int | None = None
 
@@ -70,6 +87,7 @@ class RedisWriter:
         max_in_flight: int = 4,
     ) -> None:
         self._redis = redis
+        self._pool = redis.connection_pool if isinstance(redis, Redis) else None
         self._dedup_ttl_ms = dedup_ttl_ms
         self._timeout_s = timeout_s
         self._batch_max = batch_max
@@ -114,7 +132,7 @@ class RedisWriter:
             batch += self._queue
             self._queue = []
             replies = [exc] * len(batch)
-        for (_, future), reply in zip(batch, replies, strict=False):
+        for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
             if isinstance(reply, RedisFailed):
@@ -123,40 +141,77 @@ class RedisWriter:
                 future.set_result(reply)
 
     async def run(self, items: Sequence[StoreItem]) -> list[Reply]:
-        """Send items in one pipeline, within the deadline. Raises RedisFailed if it is missed."""
+        """Store items in one round trip, within the deadline; RedisFailed if it is missed.
+
+        Items are returned in order; an item whose script call failed (for instance Redis
+        out of memory) gets a RedisFailed of its own.
+        """
+        groups: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(item.stream, []).append(index)
+        calls = [self._call([items[i] for i in indexes]) for indexes in groups.values()]
         try:
             async with asyncio.timeout(self._timeout_s):
-                replies = await self._send(items)
+                replies = await self._send(calls)
                 if any(isinstance(reply, NoScriptError) for reply in replies):
                     # A restarted (or failed-over) server forgot the script; nothing ran.
                     await self._redis.script_load(_STORE_SCRIPT)
-                    replies = await self._send(items)
+                    replies = await self._send(calls)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisFailed(
                 f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             ) from exc
-        return [
-            RedisFailed(f"{type(reply).__name__}: {reply}")
-            if isinstance(reply, Exception)
-            else reply
-            for reply in replies
-        ]
+        results: list[Reply] = [None] * len(items)
+        for indexes, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, Exception) or not isinstance(reply, list):
+                failed = RedisFailed(f"{type(reply).__name__}: {reply}")
+                for index in indexes:
+                    results[index] = failed
+                continue
+            for index, entry_id in zip(indexes, reply, strict=True):
+                results[index] = entry_id
+        return results
 
-    async def _send(self, items: Sequence[StoreItem]) -> list[bytes | Exception | None]:
-        pipe = self._redis.pipeline(transaction=False)
-        ttl = self._dedup_ttl_ms
+    def _call(self, items: Sequence[StoreItem]) -> tuple[object, ...]:
+        keys: list[object] = []
+        args: list[object] = [self._dedup_ttl_ms]
         for item in items:
-            args: list[object] = []
+            keys += (item.stream, item.dedup_key)
+            args += (item.max_len or 0, 2 * len(item.fields))
             for name, value in item.fields.items():
                 args += (name, value)
-            if item.dedup_key is None:
-                keys: tuple[str, ...] = (item.stream,)
-            else:
-                keys = (item.stream, item.dedup_key)
-            pipe.execute_command(
-                "EVALSHA", _STORE_SHA, len(keys), *keys, ttl, item.max_len or 0, *args
-            )
-        replies: list[bytes | Exception | None] = await pipe.execute(raise_on_error=False)
+        return ("EVALSHA", _STORE_SHA, len(keys), *keys, *args)
+
+    async def _send(self, calls: Sequence[tuple[object, ...]]) -> list[object]:
+        if self._pool is None:
+            # Redis Cluster: its pipeline sends each call to the node of its slot.
+            pipe = self._redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.execute_command(*call)
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+            return replies
+        # One node: the calls packed by hiredis (in C) in one write on one pooled connection,
+        # the replies read in order by redis-py's parser.
+        # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
+        packed = b"".join(hiredis.pack_command(call) for call in calls)  # type: ignore[arg-type]
+        connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(packed, check_health=False)
+            replies = []
+            for _ in calls:
+                try:
+                    # No per-reply timer: the flush's deadline bounds the whole exchange.
+                    reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
+                    replies.append(reply)
+                except ResponseError as exc:
+                    # Read in full: the connection stays in step with the replies.
+                    replies.append(exc)
+        except BaseException:
+            # Cancelled (deadline) or broken mid-way: replies may still be on their way.
+            await connection.disconnect()
+            raise
+        finally:
+            await self._pool.release(connection)
         return replies
 
     async def ping(self) -> None:

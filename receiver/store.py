@@ -47,7 +47,7 @@ class _Spooled(msgspec.Struct, array_like=True, frozen=True):
     stream: str
     # Untyped values: msgpack keeps bytes (bin) apart from str, which a typed union cannot.
     fields: dict[str, Any]
-    dedup_key: str | None
+    dedup_key: str
     max_len: int | None
 
 

@@ -67,9 +67,18 @@ async def test_metrics_count_requests_by_outcome_and_type(start_receiver: Any) -
     assert _sample(text, "rtt_receiver_spool_oldest_age_seconds") == 0
 
 
-async def test_accepted_event_logs_nothing_above_debug_and_masks_numbers(
+async def test_accepted_event_logs_nothing_at_info(
     receiver: TestClient[Any, Any], logs: LogLines
 ) -> None:
+    resp = await receiver.post(PATH, data=sample_body("stopped"), headers=JSON)
+    assert resp.status == 204
+    assert logs.all() == []
+
+
+async def test_accepted_event_logs_at_debug_with_numbers_masked(
+    start_receiver: Any, logs: LogLines
+) -> None:
+    receiver = await start_receiver(log_level="debug")
     resp = await receiver.post(PATH, data=sample_body("stopped", call_id="c-log"), headers=JSON)
     assert resp.status == 204
     lines = logs.all()
@@ -82,7 +91,8 @@ async def test_accepted_event_logs_nothing_above_debug_and_masks_numbers(
     assert "5551112222" not in str(lines)
 
 
-async def test_phone_numbers_unmasked_when_configured(receiver: TestClient[Any, Any]) -> None:
+async def test_phone_numbers_unmasked_when_configured(start_receiver: Any) -> None:
+    receiver = await start_receiver(log_level="debug", log_phone_numbers=True)
     buffer = io.BytesIO()
     configure_logging(
         component="receiver", level="debug", fmt="json", stream=buffer, phone_numbers=True,

@@ -7,13 +7,16 @@ import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import structlog
 from redis.asyncio import Redis
 
+from shared import cli_support
 from shared.embedded import EmbeddedValkey
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
@@ -76,6 +79,16 @@ class LogLines:
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [line for line in self.all() if line.get("event") == event]
+
+
+@pytest.fixture(autouse=True)
+def _logging_per_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Commands run in-process (`rtt dlq ...` via `main`) configure logging with loggers
+    cached on first use, bound to this test's captured stdout: later tests would write to
+    a closed file. Keep them uncached, and start every test from structlog's defaults."""
+    monkeypatch.setattr(cli_support, "configure_logging", partial(configure_logging, cache=False))
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -52,7 +52,8 @@ class Keys:
         return f"{self.prefix}:dedup:{{{stream}}}:{identity}"
 
     def alert_once(self, sink: str, alert_key: str) -> str:
-        return f"{self.prefix}:alerted:{sink}:{alert_key}"
+        """Marks an alert as sent to a sink; shares a slot with its sending lock."""
+        return f"{self.prefix}:alerted:{{{sink}:{alert_key}}}"
 
     @property
     def dlq(self) -> str:
@@ -75,7 +76,7 @@ class Keys:
 
     def alert_sending(self, sink: str, alert_key: str) -> str:
         """Short-lived lock: one replica at a time sends a given alert to a given sink."""
-        return f"{self.prefix}:alerting:{sink}:{alert_key}"
+        return f"{self.prefix}:alerting:{{{sink}:{alert_key}}}"
 
     @property
     def _alerts(self) -> str:

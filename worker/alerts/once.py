@@ -19,9 +19,18 @@ from shared.keys import Keys
 
 __all__ = ["Once"]
 
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# KEYS: done record, sending lock. ARGV: token, lock ms.
+# 0: already sent; 1: the lock is ours, send; 2: another worker is sending.
+_ACQUIRE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 2
+"""
+# KEYS: done record, sending lock. ARGV: token, done ttl ms ('' when the send failed).
+_FINISH: Final = """
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
 """
 _POLL_S: Final = 0.05
 
@@ -32,7 +41,8 @@ class Once:
         self._keys = keys
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._lock_ms = max(1, int(lock_s * 1000))
-        self._release = redis.register_script(_RELEASE)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._finish = redis.register_script(_FINISH)
 
     async def was_sent(self, sink: str, key: str) -> bool:
         return bool(await self._redis.exists(self._keys.alert_once(sink, key)))
@@ -44,21 +54,21 @@ class Once:
         lifetime): it either records success, and this one has nothing to do, or fails or
         dies, and this one takes over.
         """
-        done = self._keys.alert_once(sink, key)
-        lock = self._keys.alert_sending(sink, key)
+        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
         token = uuid.uuid4().hex
         async with asyncio.timeout(self._lock_ms / 1000 + 5):
             while True:
-                if await self._redis.exists(done):
-                    return False
-                if await self._redis.set(lock, token, nx=True, px=self._lock_ms):
+                state = int(await self._acquire(keys=keys, args=[token, self._lock_ms]))
+                if state != 2:
                     break
+                # Another worker's lock lives in Redis; nothing local to wait on but time.
                 await asyncio.sleep(_POLL_S)
+        if state == 0:
+            return False
+        sent = False
         try:
-            if await self._redis.exists(done):  # finished between our check and our lock
-                return False
             await send()
-            await self._redis.set(done, "1", px=self._ttl_ms)
-            return True
+            sent = True
         finally:
-            await self._release(keys=[lock], args=[token])
+            await self._finish(keys=keys, args=[token, self._ttl_ms if sent else ""])
+        return True

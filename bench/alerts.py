@@ -1,0 +1,144 @@
+"""Alerts consumer throughput, as a ratio to a no-op consumer on the same runtime.
+
+Both drain the same stream through their own consumer group on the same Valkey, in the
+same run. Two streams: a realistic mix (every type and cause, one event per
+transcription, so about half of the Stopped and Rejected events alert), and a storm
+(every event a `connection-error` to one destination: one first alert, the rest grouped).
+The figures that matter are the ratios alerts / no-op.
+
+    python -m bench alerts            (defaults: 20,000 events, 3 rounds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import random
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from rtt.samples import sample_body
+from rtt.send import kinds
+from shared.embedded import EmbeddedValkey
+from shared.entries import StreamEntry
+from shared.events import Event
+from shared.keys import Keys
+from shared.logs import configure_logging
+from shared.settings import load_settings
+from worker.alerts import make_alerts_consumer
+from worker.consumers import Consumer, Context, consumer
+from worker.runtime import Worker
+
+
+async def _fill(redis: Redis, stream: str, count: int, storm: bool) -> None:
+    rng = random.Random(11)
+    plan = kinds("mixed", "mixed", rng)
+    for start in range(0, count, 5000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(start, min(count, start + 5000)):
+                if storm:
+                    kind, cause = "realTimeTranscriptionStopped", "connection-error"
+                else:
+                    kind, cause = next(plan)
+                body = sample_body(kind, cause=cause, rng=rng)
+                pipe.xadd(
+                    stream, StreamEntry(kind, body, int(time.time() * 1000), f"r{n}").to_fields()
+                )
+            await pipe.execute()
+
+
+def _noop(group: str) -> Consumer:
+    @consumer(group)
+    async def noop(event: Event, ctx: Context) -> None:
+        return None
+
+    return noop
+
+
+async def _drain(url: str, prefix: str, item: Consumer, count: int) -> float:
+    """Events a second for one consumer reading the whole stream from the start."""
+    settings = load_settings(
+        env={},
+        overrides={
+            "redis_url": url, "key_prefix": prefix, "block": "100ms", "worker_metrics_port": 0,
+            "stats_interval": "1h", "worker_id": f"bench-{item.name}",
+            "alert_group_interval": "1s", "alert_rate_min_stops": 1_000_000_000,
+        },
+    )  # fmt: skip
+    redis = Redis.from_url(url)
+    stream = Keys(prefix).events()
+    worker = Worker(settings, redis, [item])
+    started = time.perf_counter()
+    task = asyncio.create_task(worker.run())
+    try:
+        while True:
+            groups: Any = await redis.xinfo_groups(stream)
+            info = next((g for g in groups if g["name"] == item.name.encode()), None)
+            if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
+                break
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+        await redis.aclose()
+    return count / elapsed
+
+
+async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool) -> list[float]:
+    redis = Redis.from_url(url)
+    await _fill(redis, Keys(prefix).events(), events, storm)
+    await redis.aclose()
+    ratios = []
+    for n in range(rounds):
+        # The alerts consumer keeps its state under the prefix: a fresh prefix per round
+        # would need a fresh stream, so each round reads the stream in a new group and
+        # the once-records of earlier rounds are cleared first.
+        redis = Redis.from_url(url)
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*alert*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        noop = await _drain(url, prefix, _noop(f"noop{n}"), events)
+        alerts_consumer = make_alerts_consumer()
+        # The runtime names the group after the consumer: rename for a fresh group.
+        alerts = await _drain(url, prefix, _renamed(alerts_consumer, f"alerts{n}"), events)
+        ratios.append(alerts / noop)
+        ratio = alerts / noop
+        print(f"  round {n}: no-op {noop:>8,.0f}/s  alerts {alerts:>8,.0f}/s  ratio {ratio:.2f}")
+    return ratios
+
+
+def _renamed(item: Consumer, name: str) -> Consumer:
+    return Consumer(
+        name=name, handle=item.handle, event_types=item.event_types, setup=item.setup,
+        teardown=item.teardown,
+    )  # fmt: skip
+
+
+async def _bench(events: int, rounds: int) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(tmp, appendonly=False) as server:
+        print("mix (every type and cause):")
+        mix = await _scenario(server.url, "mix", events, rounds, storm=False)
+        print("storm (all connection-error to one destination):")
+        storm = await _scenario(server.url, "storm", events, rounds, storm=True)
+    return {"mix": mix, "storm": storm}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench alerts")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    # Every alert is a log line; they go to memory so the terminal is not the bottleneck.
+    configure_logging(component="bench", level="info", fmt="json", stream=io.BytesIO())
+    ratios = asyncio.run(_bench(args.events, args.rounds))
+    print(f"events per round {args.events}, rounds {args.rounds}")
+    for name, values in ratios.items():
+        print(f"ratio alerts / no-op, {name:<5}  {statistics.median(values):.2f} (median)")
+    return 0

@@ -94,8 +94,10 @@ class AlertsConsumer:
             lock_s=poster.budget_s,
         )  # fmt: skip
         tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
+        # The lease is renewed every tick, so it must outlive a few of them.
+        lease_s = max(settings.heartbeat_ttl.total_seconds(), 3 * tick_s)
         lease = Lease(
-            ctx.redis, ctx.keys.alert_leader, settings.heartbeat_ttl.total_seconds(),
+            ctx.redis, ctx.keys.alert_leader, lease_s,
             holder=settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         )  # fmt: skip
         outbox = Outbox(

@@ -15,13 +15,11 @@ from collections.abc import Iterable, Sequence
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from structlog.typing import FilteringBoundLogger
 
 from shared.keys import Keys
-from shared.logs import get_logger
 
 __all__ = ["Heartbeat", "WorkerIdInUse", "alive"]
-
-log = get_logger()
 
 
 class WorkerIdInUse(Exception):
@@ -38,8 +36,10 @@ class Heartbeat:
         *,
         interval_s: float,
         ttl_s: float,
+        log: FilteringBoundLogger,
     ) -> None:
         self.redis = redis
+        self.log = log
         self.keys = [keys.heartbeat(group, worker_id) for group in groups]
         self.worker_id = worker_id
         self.interval_s = interval_s
@@ -68,7 +68,7 @@ class Heartbeat:
                     f"({', '.join(sorted(h for h in holders if h and h != self.token))}); "
                     "give each worker its own RTT_WORKER_ID"
                 )
-            log.warning("worker_id_busy", worker_id=self.worker_id, retry_in_s=self.interval_s)
+            self.log.warning("worker_id_busy", worker_id=self.worker_id, retry_in_s=self.interval_s)
             await asyncio.sleep(self.interval_s)
 
     async def beat(self) -> None:
@@ -84,7 +84,7 @@ class Heartbeat:
             try:
                 await self.beat()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
+                self.log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
 
     async def clear(self) -> None:
         """Say we are gone, so what we leave pending is taken over without waiting."""

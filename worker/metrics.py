@@ -21,14 +21,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-
-from shared.logs import get_logger
+from structlog.typing import FilteringBoundLogger
 
 from .stats import Snapshot
 
 __all__ = ["Buckets", "ConsumerStats", "MetricsServer", "WorkerCollector"]
-
-log = get_logger()
 
 LATENCY_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DELIVERY_BOUNDS = (1, 2, 3, 4, 5, 10, 20)
@@ -177,7 +174,9 @@ class MetricsServer:
         host: str,
         port: int,
         refresh_timeout_s: float,
+        log: FilteringBoundLogger,
     ) -> None:
+        self.log = log
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._collector = collector
@@ -191,7 +190,7 @@ class MetricsServer:
             self._collector.snapshot = await asyncio.wait_for(self._refresh(), self._timeout_s)
         except Exception as exc:
             # Counters are still worth serving; the gauges keep their last values.
-            log.warning("metrics_refresh_failed", error=repr(exc))
+            self.log.warning("metrics_refresh_failed", error=repr(exc))
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
@@ -202,7 +201,7 @@ class MetricsServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        log.info("worker_metrics_listening", host=self._host, port=self._port)
+        self.log.info("worker_metrics_listening", host=self._host, port=self._port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -41,8 +41,6 @@ from .retry import backoff_s
 
 __all__ = ["GroupReader"]
 
-log = get_logger()
-
 _NOT_EVENTS = (DecodeFailure, UnknownEvent)
 # stream, entry id, fields, delivery count
 Item = tuple[str, bytes, dict[bytes, bytes], int]
@@ -102,7 +100,9 @@ class GroupReader:
         self.worker_id = worker_id
         self.stats = stats
         self.streams = keys.event_streams()
-        self.log = log.bind(consumer=self.group, worker_id=worker_id)
+        # A logger per reader, built now: a module-level one would keep the logging set-up
+        # of whenever it was first used.
+        self.log = get_logger().bind(consumer=self.group, worker_id=worker_id)
         self._group_b = self.group.encode()
         self._wanted = (
             None

@@ -29,7 +29,6 @@ from .stats import Snapshot, take_snapshot
 
 __all__ = ["Worker", "default_worker_id"]
 
-log = get_logger()
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -46,6 +45,7 @@ class Worker:
         self.consumers = list(consumers)
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.worker_id = settings.worker_id or default_worker_id()
+        self.log = get_logger()
         self.stats = {item.name: ConsumerStats() for item in self.consumers}
         self.capped: dict[str, int] = {}
         self._readers: list[GroupReader] = []
@@ -70,19 +70,20 @@ class Worker:
             self.worker_id,
             interval_s=self.settings.heartbeat_interval.total_seconds(),
             ttl_s=self.settings.heartbeat_ttl.total_seconds(),
+            log=self.log,
         )
         if not await self._acquire(heartbeat):
             return
         set_up: list[Consumer] = []
         metrics: MetricsServer | None = None
         try:
-            setup_ctx = SetupContext(self.redis, self.settings, self.keys, log)
+            setup_ctx = SetupContext(self.redis, self.settings, self.keys, self.log)
             for item in self.consumers:
                 if item.setup is not None:
                     try:
                         await item.setup(setup_ctx)
                     except Exception as exc:
-                        log.error("consumer_setup_failed", consumer=item.name, error=repr(exc))
+                        self.log.error("consumer_setup_failed", consumer=item.name, error=repr(exc))
                         raise
                 set_up.append(item)
             if self.settings.worker_metrics_port:
@@ -99,7 +100,9 @@ class Worker:
                     try:
                         await item.teardown()
                     except Exception as exc:
-                        log.error("consumer_teardown_failed", consumer=item.name, error=repr(exc))
+                        self.log.error(
+                            "consumer_teardown_failed", consumer=item.name, error=repr(exc)
+                        )
 
     async def _acquire(self, heartbeat: Heartbeat) -> bool:
         """Take the worker id, waiting for Redis if it is down; False if stopped first."""
@@ -111,7 +114,7 @@ class Worker:
             except _REDIS_DOWN as exc:
                 failures += 1
                 delay_s = backoff_s(failures, 0.1, 5.0)
-                log.warning("redis_unavailable", operation="start", error=repr(exc),
+                self.log.warning("redis_unavailable", operation="start", error=repr(exc),
                             attempt=failures, retry_in_s=round(delay_s, 3))  # fmt: skip
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay_s)
@@ -140,7 +143,7 @@ class Worker:
                 [stop_wait, *readers, *upkeep], return_when=asyncio.FIRST_COMPLETED
             )
             if stop_wait not in done:
-                log.error("worker_task_ended", tasks=[t.get_name() for t in done])
+                self.log.error("worker_task_ended", tasks=[t.get_name() for t in done])
         finally:
             stop_wait.cancel()
             for reader in self._readers:
@@ -166,7 +169,7 @@ class Worker:
                 await self._trim_streams()
                 snap = await self.snapshot()
             except (*_REDIS_DOWN, ResponseError) as exc:
-                log.warning("upkeep_failed", error=repr(exc))
+                self.log.warning("upkeep_failed", error=repr(exc))
                 continue
             self._log_stats(snap, interval_s)
 
@@ -181,10 +184,10 @@ class Worker:
                 max_len=self.settings.stream_max_len,
             )
             if result.trimmed:
-                log.info("stream_trimmed", stream=stream, entries=result.trimmed)
+                self.log.info("stream_trimmed", stream=stream, entries=result.trimmed)
             if result.capped:
                 self.capped[stream] = self.capped.get(stream, 0) + result.capped
-                log.error(
+                self.log.error(
                     "stream_capped",
                     stream=stream,
                     dropped=result.capped,
@@ -197,7 +200,7 @@ class Worker:
             last = self._last_totals[name]
             self._last_totals[name] = totals
             lag, pending = snap.group_totals(name)
-            log.info(
+            self.log.info(
                 "worker_stats",
                 consumer=name,
                 interval_s=interval_s,
@@ -215,4 +218,5 @@ class Worker:
             host=self.settings.host,
             port=self.settings.worker_metrics_port,
             refresh_timeout_s=self.settings.redis_timeout.total_seconds(),
+            log=self.log,
         )

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from shared.events import Event
@@ -21,8 +22,14 @@ from worker.dlq import read_all
 
 
 async def _cli(main: Callable[[list[str]], int], argv: list[str]) -> int:
-    """The command runs its own event loop, as from a shell: give it a thread."""
-    return await asyncio.to_thread(main, argv)
+    """The command runs its own event loop, as from a shell: give it a thread.
+
+    It sets up logging as a program does, caching loggers on first use; turn the caching
+    off again so no logger keeps this test's captured stdout after the test.
+    """
+    code = await asyncio.to_thread(main, argv)
+    structlog.configure(cache_logger_on_first_use=False)
+    return code
 
 
 def _flags(settings: Settings) -> list[str]:

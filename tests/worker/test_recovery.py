@@ -158,6 +158,7 @@ async def test_a_second_process_with_the_same_worker_id_is_refused(
     settings = make_settings(worker_id="twin", heartbeat_interval="50ms", heartbeat_ttl="200ms")
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
+        await wait_until(lambda: redis.exists(Keys(settings.key_prefix).heartbeat("rec", "twin")))
         twin = Worker(settings, redis, [_recorder("rec", seen)])
         with pytest.raises(WorkerIdInUse, match="twin"):
             await twin.run()

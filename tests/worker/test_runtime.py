@@ -360,3 +360,24 @@ class _Fixed:
 
     def random(self) -> float:
         return self.value
+
+
+async def test_every_shard_is_read_and_acknowledged_on_its_own_stream(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(shards=3)
+    seen: list[tuple[str, str]] = []
+
+    @consumer("sharded")
+    async def sharded(event: Event, ctx: Context) -> None:
+        seen.append((ctx.stream, ctx.entry_id))
+
+    keys = Keys(settings.key_prefix, shards=3)
+    async with running(settings, redis, [sharded]):
+        added = []
+        for shard in range(3):
+            ids = await add_events(redis, settings, 4, shard=shard)
+            added += [(keys.events(shard), entry_id) for entry_id in ids]
+        for stream in keys.event_streams():
+            await wait_until(lambda s=stream: _settled(redis, s, "sharded", 4))
+    assert sorted(seen) == sorted(added)

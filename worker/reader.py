@@ -132,6 +132,7 @@ class GroupReader:
         self._retry_wanted = asyncio.Event()
         self._last_read: dict[str, bytes] = {}
         self._recreating: dict[str, asyncio.Lock] = {s: asyncio.Lock() for s in self.streams}
+        self._lanes: list[asyncio.Task[None]] = []
         self._closing = False
         self._lanes_done = False
         self._stop = asyncio.Event()
@@ -147,7 +148,7 @@ class GroupReader:
         self._force = self._force or force
         self._stop.set()
         if force:
-            for task in getattr(self, "_lanes", []):
+            for task in self._lanes:
                 task.cancel()
 
     async def run(self) -> None:
@@ -193,10 +194,14 @@ class GroupReader:
         late = {task for task in self._lanes if not task.done()}
         if late and grace_s > 0:
             _, late = await asyncio.wait(late, timeout=grace_s)
+        cancelled = sum(
+            task in late and item is not None
+            for task, item in zip(self._lanes, self._current, strict=True)
+        )
         for task in late:
             task.cancel()
         await asyncio.gather(*self._lanes, return_exceptions=True)
-        left = len(self._queue) + len(self._retries) + len(late)
+        left = len(self._queue) + len(self._retries) + cancelled
         self._lanes_done = True
         self._ack_wanted.set()
         try:
@@ -206,7 +211,7 @@ class GroupReader:
         self.log.info(
             "consumer_stopped",
             in_flight_at_stop=in_flight,
-            cancelled=len(late),
+            cancelled=cancelled,
             left_pending=left,
         )
 
@@ -407,7 +412,7 @@ class GroupReader:
                 try:
                     await self._send_acks(batch)
                     failures = 0
-                except REDIS_DOWN as exc:
+                except (*REDIS_DOWN, ResponseError) as exc:
                     for stream, ids in batch.items():
                         self._acks[stream][:0] = ids
                     failures += 1

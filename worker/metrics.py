@@ -200,7 +200,14 @@ class MetricsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(
+                f"RTT_WORKER_METRICS_PORT {self._port} on {self._host}: {exc.strerror}; give "
+                "each worker on one host its own port, or 0 to turn /metrics off"
+            ) from exc
         self.log.info("worker_metrics_listening", host=self._host, port=self._port)
 
     async def stop(self) -> None:

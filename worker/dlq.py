@@ -3,6 +3,7 @@ listed, re-driven and purged."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -163,8 +164,14 @@ class DlqDepth:
         self._last: bytes | None = None
         self._length = 0
         self._added = 0
+        # A scrape and the stats loop may refresh at once; each must see the other's count.
+        self._lock = asyncio.Lock()
 
     async def refresh(self, redis: Redis) -> Counter[str]:
+        async with self._lock:
+            return await self._refresh(redis)
+
+    async def _refresh(self, redis: Redis) -> Counter[str]:
         try:
             info: Any = await redis.xinfo_stream(self.dlq_key)
         except ResponseError:  # no such key: nothing was ever dead-lettered

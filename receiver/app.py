@@ -80,7 +80,7 @@ class _Events:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS] or _new_id()
-        # aiohttp runs each request in a task of its own, so this binding ends with it.
+        # aiohttp runs each request in a task of its own, so these bindings end with it.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         response = await self._handle(request, request_id)
         response.headers["X-Request-Id"] = request_id
@@ -121,9 +121,8 @@ class _Events:
             client = self.gate.client_address(request)
             return await self._reject(decoded, body, client, received_at_ms, request_id)
         if isinstance(decoded, UnknownEvent):
-            log.warning(
-                "event_type_unknown", event_type=decoded.event_type, call_id=decoded.call_id
-            )
+            structlog.contextvars.bind_contextvars(call_id=decoded.call_id)
+            log.warning("event_type_unknown", event_type=decoded.event_type)
             event_type, label = decoded.event_type, "unknown"
             # No identity of its own: the body's digest keeps a drain retry from adding it twice.
             identity = hashlib.blake2b(body, digest_size=16).hexdigest()
@@ -134,6 +133,9 @@ class _Events:
                 max_len=self.forensic_max_len,
             )  # fmt: skip
         else:
+            structlog.contextvars.bind_contextvars(
+                call_id=decoded.call_id, transcription_id=decoded.transcription_info.id
+            )
             event_type = label = decoded.event_type
             shard = self.keys.shard_of(decoded.call_id)
             item = StoreItem(
@@ -155,7 +157,6 @@ class _Events:
         if self.log_accepted and not isinstance(decoded, UnknownEvent):
             log.debug(
                 "event_accepted", event_type=event_type, outcome=outcome.value,
-                call_id=decoded.call_id, transcription_id=decoded.transcription_info.id,
                 **{"from": decoded.from_, "to": decoded.to},
             )  # fmt: skip
         return web.Response(status=204)

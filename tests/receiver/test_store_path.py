@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared.embedded import free_port
 from shared.keys import Keys
+from tests.conftest import LogLines
 from tests.fixtures import sample_body, sample_event
 from tests.receiver.harness import live_receiver, metric, post_all
 
@@ -128,11 +129,12 @@ async def test_events_stream_is_never_trimmed_at_xadd(
 
 
 async def test_redis_unreachable_goes_to_the_spool(
-    make_settings: Any, tmp_path: Path, redis: Redis, prefix: str
+    make_settings: Any, tmp_path: Path, logs: LogLines
 ) -> None:
     settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", store_timeout="300ms")
+    bodies = [sample_body("stopped") for _ in range(10)]
     async with live_receiver(settings) as receiver:
-        posted = await post_all(receiver.events_url, [sample_body("stopped") for _ in range(10)])
+        posted = await post_all(receiver.events_url, bodies, concurrency=1)
         assert posted.count() == {204: 10}
         depth = await metric(receiver.url, "rtt_receiver_spool_depth")
         spooled = await metric(receiver.url, "rtt_receiver_requests_total", outcome="spooled")
@@ -143,6 +145,10 @@ async def test_redis_unreachable_goes_to_the_spool(
             ready = (resp.status, await resp.json())
     assert (depth, spooled) == (10, 10)
     assert ready == (200, {"status": "ready", "store": "spool"})
+    # Logged inside the store, during the first request: that request's context is bound.
+    [switch] = logs.named("store_spooling")
+    assert switch["call_id"] == msgspec.json.decode(bodies[0])["callId"]
+    assert switch["request_id"]
     assert sorted(path.name for path in (tmp_path / "spool").iterdir()) == ["p0"]
     assert list((tmp_path / "spool" / "p0").glob("*.seg"))
 

@@ -187,7 +187,8 @@ class MetricsServer:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         try:
-            self._collector.snapshot = await asyncio.wait_for(self._refresh(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                self._collector.snapshot = await self._refresh()
         except Exception as exc:
             # Counters are still worth serving; the gauges keep their last values.
             self.log.warning("metrics_refresh_failed", error=repr(exc))

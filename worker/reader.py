@@ -38,6 +38,7 @@ from .dlq import DeadLetter, dead_letter, now_ms
 from .heartbeat import alive
 from .metrics import ConsumerStats
 from .retry import backoff_s
+from .tasks import cancel_and_wait
 
 __all__ = ["GroupReader"]
 
@@ -182,9 +183,7 @@ class GroupReader:
             raise failure
 
     async def _shutdown(self, feeders: list[asyncio.Task[None]], acker: asyncio.Task[None]) -> None:
-        for task in feeders:
-            task.cancel()
-        await asyncio.gather(*feeders, return_exceptions=True)
+        await cancel_and_wait(feeders)
         # Lanes finish the entry in hand and take no other: what is queued stays pending.
         self._closing = True
         self._wake_all()
@@ -198,16 +197,14 @@ class GroupReader:
             task in late and item is not None
             for task, item in zip(self._lanes, self._current, strict=True)
         )
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*self._lanes, return_exceptions=True)
+        await cancel_and_wait(late)
         left = len(self._queue) + len(self._retries) + cancelled
         self._lanes_done = True
         self._ack_wanted.set()
-        try:
-            await asyncio.wait_for(acker, timeout=max(grace_s, 5.0))
-        except TimeoutError:
+        _, unfinished = await asyncio.wait([acker], timeout=max(grace_s, 5.0))
+        if unfinished:
             self.log.error("final_ack_timed_out", unacknowledged=self._ack_count())
+            await cancel_and_wait(unfinished)
         self.log.info(
             "consumer_stopped",
             in_flight_at_stop=in_flight,
@@ -543,7 +540,8 @@ class GroupReader:
             if wait_s > 0:
                 self._retry_wanted.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry_wanted.wait(), wait_s)
+                    async with asyncio.timeout(wait_s):
+                        await self._retry_wanted.wait()
                 continue
             due: dict[str, dict[bytes, int]] = {}
             now = time.monotonic()

@@ -26,6 +26,7 @@ from .reader import GroupReader
 from .retention import trim
 from .retry import backoff_s
 from .stats import Snapshot, take_snapshot
+from .tasks import cancel_and_wait
 
 __all__ = ["Worker", "default_worker_id"]
 
@@ -117,7 +118,8 @@ class Worker:
                 self.log.warning("redis_unavailable", operation="start", error=repr(exc),
                             attempt=failures, retry_in_s=round(delay_s, 3))  # fmt: skip
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay_s)
+                    async with asyncio.timeout(delay_s):
+                        await self._stopping.wait()
         return False
 
     async def _run_readers(self, heartbeat: Heartbeat) -> None:
@@ -149,9 +151,7 @@ class Worker:
             for reader in self._readers:
                 reader.stop(force=self._force)
             results = await asyncio.gather(*readers, return_exceptions=True)
-            for task in upkeep:
-                task.cancel()
-            await asyncio.gather(*upkeep, return_exceptions=True)
+            await cancel_and_wait(upkeep)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result

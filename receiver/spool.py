@@ -103,37 +103,32 @@ class Spool:
         # Serialises the thread that writes with sealing and opening of segments.
         self._io = asyncio.Lock()
         self._depth = 0
+        self._unscanned: list[Path] = []
         self._closed = False
         self.error: str | None = "not opened"
 
     # --- lifetime ----------------------------------------------------------------------
 
     async def open(self) -> bool:
-        """Lock the directory and take stock of what a previous process left. False if unusable."""
+        """Lock the directory and list what a previous process left. False if unusable.
+
+        Only file names are read here, so a large spool does not delay the start; `scan`
+        reads the records later.
+        """
         if self._lock_fd is not None:
             return True
         if self._closed:
             return False
         try:
-            found = await asyncio.to_thread(self._open_sync)
+            self._unscanned = await asyncio.to_thread(self._open_sync)
         except OSError as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("spool_unusable", directory=str(self.directory), error=self.error)
             return False
         self.error = None
-        for segment, torn_at in found:
-            self._sealed.append(segment)
-            self._depth += segment.remaining
-            if torn_at is not None:
-                log.warning(
-                    "spool_record_torn", segment=segment.path.name, offset=torn_at,
-                    kept=segment.remaining,
-                )  # fmt: skip
-        if self._depth:
-            log.info("spool_found", directory=str(self.directory), depth=self._depth)
         return True
 
-    def _open_sync(self) -> list[tuple[Segment, int | None]]:
+    def _open_sync(self) -> list[Path]:
         self.directory.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -142,9 +137,39 @@ class Spool:
             os.close(lock_fd)
             raise BlockingIOError(f"{self.directory} is used by another process") from None
         self._lock_fd = lock_fd
-        found = []
-        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+        left = sorted(self.directory.glob("*" + _SUFFIX))
+        for path in left:
             self._next_sequence = max(self._next_sequence, int(path.stem) + 1)
+        return left
+
+    @property
+    def left_over(self) -> bool:
+        """A previous process left segments that `scan` has not counted yet."""
+        return bool(self._unscanned)
+
+    async def scan(self) -> None:
+        """Count the records a previous process left; they drain before anything newer."""
+        if not self._unscanned:
+            return
+        found = await asyncio.to_thread(self._scan_sync, self._unscanned)
+        self._unscanned = []
+        # Segments sealed since the start are newer: the old ones go in front of them.
+        self._sealed.extendleft(reversed([segment for segment, _ in found]))
+        for segment, torn_at in found:
+            self._depth += segment.remaining
+            if torn_at is not None:
+                log.warning(
+                    "spool_record_torn", segment=segment.path.name, offset=torn_at,
+                    kept=segment.remaining,
+                )  # fmt: skip
+        log.info(
+            "spool_found", directory=str(self.directory), depth=sum(s.remaining for s, _ in found)
+        )
+
+    @staticmethod
+    def _scan_sync(paths: list[Path]) -> list[tuple[Segment, int | None]]:
+        found = []
+        for path in paths:
             records, torn_at = read_records(path.read_bytes())
             if not records:
                 path.unlink()
@@ -280,6 +305,7 @@ class Spool:
 
     async def oldest_segment(self) -> tuple[Segment, list[Record]] | None:
         """The oldest segment with records left, sealing the one being written if need be."""
+        await self.scan()
         if not self._sealed and self._active is not None and self._active.remaining:
             async with self._io:
                 self._seal_sync()

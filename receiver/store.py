@@ -115,8 +115,8 @@ class Store:
         await self._spool.open()
         for orphan in self._orphans:
             await orphan.open()
-        if self.spool_depth:
-            self._start_spooling("spool not empty at start")
+        if any(spool.left_over for spool in (self._spool, *self._orphans)):
+            self._start_spooling("spool left by a previous process")
         self._tasks = [
             asyncio.create_task(self._drain_forever(), name="spool-drainer"),
             asyncio.create_task(self._report_forever(), name="spool-report"),
@@ -135,6 +135,8 @@ class Store:
                     await self._drain_all()
             except (RedisFailed, OSError, TimeoutError) as exc:
                 log.warning("spool_drain_at_stop_failed", error=str(exc) or type(exc).__name__)
+            except Exception:
+                log.exception("spool_drain_at_stop_failed")
         for spool in (self._spool, *self._orphans):
             await spool.close()
         self.update_gauges()
@@ -203,6 +205,13 @@ class Store:
 
     async def _drain_forever(self) -> None:
         retry_s = min(self._timeout_s, 0.5)
+        # Count what a previous process left (off the start path: the port is open by now).
+        for spool in (*self._orphans, self._spool):
+            try:
+                await spool.scan()
+            except OSError:
+                log.exception("spool_scan_failed", directory=str(spool.directory))
+        self.update_gauges()
         while True:
             await self._wake_drainer.wait()
             self._wake_drainer.clear()
@@ -212,11 +221,17 @@ class Store:
                 except (RedisFailed, OSError) as exc:
                     log.debug("spool_drain_retry", error=str(exc))
                     await asyncio.sleep(retry_s)
+                except Exception:
+                    # Not Redis, not the disk: a bug, or a record this version cannot read.
+                    # The drainer must not die of it; it says so and tries again later.
+                    log.exception("spool_drain_failed")
+                    await asyncio.sleep(self._report_interval_s)
 
     async def _drain_all(self) -> None:
         """Move every spooled item into Redis, oldest first; back to Redis mode once empty."""
         await self._writer.ping()
         for spool in (*self._orphans, self._spool):
+            await spool.scan()
             await self._drain(spool)
         # Nothing can be appended between the last depth check and this switch: no await.
         if self.spool_depth == 0:

@@ -19,7 +19,6 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,11 +330,6 @@ class Spool:
         if self._sealed and self._sealed[0] is segment:
             self._sealed.popleft()
         await asyncio.to_thread(_unlink_durably, segment.path)
-
-    def segments(self) -> Iterator[Segment]:
-        yield from self._sealed
-        if self._active is not None:
-            yield self._active
 
 
 def _unlink_durably(path: Path) -> None:

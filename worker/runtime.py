@@ -94,8 +94,10 @@ class Worker:
         finally:
             if metrics is not None:
                 await metrics.stop()
-            with contextlib.suppress(*_REDIS_DOWN):
-                await heartbeat.clear()
+            # Best effort, and brief: if Redis is down, the keys expire on their own.
+            with contextlib.suppress(*_REDIS_DOWN, ResponseError):
+                async with asyncio.timeout(2.0):
+                    await heartbeat.clear()
             for item in reversed(set_up):
                 if item.teardown is not None:
                     try:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -192,7 +192,9 @@ class MetricsServer:
         except Exception as exc:
             # Counters are still worth serving; the gauges keep their last values.
             self.log.warning("metrics_refresh_failed", error=repr(exc))
-        body = generate_latest(self.registry)
+        # Consumers (the built-in alerts, user plugins) register their own metrics the usual
+        # way, in prometheus-client's default registry: served here next to the runtime's.
+        body = generate_latest(self.registry) + generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def start(self) -> None:

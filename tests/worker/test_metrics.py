@@ -78,3 +78,47 @@ async def test_metrics_expose_outcomes_latency_deliveries_lag_pending_and_dlq(
     assert value("rtt_group_oldest_pending_age_seconds", stream=stream, group="measured") >= 0
     assert value("rtt_stream_length", stream=stream) == 10
     assert value("rtt_dlq_depth", group="measured") == 1
+
+
+async def test_consumers_own_metrics_and_alert_counts_are_served_too(
+    make_settings: Callable[..., Settings], redis: Redis, logs: LogLines
+) -> None:
+    """A plugin's prometheus-client metrics and the built-in alert counter reach /metrics."""
+    from prometheus_client import Counter
+
+    from tests.fixtures import sample_body
+    from worker.alerts import alerts_consumer
+
+    port = free_port()
+    settings = make_settings(worker_metrics_port=port, host="127.0.0.1")
+    name = f"plugin_events_{settings.key_prefix}"
+    seen = Counter(name, "events seen by a plugin")
+
+    @consumer("counting")
+    async def counting(event: Event, ctx: Context) -> None:
+        seen.inc()
+
+    keys = Keys(settings.key_prefix)
+    body = sample_body("stopped", cause="error")
+    async with running(settings, redis, [counting, alerts_consumer]):
+        await redis.xadd(keys.events(), {"type": "realTimeTranscriptionStopped", "body": body})
+
+        async def scraped() -> dict[str, float]:
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+                ):
+                    text = await resp.text()
+            except aiohttp.ClientConnectionError:
+                return {}  # the metrics server is still starting
+            found = {
+                (sample.name + str(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            }
+            return found if found.get(f"{name}_total[]") == 1 else {}
+
+        metrics = await wait_until(scraped)
+    sent = metrics.get("rtt_alerts_total[('outcome', 'sent'), ('severity', 'error')]", 0)
+    assert sent >= 1

@@ -16,12 +16,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from prometheus_client import multiprocess
 
 from shared.logs import get_logger
 from shared.settings import Settings
+from shared.signals import StopSignals
 
 __all__ = ["supervise"]
 
@@ -44,14 +44,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
     processes = settings.processes
     metrics_dir = tempfile.mkdtemp(prefix="rtt-receiver-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    stop_requested = False
-
-    def request_stop(signum: int, _: Any) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = StopSignals()
     children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
     quick_deaths = dict.fromkeys(range(processes), 0)
     exit_code = 0
@@ -59,7 +52,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         for index in range(processes):
             children[index] = (_start(argv, index, processes, env), time.monotonic())
         log.info("receiver_supervising", processes=processes, port=settings.port)
-        while not stop_requested:
+        while not stop.requested:
             time.sleep(0.1)
             for index, (child, started) in list(children.items()):
                 code = child.poll()
@@ -74,7 +67,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
                         "receiver_process_keeps_dying", process=index, deaths=quick_deaths[index]
                     )
                     exit_code = 1
-                    stop_requested = True
+                    stop.requested = True
                     break
                 children[index] = (_start(argv, index, processes, env), time.monotonic())
     finally:

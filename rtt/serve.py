@@ -14,6 +14,7 @@ from typing import Any
 from shared.embedded import EmbeddedValkey
 from shared.logs import get_logger
 from shared.settings import ENV_PREFIX, Settings
+from shared.signals import StopSignals
 
 __all__ = ["serve"]
 
@@ -48,14 +49,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
 
 def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
     """Run until SIGINT or SIGTERM, or until a child dies; leave no process behind."""
-    stop_requested = False
-
-    def request_stop(signum: int, _: Any) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = StopSignals()
 
     embedded: EmbeddedValkey | None = None
     redis_url = settings.redis_url
@@ -80,12 +74,12 @@ def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
             file=sys.stderr,
             flush=True,
         )
-        while not stop_requested:
+        while not stop.requested:
             for name, proc in children:
                 if proc.poll() is not None:
                     log.error("child_exited", child=name, exit_code=proc.returncode)
                     exit_code = 1
-                    stop_requested = True
+                    stop.requested = True
             time.sleep(0.1)
     finally:
         timeout_s = settings.shutdown_timeout.total_seconds() + 10

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -14,8 +13,8 @@ from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import LogLines
 from tests.fixtures import sample_body
+from tests.worker.support import running
 from worker.alerts import alerts_consumer
-from worker.runtime import Worker
 
 
 async def _add(redis: Redis, settings: Settings, body: bytes, event_type: str) -> None:
@@ -37,17 +36,6 @@ async def _wait_acked(redis: Redis, stream: str, group: str, count: int) -> None
             await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
-    worker = Worker(settings, redis, [alerts_consumer])
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
-
-
 @pytest.mark.parametrize(
     "event_type", ["realTimeTranscriptionStopped", "realTimeTranscriptionRejected"]
 )
@@ -56,7 +44,7 @@ async def test_alerting_cause_logs_exactly_one_alert(
     settings: Settings, redis: Redis, logs: LogLines, event_type: str, cause: str
 ) -> None:
     body = sample_body(event_type, cause=cause, call_id="c-42", transcription_id="t-42")
-    async with running_worker(settings, redis):
+    async with running(settings, redis, [alerts_consumer]):
         await _add(redis, settings, body, event_type)
         await _wait_acked(redis, Keys(settings.key_prefix).events(), "alerts", 1)
     [alert] = logs.named("transcription_alert")
@@ -86,7 +74,7 @@ async def test_alerting_cause_logs_exactly_one_alert(
 async def test_no_alert_without_failure(
     settings: Settings, redis: Redis, logs: LogLines, event_type: str, cause: str | None
 ) -> None:
-    async with running_worker(settings, redis):
+    async with running(settings, redis, [alerts_consumer]):
         await _add(redis, settings, sample_body(event_type, cause=cause), event_type)
         await _wait_acked(redis, Keys(settings.key_prefix).events(), "alerts", 1)
     assert logs.named("transcription_alert") == []
@@ -100,7 +88,7 @@ async def test_duration_is_reported_in_seconds(
         "stopped", cause="error",
         realTimeTranscription={"id": "t-1", "name": "n", "duration": "PT1M52.217257456S"},
     )  # fmt: skip
-    async with running_worker(settings, redis):
+    async with running(settings, redis, [alerts_consumer]):
         await _add(redis, settings, body, "realTimeTranscriptionStopped")
         await _wait_acked(redis, Keys(settings.key_prefix).events(), "alerts", 1)
     [alert] = logs.named("transcription_alert")

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import msgspec
 
-from shared.cli_support import settings_from_args
+from shared.cli_support import require_redis_url, settings_from_args
 from shared.connections import create_redis
 from shared.keys import Keys
 from shared.settings import Settings, add_arguments, parse_duration
@@ -26,7 +26,7 @@ from worker.alerts.silences import (
 
 __all__ = ["main"]
 
-NAMES = ("redis_url", "key_prefix", "log_format", "log_level")
+NAMES = ("redis_url", "key_prefix", "log_format", "log_level", "data_dir")
 EXAMPLE = """examples:
   rtt silence add --match cause=connection-error --match destination_host=asr.example.com \\
       --for 2h --comment "ASR maintenance, CHG-1234"
@@ -122,8 +122,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, settings = settings_from_args(parser, argv, NAMES, component="silence")
-    if not settings.redis_url:
-        parser.error("RTT_REDIS_URL (or --redis-url) is required: the URL `rtt serve` printed")
+    settings = require_redis_url(parser, settings)
     try:
         return asyncio.run(_run(args, settings))
     except ValueError as exc:

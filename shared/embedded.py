@@ -19,7 +19,21 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-__all__ = ["EmbeddedValkey", "free_port", "valkey_binary"]
+__all__ = ["EmbeddedValkey", "free_port", "running_url", "valkey_binary"]
+
+_URL_FILE = "url"
+
+
+def running_url(data_dir: str | Path) -> str | None:
+    """The URL of the embedded server `rtt serve` runs on `data_dir`, if one is running.
+
+    Lets `rtt stats`, `rtt dlq` and `rtt silence` find it without RTT_REDIS_URL.
+    """
+    try:
+        url = (Path(data_dir) / _URL_FILE).read_text().strip()
+    except OSError:
+        return None
+    return url or None
 
 
 def valkey_binary() -> Path:
@@ -74,6 +88,7 @@ class EmbeddedValkey:
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         self.wait_ready(timeout_s)
+        (self.data_dir / _URL_FILE).write_text(self.url + "\n")
         return self
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
@@ -107,6 +122,8 @@ class EmbeddedValkey:
             self.process.wait()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        with contextlib.suppress(OSError):
+            (self.data_dir / _URL_FILE).unlink()
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):

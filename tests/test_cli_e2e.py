@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,14 +58,34 @@ def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         assert (
             f"POST events to  http://127.0.0.1:{port}/realTimeTranscriptionEvents" in serve.text()
         )
-        body = sample_body("rejected", cause="connection-error", call_id="c-serve")
-        assert http_status(url, body, JSON) == 204
+        # README's quick start, as a user follows it: the seed's `closed` event, then a
+        # second transcription of the call that failed.
+        closed, failed = _readme_quick_start_bodies()
+        assert http_status(url, closed, JSON) == 204
+        assert http_status(url, failed, JSON) == 204
         wait_for(lambda: "transcription_alert" in serve.text(), what="alert in serve output")
+        [alert] = [line for line in serve.lines() if line.get("event") == "transcription_alert"]
+        assert alert["cause"] == "error"
+        assert alert["transcription_id"] == "t-95ac90b3-e9cd80fa-fca7-4d12-9109-2990afe4d8c6"
+        # The operator tools find the embedded server without being told its URL.
+        stats = subprocess.run(
+            [sys.executable, "-m", "rtt", "stats", "--json"],
+            env={**os.environ, **env}, capture_output=True, timeout=30, check=True,
+        )  # fmt: skip
+        assert b'"rtt:events"' in stats.stdout
     finally:
         code = serve.stop(signal.SIGINT)
     assert code == 0, serve.text()
     assert (tmp_path / "data" / "valkey").is_dir()
     assert _processes_mentioning(f"RTT_PORT={port}", str(tmp_path)) == []
+
+
+def _readme_quick_start_bodies() -> list[bytes]:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    bodies = [" ".join(body.split()) for body in re.findall(r"-d '(\{.*?\})'", quick_start, re.S)]
+    assert len(bodies) == 2
+    return [body.encode() for body in bodies]
 
 
 def _processes_mentioning(*needles: str) -> list[int]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.cli_support import settings_from_args, settings_parser
+from shared.cli_support import require_redis_url, settings_from_args, settings_parser
 from shared.connections import create_redis
 from shared.keys import Keys
 from shared.settings import Settings, add_arguments
@@ -23,14 +23,12 @@ from .stats import Snapshot, take_snapshot
 __all__ = ["dlq_main", "stats_main"]
 
 ADMIN_SETTINGS = (
-    "redis_url", "key_prefix", "shards", "log_format", "log_level", "redis_timeout",
+    "redis_url", "key_prefix", "shards", "log_format", "log_level", "redis_timeout", "data_dir",
 )  # fmt: skip
 
 
 def _client(parser: argparse.ArgumentParser, settings: Settings) -> Redis:
-    if not settings.redis_url:
-        parser.error("RTT_REDIS_URL (or --redis-url) is required")
-    return create_redis(settings)
+    return create_redis(require_redis_url(parser, settings))
 
 
 # --- rtt stats ----------------------------------------------------------------------------

@@ -16,7 +16,13 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from shared.entries import Fields, StreamEntry
-from shared.events import DecodeFailure, UnknownEvent, decode_event, event_identity
+from shared.events import (
+    DecodeFailure,
+    UnknownEvent,
+    decode_event,
+    event_identity,
+    unknown_cause,
+)
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
@@ -137,6 +143,10 @@ class _Events:
                 call_id=decoded.call_id, transcription_id=decoded.transcription_info.id
             )
             event_type = label = decoded.event_type
+            cause = unknown_cause(decoded)
+            if cause is not None:
+                # Accepted all the same: Bandwidth may add causes; an operator should know.
+                log.warning("event_cause_unknown", event_type=event_type, cause=cause)
             shard = self.keys.shard_of(decoded.call_id)
             item = StoreItem(
                 self.keys.events(shard),

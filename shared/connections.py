@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -11,9 +11,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from .settings import Settings
 
-__all__ = ["RedisClient", "create_redis"]
-
-RedisClient: TypeAlias = "Redis"
+__all__ = ["create_redis"]
 
 
 def create_redis(settings: Settings, *, url: str | None = None) -> Redis:

@@ -15,7 +15,6 @@ from typing import Any, Final, Literal, TypeAlias
 import msgspec
 
 __all__ = [
-    "ALERTING_CAUSES",
     "EVENT_TYPES",
     "Available",
     "DecodeFailure",
@@ -27,11 +26,11 @@ __all__ = [
     "UnknownEvent",
     "decode_event",
     "event_identity",
+    "unknown_cause",
 ]
 
 STOPPED_CAUSES: Final = frozenset({"closed", "connection-error", "error"})
 REJECTED_CAUSES: Final = frozenset({"connection-error", "duplicate", "error", "track-limit"})
-ALERTING_CAUSES: Final = frozenset({"connection-error", "error"})
 
 
 class Transcription(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
@@ -197,3 +196,12 @@ def _failure(exc: msgspec.ValidationError) -> DecodeFailure:
 def event_identity(event: Event) -> str:
     """What makes two deliveries the same event: type, call and transcription."""
     return f"{event.event_type}:{event.call_id}:{event.transcription_info.id}"
+
+
+def unknown_cause(event: Event) -> str | None:
+    """A `cause` Bandwidth's pages do not list (kept, and worth a warning), else None."""
+    if isinstance(event, Stopped):
+        return None if event.cause in STOPPED_CAUSES else event.cause
+    if isinstance(event, Rejected):
+        return None if event.cause in REJECTED_CAUSES else event.cause
+    return None

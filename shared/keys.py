@@ -33,12 +33,6 @@ class Keys:
     def stream_for_call(self, call_id: str) -> str:
         return self.events(self.shard_of(call_id))
 
-    def shard_of_stream(self, stream: str) -> int:
-        for n in range(self.shards):
-            if self.events(n) == stream:
-                return n
-        raise ValueError(f"not an event stream of this layout: {stream}")
-
     def dedup(self, shard: int, identity: str) -> str:
         """Marks a delivery as stored; lives in its stream's slot."""
         if self.shards > 1:

@@ -8,7 +8,9 @@ from typing import Any
 import msgspec
 from aiohttp import encode_basic_auth
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
+from shared.keys import Keys
 from shared.logs import configure_logging
 from tests.conftest import LogLines
 from tests.fixtures import sample_body
@@ -73,6 +75,24 @@ async def test_accepted_event_logs_nothing_at_info(
     resp = await receiver.post(PATH, data=sample_body("stopped"), headers=JSON)
     assert resp.status == 204
     assert logs.all() == []
+
+
+async def test_unknown_cause_is_stored_and_logged_as_a_warning(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str, logs: LogLines
+) -> None:
+    body = sample_body("rejected", cause="quota-exceeded", call_id="c-new-cause")
+    resp = await receiver.post(PATH, data=body, headers=JSON)
+    assert resp.status == 204
+    [entry] = await redis.xrange(Keys(prefix).events())
+    assert entry[1][b"body"] == body
+    [line] = logs.named("event_cause_unknown")
+    assert line["level"] == "warning"
+    assert line["cause"] == "quota-exceeded"
+    assert line["event_type"] == "realTimeTranscriptionRejected"
+    assert line["call_id"] == "c-new-cause"
+    known = sample_body("rejected", cause="track-limit")
+    assert (await receiver.post(PATH, data=known, headers=JSON)).status == 204
+    assert len(logs.named("event_cause_unknown")) == 1
 
 
 async def test_accepted_event_logs_at_debug_with_numbers_masked(

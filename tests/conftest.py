@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 import structlog
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared import cli_support
@@ -65,6 +66,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[SyncRedis]:
+    """For tests that drive child processes and poll from plain (not async) code."""
+    with SyncRedis.from_url(redis_url) as client:
+        yield client
 
 
 class LogLines:

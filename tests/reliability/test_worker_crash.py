@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,41 +19,35 @@ pytestmark = pytest.mark.slow
 EVENTS = 400
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Redis]:
-    with Redis.from_url(redis_url) as sync_client:
-        yield sync_client
-
-
 def test_sigkill_mid_batch_loses_no_entry(
-    redis_url: str, prefix: str, tmp_path: Path, client: Redis
+    redis_url: str, prefix: str, tmp_path: Path, sync_redis: Redis
 ) -> None:
     stream = Keys(prefix).events()
     env = worker_env(redis_url, prefix, concurrency="8", batch_size="50")
     env["REC_SLEEP_MS"] = "5"
-    ids = add_events_sync(client, prefix, EVENTS)
+    ids = add_events_sync(sync_redis, prefix, EVENTS)
     first = start_worker(tmp_path, "w-first", env)
     try:
-        wait_for(lambda: client.hlen(handled_key(prefix)) >= EVENTS // 4, 30, "a quarter done")
+        wait_for(lambda: sync_redis.hlen(handled_key(prefix)) >= EVENTS // 4, 30, "a quarter done")
         first.send(signal.SIGKILL)
         killed_at = time.monotonic()
         first.wait(10)
         held = {
             row["message_id"].decode()
-            for row in client.xpending_range(stream, "recorder", "-", "+", 10_000, "w-first")
+            for row in sync_redis.xpending_range(stream, "recorder", "-", "+", 10_000, "w-first")
         }
-        done_at_kill = client.hlen(handled_key(prefix))
+        done_at_kill = sync_redis.hlen(handled_key(prefix))
     finally:
         first.stop()
     assert held, "the kill should catch the worker holding entries"
     second = start_worker(tmp_path, "w-second", env)
     try:
-        wait_for(lambda: client.hlen(handled_key(prefix)) == EVENTS, 30, "every entry handled")
+        wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == EVENTS, 30, "every entry handled")
         recovered_s = time.monotonic() - killed_at
-        wait_for(lambda: _drained(client, stream), 10, "nothing pending")
+        wait_for(lambda: _drained(sync_redis, stream), 10, "nothing pending")
     finally:
         assert second.stop() == 0, second.text()
-    handled = {k.decode(): int(v) for k, v in client.hgetall(handled_key(prefix)).items()}
+    handled = {k.decode(): int(v) for k, v in sync_redis.hgetall(handled_key(prefix)).items()}
     assert set(handled) == set(ids)
     twice = {entry_id for entry_id, times in handled.items() if times > 1}
     # At-least-once: only what the killed worker held can have been handled twice.
@@ -63,7 +56,7 @@ def test_sigkill_mid_batch_loses_no_entry(
         line for line in second.named("pending_taken_over") if line["from_worker"] == "w-first"
     ]
     assert takeover["reason"] == "worker_dead"
-    redelivered = [d for _, d, w, _ in map(parse, client.lrange(log_key(prefix), 0, -1))
+    redelivered = [d for _, d, w, _ in map(parse, sync_redis.lrange(log_key(prefix), 0, -1))
                    if w == "w-second" and d > 1]  # fmt: skip
     assert len(redelivered) == takeover["entries"]
     print(
@@ -73,6 +66,6 @@ def test_sigkill_mid_batch_loses_no_entry(
     )
 
 
-def _drained(client: Redis, stream: str) -> bool:
-    [group] = [g for g in client.xinfo_groups(stream) if g["name"] == b"recorder"]
+def _drained(sync_redis: Redis, stream: str) -> bool:
+    [group] = [g for g in sync_redis.xinfo_groups(stream) if g["name"] == b"recorder"]
     return bool(group["pending"] == 0 and group["lag"] == 0)

@@ -7,7 +7,6 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,31 +21,25 @@ from worker.retry import backoff_s
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Redis]:
-    with Redis.from_url(redis_url) as sync_client:
-        yield sync_client
-
-
 class _Floor:
     def random(self) -> float:
         return 0.0
 
 
 def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
-    redis_url: str, prefix: str, tmp_path: Path, client: Redis
+    redis_url: str, prefix: str, tmp_path: Path, sync_redis: Redis
 ) -> None:
     keys = Keys(prefix)
     env = worker_env(redis_url, prefix, max_deliveries="4", retry_base="100ms")
     env["REC_FAIL_KEY"] = f"{prefix}:test:fail"
-    client.set(env["REC_FAIL_KEY"], "1")
+    sync_redis.set(env["REC_FAIL_KEY"], "1")
     worker = start_worker(tmp_path, "w-retry", env)
     try:
-        [entry_id] = add_events_sync(client, prefix, 1, cause="error")
-        wait_for(lambda: client.xlen(keys.dlq) == 1, 30, "dead-lettered")
-        attempts = [parse(raw) for raw in client.lrange(started_key(prefix), 0, -1)]
-        assert client.hlen(handled_key(prefix)) == 0
-        client.delete(env["REC_FAIL_KEY"])
+        [entry_id] = add_events_sync(sync_redis, prefix, 1, cause="error")
+        wait_for(lambda: sync_redis.xlen(keys.dlq) == 1, 30, "dead-lettered")
+        attempts = [parse(raw) for raw in sync_redis.lrange(started_key(prefix), 0, -1)]
+        assert sync_redis.hlen(handled_key(prefix)) == 0
+        sync_redis.delete(env["REC_FAIL_KEY"])
         replayed_at = time.monotonic()
         replay = subprocess.run(
             [sys.executable, "-m", "rtt", "dlq", "replay", "--all",
@@ -55,9 +48,9 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
         )  # fmt: skip
         assert replay.returncode == 0, replay.stderr
         assert "replayed 1 dead letter(s)" in replay.stderr
-        wait_for(lambda: client.hlen(handled_key(prefix)) == 1, 30, "replay handled")
+        wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == 1, 30, "replay handled")
         succeeded_s = time.monotonic() - replayed_at
-        wait_for(lambda: _acked(client, keys), 10, "both groups acknowledged")
+        wait_for(lambda: _acked(sync_redis, keys), 10, "both groups acknowledged")
     finally:
         assert worker.stop() == 0, worker.text()
     assert [(e, d) for e, d, _, _ in attempts] == [(entry_id, n) for n in (1, 2, 3, 4)]
@@ -65,11 +58,11 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
     floors_s = [backoff_s(n, 0.1, 300, _Floor()) for n in (1, 2, 3)]  # type: ignore[arg-type]
     # Times are whole milliseconds, taken after the claim: allow one for rounding.
     assert all(gap >= floor - 0.001 for gap, floor in zip(gaps_s, floors_s, strict=True)), gaps_s
-    [(new_id, delivery, _, _)] = [parse(raw) for raw in client.lrange(log_key(prefix), 0, -1)]
+    [(new_id, delivery, _, _)] = [parse(raw) for raw in sync_redis.lrange(log_key(prefix), 0, -1)]
     assert new_id != entry_id
     assert delivery == 1
-    assert client.xrange(keys.events(), new_id, new_id)[0][1][b"group"] == b"recorder"
-    assert client.xlen(keys.dlq) == 0
+    assert sync_redis.xrange(keys.events(), new_id, new_id)[0][1][b"group"] == b"recorder"
+    assert sync_redis.xlen(keys.dlq) == 0
     # The built-in alerts consumer saw the event once, and did not get the replay.
     assert len(worker.named("transcription_alert")) == 1
     print(
@@ -79,7 +72,7 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
     )
 
 
-def _acked(client: Redis, keys: Keys) -> bool:
-    groups = {g["name"]: g for g in client.xinfo_groups(keys.events())}
+def _acked(sync_redis: Redis, keys: Keys) -> bool:
+    groups = {g["name"]: g for g in sync_redis.xinfo_groups(keys.events())}
     return all(groups[name]["pending"] == 0 and groups[name]["lag"] == 0
                for name in (b"recorder", b"alerts"))  # fmt: skip

@@ -4,7 +4,6 @@ both in one delivery."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,8 @@ pytestmark = pytest.mark.slow
 EVENTS = 300
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Redis]:
-    with Redis.from_url(redis_url) as sync_client:
-        yield sync_client
-
-
 def test_two_workers_share_one_group_without_handling_an_entry_twice(
-    redis_url: str, prefix: str, tmp_path: Path, client: Redis
+    redis_url: str, prefix: str, tmp_path: Path, sync_redis: Redis
 ) -> None:
     env = worker_env(redis_url, prefix, concurrency="4", batch_size="20")
     env["REC_SLEEP_MS"] = "2"
@@ -34,20 +27,22 @@ def test_two_workers_share_one_group_without_handling_an_entry_twice(
     try:
         for worker in workers:
             wait_for(lambda w=worker: w.named("worker_started"), 30, "worker up")
-        ids = add_events_sync(client, prefix, EVENTS)
-        wait_for(lambda: client.hlen(handled_key(prefix)) == EVENTS, 30, "all handled")
+        ids = add_events_sync(sync_redis, prefix, EVENTS)
+        wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == EVENTS, 30, "all handled")
     finally:
         codes = [worker.stop() for worker in workers]
     assert codes == [0, 0], [w.text() for w in workers]
-    handled = {k.decode(): int(v) for k, v in client.hgetall(handled_key(prefix)).items()}
+    handled = {k.decode(): int(v) for k, v in sync_redis.hgetall(handled_key(prefix)).items()}
     assert set(handled) == set(ids)
     assert set(handled.values()) == {1}
-    records = [parse(raw) for raw in client.lrange(log_key(prefix), 0, -1)]
+    records = [parse(raw) for raw in sync_redis.lrange(log_key(prefix), 0, -1)]
     deliveries = Counter((entry_id, delivery) for entry_id, delivery, _, _ in records)
     assert max(deliveries.values()) == 1
     by_worker = Counter(worker_id for _, _, worker_id, _ in records)
     assert set(by_worker) == {"w-a", "w-b"}
     assert sum(by_worker.values()) == EVENTS
-    group = next(g for g in client.xinfo_groups(Keys(prefix).events()) if g["name"] == b"recorder")
+    group = next(
+        g for g in sync_redis.xinfo_groups(Keys(prefix).events()) if g["name"] == b"recorder"
+    )
     assert group["pending"] == 0
     print(f"\nsharing: {EVENTS} events split {dict(by_worker)}; each handled once")

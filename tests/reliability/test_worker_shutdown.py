@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,29 +18,24 @@ from tests.worker.support import add_events_sync, start_worker, worker_env
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Redis]:
-    with Redis.from_url(redis_url) as sync_client:
-        yield sync_client
-
-
 def test_sigterm_finishes_in_flight_work_and_hands_back_the_rest(
-    redis_url: str, prefix: str, tmp_path: Path, client: Redis
+    redis_url: str, prefix: str, tmp_path: Path, sync_redis: Redis
 ) -> None:
     stream = Keys(prefix).events()
     env = worker_env(redis_url, prefix, concurrency="2", batch_size="10", shutdown_timeout="20s")
     env["REC_SLEEP_MS"] = "1000"
     first = start_worker(tmp_path, "w-leaving", env)
-    ids = add_events_sync(client, prefix, 6)
-    wait_for(lambda: client.llen(started_key(prefix)) >= 2, 30, "two handlers running")
+    ids = add_events_sync(sync_redis, prefix, 6)
+    wait_for(lambda: sync_redis.llen(started_key(prefix)) >= 2, 30, "two handlers running")
     first.send(signal.SIGTERM)
     assert first.wait(30) == 0
     first.stop()
-    in_flight = {parse(raw)[0] for raw in client.lrange(started_key(prefix), 0, -1)}
+    in_flight = {parse(raw)[0] for raw in sync_redis.lrange(started_key(prefix), 0, -1)}
     assert len(in_flight) == 2
-    assert {k.decode() for k in client.hkeys(handled_key(prefix))} == in_flight
+    assert {k.decode() for k in sync_redis.hkeys(handled_key(prefix))} == in_flight
     pending = {
-        r["message_id"].decode() for r in client.xpending_range(stream, "recorder", "-", "+", 100)
+        r["message_id"].decode()
+        for r in sync_redis.xpending_range(stream, "recorder", "-", "+", 100)
     }
     assert pending == set(ids) - in_flight
     [stopped] = [line for line in first.named("consumer_stopped") if line["consumer"] == "recorder"]
@@ -51,14 +45,16 @@ def test_sigterm_finishes_in_flight_work_and_hands_back_the_rest(
     second = start_worker(tmp_path, "w-next", env)
     started = time.monotonic()
     try:
-        wait_for(lambda: client.hlen(handled_key(prefix)) == 6, 30, "the rest handled")
+        wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == 6, 30, "the rest handled")
         taken_s = time.monotonic() - started
     finally:
         assert second.stop() == 0, second.text()
-    handled = {k.decode(): int(v) for k, v in client.hgetall(handled_key(prefix)).items()}
+    handled = {k.decode(): int(v) for k, v in sync_redis.hgetall(handled_key(prefix)).items()}
     assert handled == dict.fromkeys(ids, 1)
     by_second = {
-        e: d for e, d, w, _ in map(parse, client.lrange(log_key(prefix), 0, -1)) if w == "w-next"
+        e: d
+        for e, d, w, _ in map(parse, sync_redis.lrange(log_key(prefix), 0, -1))
+        if w == "w-next"
     }
     assert set(by_second) == pending
     assert set(by_second.values()) == {2}

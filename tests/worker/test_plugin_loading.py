@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,8 @@ def _installed_package(site: Path) -> None:
     (info / "RECORD").write_text("")
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Redis]:
-    with Redis.from_url(redis_url) as sync_client:
-        yield sync_client
-
-
 def test_entry_point_and_command_line_consumers_both_run(
-    redis_url: str, prefix: str, tmp_path: Path, client: Redis
+    redis_url: str, prefix: str, tmp_path: Path, sync_redis: Redis
 ) -> None:
     _installed_package(tmp_path / "site")
     (tmp_path / "local").mkdir()
@@ -63,15 +56,15 @@ def test_entry_point_and_command_line_consumers_both_run(
     )
     try:
         [started] = wait_for(lambda: worker.named("worker_started"), 30, "worker up")
-        ids = add_events_sync(client, prefix, 3)
+        ids = add_events_sync(sync_redis, prefix, 3)
         for name in ("demo", "local"):
             key = f"{prefix}:seen:{name}"
-            wait_for(lambda k=key: client.scard(k) == 3, 30, f"{name} handled all")
-            assert {m.decode() for m in client.smembers(key)} == set(ids)
+            wait_for(lambda k=key: sync_redis.scard(k) == 3, 30, f"{name} handled all")
+            assert {m.decode() for m in sync_redis.smembers(key)} == set(ids)
     finally:
         assert worker.stop() == 0, worker.text()
     assert started["consumers"] == ["alerts", "demo", "local"]
-    groups = {g["name"].decode() for g in client.xinfo_groups(Keys(prefix).events())}
+    groups = {g["name"].decode() for g in sync_redis.xinfo_groups(Keys(prefix).events())}
     assert groups == {"alerts", "demo", "local"}
 
 

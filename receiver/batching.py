@@ -191,7 +191,9 @@ class RedisWriter:
             replies: list[object] = await pipe.execute(raise_on_error=False)
             return replies
         # One node: the calls packed by hiredis (in C) in one write on one pooled connection,
-        # the replies read in order by redis-py's parser.
+        # the replies read in order by redis-py's parser. redis-py's asyncio pipeline packs in
+        # Python: through it the receiver measured 109 us of CPU per request instead of 82-99
+        # (`python -m bench receiver`: ratio 0.71 instead of 0.78-0.82).
         # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
         packed = b"".join(hiredis.pack_command(call) for call in calls)  # type: ignore[arg-type]
         connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -58,8 +59,10 @@ class EmbeddedValkey:
         port: int | None = None,
         appendonly: bool = True,
         log_file: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.log_file = log_file
@@ -81,6 +84,7 @@ class EmbeddedValkey:
             "--appendfsync", "everysec",
             "--logfile", self.log_file or "valkey.log",
             "--daemonize", "no",
+            *self.extra_args,
         ]  # fmt: skip
         # Its own session: a Ctrl-C in the terminal must not stop the server before the
         # receiver and worker have flushed into it; the owner stops it last.

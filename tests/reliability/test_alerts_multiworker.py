@@ -15,6 +15,7 @@ from shared.settings import load_settings
 from tests.alerts.harness import settled, wait_handled, worker_processes
 from tests.alerts.sinkserver import SinkServer, eventually
 from tests.fixtures import sample_event
+from tests.worker.support import worker_env
 
 pytestmark = pytest.mark.slow
 FAILURES = 1000
@@ -25,12 +26,10 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
 ) -> None:
     webhook = SinkServer()
     await webhook.start()
-    env = {
-        "RTT_REDIS_URL": redis_url, "RTT_KEY_PREFIX": prefix, "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": "0", "RTT_BLOCK": "100ms", "RTT_BATCH_SIZE": "50",
-        "RTT_ALERT_WEBHOOK_URL": webhook.url, "RTT_ALERT_GROUP_INTERVAL": "300ms",
-        "RTT_ALERT_REPEAT_INTERVAL": "1h", "RTT_ALERT_RATE_MIN_STOPS": "1000000",
-    }  # fmt: skip
+    env = worker_env(
+        redis_url, prefix, batch_size="50", heartbeat_ttl="10s", alert_webhook_url=webhook.url,
+        alert_group_interval="300ms", alert_repeat_interval="1h", alert_rate_min_stops="1000000",
+    )  # fmt: skip
     settings = load_settings(env=env)
     stream = Keys(prefix).events()
     try:

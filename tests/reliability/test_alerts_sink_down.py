@@ -22,6 +22,7 @@ from tests.alerts.harness import add_event, running_workers, wait_handled, worke
 from tests.alerts.sinkserver import SinkServer, eventually
 from tests.conftest import LogLines
 from tests.fixtures import sample_event
+from tests.worker.support import worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -83,14 +84,11 @@ async def test_a_summary_survives_a_sink_outage_and_its_deliverer_being_killed(
 ) -> None:
     webhook = SinkServer()
     await webhook.start()
-    env = {
-        "RTT_REDIS_URL": redis_url, "RTT_KEY_PREFIX": prefix, "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": "0", "RTT_BLOCK": "100ms",
-        "RTT_ALERT_WEBHOOK_URL": webhook.url, "RTT_ALERT_GROUP_INTERVAL": "200ms",
-        "RTT_ALERT_SINK_RETRIES": "0", "RTT_ALERT_SINK_TIMEOUT": "1s", "RTT_RETRY_BASE": "50ms",
-        "RTT_RETRY_MAX": "300ms", "RTT_HEARTBEAT_TTL": "1s", "RTT_HEARTBEAT_INTERVAL": "200ms",
-        "RTT_ALERT_RATE_MIN_STOPS": "1000000",
-    }  # fmt: skip
+    env = worker_env(
+        redis_url, prefix, alert_webhook_url=webhook.url, alert_group_interval="200ms",
+        alert_sink_retries="0", alert_sink_timeout="1s", retry_base="50ms", retry_max="300ms",
+        alert_rate_min_stops="1000000",
+    )  # fmt: skip
     settings = load_settings(env=env)
     keys = Keys(prefix)
     try:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from shared.entries import Fields
 from shared.logs import get_logger
+from shared.tasks import cancel_and_wait
 
 from .batching import RedisFailed, RedisWriter, StoreItem
 from .metrics import ReceiverMetrics
@@ -125,9 +126,8 @@ class Store:
     async def close(self) -> None:
         """Finish writes under way, make one last drain attempt, release the spool."""
         await self._writer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The drainer may be inside a redis-py call that loses a cancellation (gh-86296).
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self._spooling:
             try:

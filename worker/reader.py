@@ -31,6 +31,7 @@ from shared.events import DecodeFailure, Event, UnknownEvent, decode_event
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
+from shared.tasks import cancel_and_wait
 
 from . import recovery
 from .consumers import Consumer, Context
@@ -38,7 +39,6 @@ from .dlq import DeadLetter, dead_letter, now_ms
 from .heartbeat import alive
 from .metrics import ConsumerStats
 from .retry import backoff_s
-from .tasks import cancel_and_wait
 
 __all__ = ["GroupReader"]
 

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
+from shared.tasks import cancel_and_wait
 
 from .consumers import Consumer, SetupContext
 from .dlq import DlqDepth, now_ms
@@ -26,7 +27,6 @@ from .reader import GroupReader
 from .retention import trim
 from .retry import backoff_s
 from .stats import Snapshot, take_snapshot
-from .tasks import cancel_and_wait
 
 __all__ = ["Worker", "default_worker_id"]
 

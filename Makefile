@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean test-integrations
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ typecheck: $(BIN)/.installed-test
 
 pytest: $(BIN)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Debian's real parts for the integration tests; installed when missing and run as root.
+INTEGRATION_PACKAGES := prometheus:promtool prometheus-alertmanager:prometheus-alertmanager
+
+test-integrations: $(BIN)/.installed-test
+	@missing=""; for pair in $(INTEGRATION_PACKAGES); do \
+	  command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || exit 1; \
+	  else echo "test-integrations needs Debian packages:$$missing (apt-get install as root)"; exit 1; fi; \
+	fi
+	RTT_TEST_INTEGRATIONS=1 $(BIN)/pytest -m integrations $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python -m bench

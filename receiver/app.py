@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,11 +42,32 @@ log = get_logger()
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _REJECTED_BODY_BYTES = 4096
 _REQUEST_ID_CHARS = 128
+# What a client can read back in the answer's header and find in the logs as it sent it.
+_CLIENT_REQUEST_ID = re.compile(r"[\x20-\x7e]+")
 _encode = msgspec.json.encode
 
 
 def _new_id() -> str:
     return os.urandom(16).hex()
+
+
+def _request_id(request: web.Request) -> str:
+    """The client's `X-Request-Id` if it is printable ASCII, else a fresh one.
+
+    aiohttp keeps a byte outside UTF-8 as a surrogate, which no encoder takes: such an id
+    is replaced here, before it reaches a stream entry, a log line or the answer.
+    """
+    sent = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS]
+    if _CLIENT_REQUEST_ID.fullmatch(sent):
+        return sent
+    if sent:
+        log.debug("request_id_replaced", sent=ascii(sent))
+    return _new_id()
+
+
+def _printable(text: str) -> str:
+    """Header text for an answer: bytes outside UTF-8 (surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -85,7 +107,7 @@ class _Events:
         counter.inc()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS] or _new_id()
+        request_id = _request_id(request)
         # aiohttp runs each request in a task of its own, so these bindings end with it.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         response = await self._handle(request, request_id)
@@ -107,7 +129,7 @@ class _Events:
         ctype = request.content_type
         if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
             self._count("unsupported_media_type")
-            return _error(415, f"expected a JSON content type, got {ctype}")
+            return _error(415, f"expected a JSON content type, got {_printable(ctype)}")
         try:
             if request.content.is_eof():  # the usual small body came with the head
                 body = await request.read()

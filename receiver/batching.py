@@ -6,6 +6,10 @@ one atomic step; requests arriving meanwhile queue up for the next flush, so und
 batches grow by themselves and at low load nothing waits for a timer. Each item still gets
 its own reply (an entry id, or nil for a repeat): a 204 means that item's XADD was
 acknowledged by Redis.
+
+Whatever fails inside a flush, every waiter gets an answer. A failure that is not Redis's
+(an item hiredis cannot pack, a bug) is traced to the items that cause it, which alone are
+refused: nothing one request carries can fail another's store.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from shared.entries import Fields
+from shared.logs import get_logger
 
-__all__ = ["RedisFailed", "RedisWriter", "StoreItem"]
+__all__ = ["ItemRefused", "RedisFailed", "RedisWriter", "StoreItem"]
+
+log = get_logger()
 
 # KEYS: for each item, its stream and its dedup marker (same hash slot: one stream a call).
 # ARGV[1]: marker TTL in ms; then for each item: MAXLEN (0: no trimming), the number of
@@ -71,7 +78,15 @@ class RedisFailed(Exception):
     """Redis did not acknowledge the item in time (down, frozen, out of memory...)."""
 
 
-Reply = bytes | None | RedisFailed
+class ItemRefused(Exception):
+    """This item cannot be written at all (it cannot be packed); Redis itself is fine."""
+
+
+Reply = bytes | None | RedisFailed | ItemRefused
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class RedisWriter:
@@ -126,26 +141,70 @@ class RedisWriter:
 
     async def _flush(self, batch: list[tuple[StoreItem, asyncio.Future[bytes | None]]]) -> None:
         try:
-            replies = await self.run([item for item, _ in batch])
-        except RedisFailed as exc:
-            # Redis is failing: what waits behind this batch would only wait as long again.
-            batch += self._queue
-            self._queue = []
-            replies = [exc] * len(batch)
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, RedisFailed):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            try:
+                replies = await self.run([item for item, _ in batch])
+            except RedisFailed as exc:
+                # Redis is failing: what waits behind this batch would only wait as long again.
+                batch += self._queue
+                self._queue = []
+                replies = [exc] * len(batch)
+            except Exception as exc:
+                # Not expected (run traces what it can to items): the batch goes to the spool.
+                log.exception("store_flush_failed", items=len(batch))
+                replies = [RedisFailed(_describe(exc))] * len(batch)
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if future.done():
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        finally:
+            # Cancelled, or failed while answering: no waiter is left without an answer.
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RedisFailed("the write was interrupted"))
 
     async def run(self, items: Sequence[StoreItem]) -> list[Reply]:
         """Store items in one round trip, within the deadline; RedisFailed if it is missed.
 
         Items are returned in order; an item whose script call failed (for instance Redis
-        out of memory) gets a RedisFailed of its own.
+        out of memory) gets a RedisFailed of its own, and one that cannot be packed an
+        ItemRefused, while the others are written.
         """
+        try:
+            return await self._run(items)
+        except RedisFailed:
+            raise
+        except Exception as exc:
+            return await self._isolate(items, exc)
+
+    async def _isolate(self, items: Sequence[StoreItem], exc: Exception) -> list[Reply]:
+        """A failure that is not Redis's: refuse the items that cause it, write the others.
+
+        Packing each item alone, in memory, finds them; a second run is safe because the
+        script recognises by its marker whatever the first one may have written.
+        """
+        results: list[Reply] = [None] * len(items)
+        fine: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                hiredis.pack_command(self._call([item]))  # type: ignore[arg-type]
+            except Exception as item_exc:
+                results[index] = ItemRefused(_describe(item_exc))
+            else:
+                fine.append(index)
+        if len(fine) == len(items):
+            # No item explains it: a bug, not a bad item. The items go to the spool.
+            log.error("store_write_failed", error=_describe(exc), items=len(items))
+            raise RedisFailed(_describe(exc)) from exc
+        if fine:
+            replies = await self._run([items[index] for index in fine])
+            for index, reply in zip(fine, replies, strict=True):
+                results[index] = reply
+        return results
+
+    async def _run(self, items: Sequence[StoreItem]) -> list[Reply]:
         groups: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             groups.setdefault(item.stream, []).append(index)
@@ -158,9 +217,7 @@ class RedisWriter:
                     await self._redis.script_load(_STORE_SCRIPT)
                     replies = await self._send(calls)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise RedisFailed(
-                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            ) from exc
+            raise RedisFailed(_describe(exc)) from exc
         results: list[Reply] = [None] * len(items)
         for indexes, reply in zip(groups.values(), replies, strict=True):
             if isinstance(reply, Exception) or not isinstance(reply, list):

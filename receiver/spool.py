@@ -318,6 +318,13 @@ class Spool:
             await self.remove(segment)
         return None
 
+    async def set_aside(self, record: Record) -> Path:
+        """Keep a record Redis can never take (fsync'ed) outside the segments; its file."""
+        path = self.directory / "unstorable.bin"
+        data = encode_record(record.payload, record.spooled_at_ms)
+        await asyncio.to_thread(_append_durably, path, data)
+        return path
+
     def mark_drained(self, segment: Segment, count: int, next_oldest_ms: int | None) -> None:
         segment.remaining -= count
         segment.oldest_ms = next_oldest_ms
@@ -330,6 +337,15 @@ class Spool:
         if self._sealed and self._sealed[0] is segment:
             self._sealed.popleft()
         await asyncio.to_thread(_unlink_durably, segment.path)
+
+
+def _append_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, data)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_durably(path: Path) -> None:

@@ -23,7 +23,7 @@ from shared.entries import Fields
 from shared.logs import get_logger
 from shared.tasks import cancel_and_wait
 
-from .batching import RedisFailed, RedisWriter, StoreItem
+from .batching import ItemRefused, RedisFailed, RedisWriter, StoreItem
 from .metrics import ReceiverMetrics
 from .spool import Record, Segment, Spool, SpoolError
 
@@ -74,7 +74,8 @@ def _text(name: object) -> str:
 def _value(value: object) -> _FieldValue:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
-    assert isinstance(value, bytes | str | int | float)
+    if not isinstance(value, bytes | str | int | float):
+        raise TypeError(f"cannot spool a field of type {type(value).__name__}")
     return value
 
 
@@ -186,10 +187,17 @@ class Store:
                 entry_id = await self._writer.put(item)
             except RedisFailed as exc:
                 self._start_spooling(str(exc))
+            except ItemRefused as exc:
+                # This item only; Redis is fine, so nobody else's store changes course.
+                raise StoreUnavailable(f"event cannot be written: {exc}") from exc
             else:
                 return Outcome.STORED if entry_id is not None else Outcome.DUPLICATE
         try:
-            await self._spool.append(_to_record(item), time.time_ns() // 1_000_000)
+            record = _to_record(item)
+        except (msgspec.EncodeError, UnicodeEncodeError, TypeError) as exc:
+            raise StoreUnavailable(f"event cannot be spooled: {exc}") from exc
+        try:
+            await self._spool.append(record, time.time_ns() // 1_000_000)
         except SpoolError as exc:
             raise StoreUnavailable(f"Redis failing and spool unusable: {exc}") from exc
         return Outcome.SPOOLED
@@ -258,10 +266,14 @@ class Store:
         for start in range(0, len(records), self._batch_max):
             chunk = records[start : start + self._batch_max]
             replies = await self._writer.run([_from_record(record) for record in chunk])
-            for reply in replies:
+            for record, reply in zip(chunk, replies, strict=True):
                 if isinstance(reply, RedisFailed):
                     # Drained again from this point next time; the script skips what is in.
                     raise reply
+                if isinstance(reply, ItemRefused):
+                    # It would block every record behind it: kept aside, said loudly.
+                    path = await spool.set_aside(record)
+                    log.error("spool_record_set_aside", error=str(reply), file=str(path))
             duplicates = sum(1 for reply in replies if reply is None)
             rest = records[start + len(chunk) : start + len(chunk) + 1]
             spool.mark_drained(segment, len(chunk), rest[0].spooled_at_ms if rest else None)

@@ -53,7 +53,22 @@ _encoder: Final = msgspec.json.Encoder(enc_hook=_default)
 
 def _serialize(event_dict: MutableMapping[str, Any], **_: Any) -> bytes:
     # structlog passes keyword arguments to its serializer; msgspec takes none.
-    return _encoder.encode(event_dict)
+    try:
+        return _encoder.encode(event_dict)
+    except UnicodeEncodeError:
+        # A byte outside UTF-8 that aiohttp kept as a surrogate: escaped as text, so a log
+        # line never fails the request that writes it.
+        return _encoder.encode(_escaped(event_dict))
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, MutableMapping):
+        return {_escaped(key): _escaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(item) for item in value]
+    return value
 
 
 def configure_logging(

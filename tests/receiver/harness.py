@@ -20,7 +20,16 @@ from shared.connections import create_redis
 from shared.keys import Keys
 from shared.settings import Settings
 
-__all__ = ["LiveReceiver", "Posted", "live_receiver", "metric", "post_all", "stream_call_ids"]
+__all__ = [
+    "LiveReceiver",
+    "Posted",
+    "RawAnswer",
+    "live_receiver",
+    "metric",
+    "post_all",
+    "raw_post",
+    "stream_call_ids",
+]
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
@@ -98,6 +107,48 @@ async def post_all(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
     return posted
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+async def raw_post(
+    url: str, body: bytes, headers: Sequence[tuple[bytes, bytes]] = (), *, timeout_s: float = 15
+) -> RawAnswer:
+    """POST exactly these header bytes (any byte a client may send) on a fresh connection.
+
+    `Content-Length` is added unless given; the connection is closed after the answer.
+    Status 0: the server closed the connection without an answer.
+    """
+    target = url.removeprefix("http://")
+    address, _, path = target.partition("/")
+    host, port = address.split(":")
+    lines = [b"POST /" + path.encode() + b" HTTP/1.1", b"Host: " + address.encode()]
+    lines += [name + b": " + value for name, value in headers]
+    if not any(name.lower() == b"content-length" for name, _ in headers):
+        lines.append(b"Content-Length: %d" % len(body))
+    lines.append(b"Connection: close")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await writer.drain()
+        async with asyncio.timeout(timeout_s):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.split(b"\r\n")
+    if not status_line.startswith(b"HTTP/"):
+        return RawAnswer(0, {}, answer)
+    found: dict[bytes, bytes] = {}
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        found[name.strip().lower()] = value.strip()
+    return RawAnswer(int(status_line.split(b" ")[1]), found, rest)
 
 
 async def stream_call_ids(redis: Redis, keys: Keys) -> Counter[str]:

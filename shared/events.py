@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 
@@ -147,6 +147,8 @@ class _Envelope(msgspec.Struct):
 
 _decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_members_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_typed_decoders: Final = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 
@@ -154,33 +156,36 @@ _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 def decode_event(body: bytes) -> Event | UnknownEvent | DecodeFailure:
     """Decode a webhook body. Never raises: a failure says what is wrong and where."""
     try:
+        return _decode(body)
+    except msgspec.ValidationError as exc:
+        return _failure(exc)
+    except msgspec.DecodeError as exc:
+        # Not JSON: truncated, NaN, invalid UTF-8, a lone surrogate escape...
+        return DecodeFailure(error=str(exc), path="$")
+    except RecursionError:
+        # msgspec refuses nesting deeper than the interpreter's stack, even where ignored.
+        return DecodeFailure(error="JSON is nested too deeply", path="$")
+
+
+def _decode(body: bytes) -> Event | UnknownEvent | DecodeFailure:
+    try:
         return _decoder.decode(body)
     except msgspec.ValidationError as exc:
         failure = _failure(exc)
-    except msgspec.DecodeError as exc:
-        return DecodeFailure(error=str(exc), path="$")
-    if failure.path != "$.eventType":
-        return failure
-    return _decode_other_type(body, failure)
-
-
-def _decode_other_type(body: bytes, failure: DecodeFailure) -> Event | UnknownEvent | DecodeFailure:
-    """An `eventType` outside the union: a casing variant, an unknown type, or a bad value."""
-    try:
-        envelope = _envelope_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        return _failure(exc)
+        if failure.path != "$.eventType":
+            return failure
+    # An `eventType` outside the union: a casing variant, an unknown type, or a bad value.
+    envelope = _envelope_decoder.decode(body)
     canonical = _BY_LOWER_TYPE.get(envelope.eventType.lower())
     if canonical is None:
         return UnknownEvent(event_type=envelope.eventType, call_id=envelope.callId)
     # Early drafts spelled the types `realtimeTranscription...`: rare, so the slow path.
-    raw: dict[str, Any] = msgspec.json.decode(body)
-    raw["eventType"] = canonical
-    try:
-        event: Event = msgspec.convert(raw, EVENT_TYPES[canonical])
-        return event
-    except msgspec.ValidationError as exc:
-        return _failure(exc)
+    # Only the top level is taken apart; the rest is decoded by the typed decoder, with
+    # its checks and its paths, as in the usual case.
+    members = _members_decoder.decode(body)
+    members["eventType"] = msgspec.Raw(msgspec.json.encode(canonical))
+    event: Event = _typed_decoders[canonical].decode(msgspec.json.encode(members))
+    return event
 
 
 def _failure(exc: msgspec.ValidationError) -> DecodeFailure:

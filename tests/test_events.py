@@ -116,6 +116,8 @@ def test_unknown_event_type_is_recognised_not_refused() -> None:
         (b"{}", "$.eventType", "missing required field"),
         (_body(eventType=7), "$.eventType", "Expected `str`, got `int`"),
         (_body(callId=...), "$.callId", "missing required field"),
+        (_body(eventType="realtimeTranscriptionStopped", callId=12), "$.callId", "got `int`"),
+        (_body(eventType="realtimeTranscriptionStopped", cause=...), "$.cause", "missing"),
         (_body(callId=12), "$.callId", "Expected `str`, got `int`"),
         (_body(cause=...), "$.cause", "missing required field"),
         (_body(eventTime="yesterday"), "$.eventTime", "Invalid RFC3339"),
@@ -134,6 +136,52 @@ def test_malformed_bodies_say_what_and_where(body: bytes, path: str, fragment: s
     assert isinstance(failure, DecodeFailure)
     assert failure.path == path
     assert fragment.lower() in failure.error.lower()
+
+
+DRAFT = "realtimeTranscriptionStopped"
+DEEP = b"[" * 1000 + b"]" * 1000
+# Bodies on which the decoder raised instead of answering (a 500, nothing kept).
+BROKE_THE_DECODER = {
+    "truncated after an unknown type": (
+        b'{"eventType": "realTimeTranscriptionPaused", "callId": "c-1", "x": [1, 2',
+        "$", "truncated",
+    ),
+    "NaN": (b'{"eventType": "realTimeTranscriptionPaused", "callId": NaN}', "$", "malformed"),
+    "invalid UTF-8 in a string": (b'{"callId": "\xff\xfe"}', "$", "UTF-8"),
+    "invalid UTF-8 after an unknown type": (
+        b'{"eventType": "somethingNew", "callId": "\xff\xfe"}', "$", "UTF-8",
+    ),
+    "draft casing, truncated": (_body(eventType=DRAFT)[:-3], "$", "truncated"),
+    "draft casing, NaN": (_body(eventType=DRAFT)[:-1] + b', "x": NaN}', "$", "malformed"),
+    "deep nesting under an ignored field": (
+        _body()[:-1] + b', "ignored": ' + DEEP + b"}", "$", "nested too deeply",
+    ),
+    "deep nesting, unknown type": (
+        b'{"eventType": "somethingNew", "x": ' + DEEP + b"}", "$", "nested too deeply",
+    ),
+    "deep nesting, draft casing": (
+        _body(eventType=DRAFT)[:-1] + b', "x": ' + DEEP + b"}", "$", "nested too deeply",
+    ),
+    "deep objects": (b'{"a":' * 1000 + b"1" + b"}" * 1000, "$", "nested too deeply"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "fragment"), BROKE_THE_DECODER.values(), ids=BROKE_THE_DECODER.keys()
+)
+def test_bodies_that_raised_are_failures_naming_the_fault(
+    body: bytes, path: str, fragment: str
+) -> None:
+    failure = decode_event(body)
+    assert isinstance(failure, DecodeFailure)
+    assert failure.path == path
+    assert fragment.lower() in failure.error.lower()
+
+
+def test_huge_numbers_in_ignored_fields_are_ignored_under_either_casing() -> None:
+    for event_type in ("realTimeTranscriptionStopped", DRAFT):
+        body = _body(eventType=event_type)[:-1] + b', "x": 1e999, "y": 1' + b"0" * 400 + b"}"
+        assert isinstance(decode_event(body), Stopped)
 
 
 def test_identity_is_type_call_and_transcription() -> None:

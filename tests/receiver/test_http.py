@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from tests.fixtures import SEED_EXAMPLES, sample_body
+from tests.test_events import BROKE_THE_DECODER
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
@@ -75,6 +76,23 @@ async def test_malformed_body_is_400_naming_the_fault_and_kept(
     [kept] = await _entries(redis, keys.rejected)
     assert kept[b"body"] == body
     assert kept[b"path"] == path.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [(body, path) for body, path, _ in BROKE_THE_DECODER.values()],
+    ids=BROKE_THE_DECODER.keys(),
+)
+async def test_bodies_that_were_answered_500_are_400_naming_the_fault_and_kept(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str, body: bytes, path: str
+) -> None:
+    resp = await receiver.post(PATH, data=body, headers=JSON)
+    assert resp.status == 400
+    answer = await resp.json()
+    assert (answer["path"], bool(answer["error"])) == (path, True)
+    [kept] = await _entries(redis, Keys(prefix).rejected)
+    assert kept[b"body"] == body[:4096]
+    assert kept[b"error"] == answer["error"].encode()
 
 
 async def test_unknown_event_type_is_accepted_and_parked(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from shared.cli_support import settings_from_args, settings_parser
+from shared.loop import run
 from shared.settings import RECEIVER_SETTINGS
 
 from .server import serve
@@ -37,9 +37,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt receiver") -> int:
         parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
     if args.slot is not None:
         index, processes = args.slot
-        asyncio.run(serve(settings, index=index, processes=processes, reuse_port=True))
+        run(serve(settings, index=index, processes=processes, reuse_port=True))
         return 0
     if settings.processes > 1:
         return supervise(settings, argv)
-    asyncio.run(serve(settings))
+    run(serve(settings))
     return 0

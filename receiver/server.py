@@ -12,6 +12,7 @@ from aiohttp import web
 
 from shared.connections import create_redis
 from shared.logs import get_logger
+from shared.loop import loop_name
 from shared.settings import Settings
 
 from .app import create_app
@@ -79,7 +80,7 @@ async def serve(
         await site.start()
         log.info(
             "receiver_listening", host=settings.host, port=settings.port, path=settings.path,
-            spool_dir=str(own), process=index, pid=os.getpid(),
+            spool_dir=str(own), process=index, pid=os.getpid(), loop=loop_name(),
         )  # fmt: skip
         await stop.wait()
         log.info("receiver_stopping")

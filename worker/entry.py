@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from shared.cli_support import settings_from_args, settings_parser
 from shared.connections import create_redis
 from shared.logs import get_logger
+from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
 
 from .alerts import alerts_consumer
@@ -37,7 +38,12 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    log.info("worker_started", worker_id=worker.worker_id, consumers=[c.name for c in consumers])
+    log.info(
+        "worker_started",
+        worker_id=worker.worker_id,
+        consumers=[c.name for c in consumers],
+        loop=loop_name(),
+    )
     try:
         await worker.run()
     finally:
@@ -56,7 +62,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_worker(settings, consumers))
+        run(run_worker(settings, consumers))
     except WorkerIdInUse as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

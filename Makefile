@@ -43,8 +43,16 @@ test-integrations: $(BIN)/.installed-test
 	fi
 	RTT_TEST_INTEGRATIONS=1 $(BIN)/pytest -m integrations $(PYTEST_ARGS)
 
-bench: $(BIN)/.installed-test
-	$(BIN)/python -m bench
+$(BIN)/.installed-bench: $(BIN)/.installed-test pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# wrk (Debian's package) is the HTTP load; without it the receiver bench says it falls back.
+bench: $(BIN)/.installed-bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; } || \
+	  echo "wrk not installed (apt-get install wrk): the receiver bench uses its Python client"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .rtt .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,7 @@
-"""`python -m bench [name ...]`: run the named benchmarks (default: all of them)."""
+"""`python -m bench [name ...] [options]`: run the named benchmarks (default: all of them).
+
+Options after the names go to each benchmark named: `python -m bench receiver --rounds 5`.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ def _available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or _available()
+    split = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    names, options = argv[:split] or _available(), argv[split:]
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         print(f"== {name} ==", flush=True)
-        code = int(module.main([]))
+        code = int(module.main(options))
         if code:
             return code
     return 0

@@ -1,17 +1,27 @@
-"""Requests/s of the receiver against a bare aiohttp handler, under the same load.
+"""Requests/s and latency of the receiver against bare aiohttp and two naive peers.
 
 `python -m bench receiver` starts its own Valkey (AOF on, as `rtt serve` runs it), then
-serves the same port first with a handler that only reads the body and answers 204, then
-with the real receiver (Basic auth, dedup, metrics on, every event stored). Each server
-runs in a process of its own; the load comes from another process, so the client never
-shares the server's core. It prints both rates and their ratio, and checks that every
-204 of the receiver is on the stream.
+serves a port in turn with each variant, one process each, rounds interleaved so whatever
+else the machine does weighs on every variant alike:
+
+- `bare`: a handler that reads the body and answers 204, on uvloop (the baseline), and
+  `bare-asyncio`, the same on asyncio's default loop;
+- `receiver`: the real receiver, Basic auth, dedup and metrics on, every event stored;
+- `naive`: aiohttp + msgspec + one awaited XADD per request, on uvloop;
+- `fastapi`: FastAPI + pydantic + one XADD per request (with the `bench` extra installed).
+
+The load is wrk (one thread) when it is installed, pinned with Valkey to core 0, the
+server to core 1: 64 keep-alive connections, then one connection for latency. Without wrk
+the Python client stands in and says so: it saturates before the server does, so its
+ratios understate the gaps. Each server's share of its core is printed; a baseline well
+below 100 % means the load generator, not the server, set the pace.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -23,89 +33,227 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from bench import _wrk as wrk
 
 __all__ = ["main"]
 
 PATH = "/realTimeTranscriptionEvents"
 USER, PASSWORD = "bandwidth", "bench-secret"
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+SERVER_CORE, LOAD_CORE = 1, 0
 
 
-# --- the two servers -------------------------------------------------------------------
+# --- the servers -----------------------------------------------------------------------
 
 
-def _serve_bare(port: int) -> None:
+def _run_app(app: Any, port: int, loop: str) -> None:
+    from aiohttp import web
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/healthz", healthz)
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve_forever(app, port))
+
+
+async def _serve_forever(app: Any, port: int) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def _serve_bare(port: int, loop: str) -> None:
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(status=204)
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
+    app = web.Application()
+    app.router.add_post(PATH, handle)
+    _run_app(app, port, loop)
+
+
+def _serve_naive(port: int, redis_url: str, stream: str) -> None:
+    """What a first version would do: decode, one awaited XADD, answer."""
+    import msgspec
+    from aiohttp import web
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+
+    class Event(msgspec.Struct):
+        eventType: str
+        callId: str
+
+    decode = msgspec.json.Decoder(Event).decode
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        event = decode(body)
+        await redis.xadd(stream, {"type": event.eventType, "body": body})
+        return web.Response(status=204)
 
     app = web.Application()
     app.router.add_post(PATH, handle)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    _run_app(app, port, "uvloop")
 
 
-# --- the load client -------------------------------------------------------------------
+def _serve_fastapi(port: int, redis_url: str, stream: str) -> None:
+    import uvicorn
+    from fastapi import FastAPI, Request, Response
+    from pydantic import BaseModel
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    app = FastAPI()
+
+    class Event(BaseModel):
+        eventType: str
+        callId: str
+
+    @app.post(PATH, status_code=204)
+    async def handle(request: Request) -> Response:
+        body = await request.body()
+        event = Event.model_validate_json(body)
+        await redis.xadd(stream, {"type": event.eventType, "body": body})
+        return Response(status_code=204)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def _bodies() -> Iterator[bytes]:
-    """Distinct events (dedup on), made by substituting a counter into one encoded event."""
+def _fastapi_installed() -> bool:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- the Python load client (fallback) -------------------------------------------------
+
+
+def _template() -> bytes:
     import msgspec
 
     from rtt.samples import sample_event
 
-    template = msgspec.json.encode(sample_event("stopped", call_id="c-bench-CALL"))
+    return msgspec.json.encode(sample_event("stopped", call_id="c-bench-CALL"))
+
+
+def _bodies() -> Iterator[bytes]:
+    """Distinct events (dedup on), made by substituting a counter into one encoded event."""
+    template = _template()
     prefix = f"{os.getpid()}-".encode()
     for n in itertools.count():
         yield template.replace(b"CALL", prefix + str(n).encode())
 
 
-async def _load(url: str, seconds: float, concurrency: int, warmup_s: float) -> dict[str, object]:
+async def _load(url: str, seconds: float, concurrency: int) -> dict[str, Any]:
     import aiohttp
 
     bodies = _bodies()
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": aiohttp.encode_basic_auth(USER, PASSWORD),
-    }
+    headers = {"Content-Type": "application/json", "Authorization": AUTH}
     statuses: Counter[int] = Counter()
-    counting = False
-    sent = 0
+    latencies: list[float] = []
 
     async def client(session: aiohttp.ClientSession, until: float) -> None:
         loop = asyncio.get_running_loop()
         while loop.time() < until:
+            started = time.perf_counter()
             async with session.post(url, data=next(bodies), headers=headers) as resp:
                 await resp.read()
-                nonlocal sent
-                sent += 1
-                if counting:
-                    statuses[resp.status] += 1
+                latencies.append(time.perf_counter() - started)
+                statuses[resp.status] += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
-    cpu_start_s = time.process_time()
     async with aiohttp.ClientSession(connector=connector) as session:
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(client(session, loop.time() + warmup_s) for _ in range(concurrency)))
-        counting = True
         started = time.perf_counter()
         await asyncio.gather(*(client(session, loop.time() + seconds) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+    latencies.sort()
     total = sum(statuses.values())
+
+    def percentile(p: float) -> float:
+        return 1e6 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
     return {
-        "requests": total, "seconds": elapsed, "rate": total / elapsed, "statuses": statuses,
-        "sent": sent, "cpu_s": time.process_time() - cpu_start_s,
-    }  # fmt: skip
+        "requests": total,
+        "seconds": elapsed,
+        "rate": total / elapsed,
+        "non_2xx": total - statuses[204],
+        "p50_us": percentile(0.5),
+        "p99_us": percentile(0.99),
+    }
+
+
+def _python_load(url: str, seconds: float, connections: int) -> dict[str, Any]:
+    client = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.receiver",
+            "load",
+            "--url",
+            url,
+            "--seconds",
+            str(seconds),
+            "--concurrency",
+            str(connections),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=seconds * 4 + 60,
+        preexec_fn=_pin(LOAD_CORE),
+    )
+    result: dict[str, Any] = json.loads(client.stdout)
+    return result
+
+
+def _wrk_load(url: str, seconds: float, connections: int) -> dict[str, Any]:
+    return wrk.run_wrk(
+        url,
+        body=_template(),
+        seconds=seconds,
+        connections=connections,
+        core=LOAD_CORE if _cores() >= 2 else None,
+        auth=AUTH,
+    )
 
 
 # --- the run ---------------------------------------------------------------------------
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _pin(core: int) -> Callable[[], None] | None:
+    if _cores() < 2:
+        return None
+    return lambda: os.sched_setaffinity(0, {core})
 
 
 def _wait_up(url: str, timeout_s: float = 20) -> None:
@@ -120,43 +268,66 @@ def _wait_up(url: str, timeout_s: float = 20) -> None:
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
+    """User + system CPU seconds of a process and its threads, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+Load = Callable[[str, float, int], dict[str, Any]]
+
+
 def _measure(
-    server: list[str], env: dict[str, str], port: int, args: argparse.Namespace, valkey_pid: int
+    server: list[str], env: dict[str, str], args: argparse.Namespace, load: Load, valkey_pid: int
 ) -> dict[str, Any]:
+    port = int(env["RTT_PORT"])
     base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(server, env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        server, env=env, stdout=subprocess.DEVNULL, preexec_fn=_pin(SERVER_CORE)
+    )
     try:
         _wait_up(base + "/healthz")
-        before = _cpu_s(process.pid), _cpu_s(valkey_pid)
-        client = subprocess.run(
-            [sys.executable, "-m", "bench.receiver", "load", "--url", base + PATH,
-             "--seconds", str(args.seconds), "--concurrency", str(args.concurrency)],
-            capture_output=True, check=True, timeout=args.seconds * 4 + 60,
-        )  # fmt: skip
-        after = _cpu_s(process.pid), _cpu_s(valkey_pid)
-        result: dict[str, Any] = json.loads(client.stdout)
-        sent = result["sent"]
+        load(base + PATH, args.warmup, args.concurrency)
+        before = time.perf_counter(), _cpu_s(process.pid), _cpu_s(valkey_pid)
+        result = load(base + PATH, args.seconds, args.concurrency)
+        after = time.perf_counter(), _cpu_s(process.pid), _cpu_s(valkey_pid)
+        wall = after[0] - before[0]
+        result["server_core_share"] = (after[1] - before[1]) / wall
         result["us_per_request"] = {
-            "server": 1e6 * (after[0] - before[0]) / sent,
-            "valkey": 1e6 * (after[1] - before[1]) / sent,
-            "client": 1e6 * result["cpu_s"] / sent,
+            "server": 1e6 * (after[1] - before[1]) / max(1, result["requests"]),
+            "valkey": 1e6 * (after[2] - before[2]) / max(1, result["requests"]),
         }
+        single = load(base + PATH, args.latency_seconds, 1)
+        result["c1_p50_us"], result["c1_p99_us"] = single["p50_us"], single["p99_us"]
         return result
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
 
 
-def _median_costs(results: list[dict[str, Any]]) -> dict[str, float]:
-    return {
-        part: statistics.median(r["us_per_request"][part] for r in results)
-        for part in ("server", "valkey", "client")
+def _variants(url: str, prefix: str, tmp: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    me = [sys.executable, "-m", "bench.receiver"]
+    plain = dict(os.environ)
+    found = {
+        "bare": ([*me, "bare", "--loop", "uvloop"], plain),
+        "bare-asyncio": ([*me, "bare", "--loop", "asyncio"], plain),
+        "receiver": (
+            [sys.executable, "-m", "receiver"],
+            {
+                **os.environ,
+                "RTT_REDIS_URL": url,
+                "RTT_KEY_PREFIX": prefix,
+                "RTT_HOST": "127.0.0.1",
+                "RTT_LOG_FORMAT": "json",
+                "RTT_LOG_LEVEL": "warning",
+                "RTT_BASIC_AUTH": f"{USER}:{PASSWORD}",
+                "RTT_SPOOL_DIR": str(Path(tmp) / "spool"),
+            },
+        ),
+        "naive": ([*me, "naive", "--redis-url", url, "--stream", f"{prefix}:naive"], plain),
     }
+    if _fastapi_installed():
+        found["fastapi"] = ([*me, "fastapi", "--redis-url", url, "--stream", f"{prefix}:fa"], plain)
+    return found
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -165,71 +336,120 @@ def _run(args: argparse.Namespace) -> int:
     from shared.embedded import EmbeddedValkey, free_port
     from shared.keys import Keys
 
-    bare: list[dict[str, Any]] = []
-    real: list[dict[str, Any]] = []
+    load: Load = _wrk_load if wrk.available() and not args.python_client else _python_load
+    if load is _python_load:
+        print(
+            "load: the Python client (wrk not found; `apt-get install wrk`). It saturates "
+            "before the server does: the ratios below understate the differences."
+        )
+    else:
+        print(f"load: wrk, one thread on core {LOAD_CORE}; servers on core {SERVER_CORE}")
+    results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp) / "valkey") as valkey:
         assert valkey.process is not None
+        if _cores() >= 2:
+            os.sched_setaffinity(valkey.process.pid, {LOAD_CORE})
         prefix = f"bench{os.getpid()}"
-        env = {
-            **os.environ, "RTT_REDIS_URL": valkey.url, "RTT_KEY_PREFIX": prefix,
-            "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json",
-            "RTT_BASIC_AUTH": f"{USER}:{PASSWORD}", "RTT_SPOOL_DIR": str(Path(tmp) / "spool"),
-        }  # fmt: skip
-        # Rounds alternate, so whatever else the machine does weighs on both sides alike.
+        variants = _variants(valkey.url, prefix, tmp)
+        for name in args.only or ():
+            if name not in variants:
+                raise SystemExit(f"unknown variant {name!r}; known: {', '.join(variants)}")
+        chosen = {n: v for n, v in variants.items() if not args.only or n in args.only}
+        # Rounds alternate, so whatever else the machine does weighs on every variant alike.
         for _ in range(args.rounds):
-            port = free_port()
-            server = [sys.executable, "-m", "bench.receiver", "bare", "--port", str(port)]
-            bare.append(_measure(server, dict(os.environ), port, args, valkey.process.pid))
-            port = free_port()
-            server = [sys.executable, "-m", "receiver"]
-            env["RTT_PORT"] = str(port)
-            real.append(_measure(server, env, port, args, valkey.process.pid))
+            for name, (server, env) in chosen.items():
+                port = free_port()
+                env = {**env, "RTT_PORT": str(port)}
+                results.setdefault(name, []).append(
+                    _measure(server, env, args, load, valkey.process.pid)
+                )
         redis = Redis.from_url(valkey.url)
         try:
             on_stream = redis.xlen(Keys(prefix).events())
         finally:
             redis.close()
-    statuses: Counter[str] = Counter()
-    for result in real:
-        statuses.update(result["statuses"])
-    bare_rate = statistics.median(r["rate"] for r in bare)
-    real_rate = statistics.median(r["rate"] for r in real)
-    rounds = ", ".join(f"{r['rate'] / b['rate']:.2f}" for b, r in zip(bare, real, strict=True))
-    bare_cost, real_cost = _median_costs(bare), _median_costs(real)
-    print(f"bare aiohttp handler answering 204: {bare_rate:8.0f} requests/s (median)")
-    print(f"receiver, auth + dedup + metrics:  {real_rate:8.0f} requests/s (median)")
-    print(
-        f"ratio receiver/bare: {real_rate / bare_rate:.2f} (rounds: {rounds}; {args.rounds} x "
-        f"{args.seconds:g} s, concurrency {args.concurrency}, {os.cpu_count()} cores)"
-    )
-    # CPU time per request is steadier than requests/s on a shared machine, and explains
-    # the ratio: on a saturated machine it is the inverse ratio of the summed costs.
-    for name, cost in (("bare", bare_cost), ("receiver", real_cost)):
-        parts = ", ".join(f"{part} {us:.1f}" for part, us in cost.items())
-        print(f"CPU per request, {name}: {parts} (us)")
-    bound = sum(bare_cost.values()) / sum(real_cost.values())
-    print(f"ratio if every core were busy (inverse of summed CPU per request): {bound:.2f}")
-    print(f"receiver answers: {dict(statuses)}; entries on the stream: {on_stream}")
+    _report(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    answered = sum(r["requests"] for r in results.get("receiver", []))
+    bad = sum(r["non_2xx"] for rs in results.values() for r in rs)
+    print(f"non-204 answers: {bad}; receiver 204s counted {answered}, on its stream {on_stream}")
     # Every 204 counted is on the stream (warm-ups add more): nothing answered and lost.
-    return 0 if set(statuses) == {"204"} and on_stream >= statuses["204"] else 1
+    return 0 if bad == 0 and on_stream >= answered else 1
+
+
+def _report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    base = results.get("bare")
+    print(
+        f"{args.rounds} rounds x {args.seconds:g} s at {args.concurrency} connections, "
+        f"then {args.latency_seconds:g} s at 1; {os.cpu_count()} cores"
+    )
+    header = (
+        f"{'variant':14} {'req/s (rounds)':34} {'ratio':>6} {'core':>5} "
+        f"{'p99 c=64':>9} {'p50/p99 c=1':>15} {'us/req srv+valkey':>18}"
+    )
+    print(header)
+    for name, rounds in results.items():
+        rates = " ".join(f"{r['rate']:.0f}" for r in rounds)
+        ratio = ""
+        if base is not None:
+            ratios = [r["rate"] / b["rate"] for r, b in zip(rounds, base, strict=True)]
+            ratio = f"{statistics.median(ratios):.2f}"
+        share = statistics.median(r["server_core_share"] for r in rounds)
+        p99 = statistics.median(r["p99_us"] for r in rounds) / 1000
+        c1 = (
+            statistics.median(r["c1_p50_us"] for r in rounds) / 1000,
+            statistics.median(r["c1_p99_us"] for r in rounds) / 1000,
+        )
+        cost = (
+            statistics.median(r["us_per_request"]["server"] for r in rounds),
+            statistics.median(r["us_per_request"]["valkey"] for r in rounds),
+        )
+        print(
+            f"{name:14} {rates:34} {ratio:>6} {share:5.0%} {p99:7.2f}ms "
+            f"{c1[0]:6.2f}/{c1[1]:5.2f}ms {cost[0]:8.1f} + {cost[1]:5.1f}"
+        )
+    if base is not None:
+        low = [r["server_core_share"] for r in base if r["server_core_share"] < 0.9]
+        if low:
+            print(
+                f"warning: the baseline server had under 90 % of its core in {len(low)} "
+                "round(s): the load, not the server, set the pace there"
+            )
+    print("ratio: median over rounds of variant/bare in the same round (bare: aiohttp, uvloop)")
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench receiver", description=__doc__)
-    parser.add_argument("mode", nargs="?", default="run", choices=["run", "bare", "load"])
-    parser.add_argument("--port", type=int)
+    parser.add_argument(
+        "mode", nargs="?", default="run", choices=["run", "bare", "naive", "fastapi", "load"]
+    )
+    # The servers take their port as the receiver does.
+    parser.add_argument("--port", type=int, default=int(os.environ.get("RTT_PORT", "0")))
     parser.add_argument("--url")
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--stream")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--latency-seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", help="variants to run (default: all)")
+    parser.add_argument("--python-client", action="store_true", help="load from Python, not wrk")
+    parser.add_argument("--json", help="write every round's figures to this file")
     args = parser.parse_args(argv)
     if args.mode == "bare":
-        _serve_bare(args.port)
+        _serve_bare(args.port, args.loop)
+        return 0
+    if args.mode == "naive":
+        _serve_naive(args.port, args.redis_url, args.stream)
+        return 0
+    if args.mode == "fastapi":
+        _serve_fastapi(args.port, args.redis_url, args.stream)
         return 0
     if args.mode == "load":
-        result = asyncio.run(_load(args.url, args.seconds, args.concurrency, args.warmup))
-        print(json.dumps(result))
+        print(json.dumps(asyncio.run(_load(args.url, args.seconds, args.concurrency))))
         return 0
     return _run(args)
 

@@ -30,9 +30,10 @@ def settings_from_args(
     component: str,
 ) -> tuple[argparse.Namespace, Settings]:
     """Parse, build settings (exit 2 naming the variable on a bad value), configure logs."""
+    names = tuple(names)
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(overrides=overrides_from(args, names))
+        settings = load_settings(overrides=overrides_from(args, names), names=names)
     except ConfigError as exc:
         print(f"{parser.prog}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

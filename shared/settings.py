@@ -1,27 +1,59 @@
 """One typed settings object, built once from `RTT_*` variables and command-line flags.
 
 Every field is a variable `RTT_<NAME>` and a flag `--<name>`; the flag wins. A bad value
-stops the program with a message naming the variable (or flag) and what it expects.
+stops the program with one line naming the variable (or flag), what it got and what it
+accepts. A command reads and checks only the settings it uses, so a mistake in another
+component's variable never stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "add_arguments", "load_settings"]
+from .redis_urls import check_redis_url, mask_url
+
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "Settings",
+    "add_arguments",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+]
 
 ENV_PREFIX = "RTT_"
+DURATION_FORMS = "500ms, 2s, 5m, 24h, 7d or ISO 8601 such as PT2S"
 
-Duration = timedelta
-Port = Annotated[int, Meta(ge=0, le=65535)]
+
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """The shortest duration a setting accepts (msgspec constrains numbers, not timedeltas)."""
+
+    minimum: timedelta
+
+
+# Zero means "no limit" or "an error" to Redis (BLOCK 0 waits forever, SET PX 0 fails and
+# its event is stored again and again) and a busy loop to a timer (a stats line every
+# tick), so each duration has a floor: timeouts and delays 10ms, windows, periods and
+# TTLs 100ms (tests run them that short; production values are seconds and more); only
+# grace periods and retention may be zero.
+Timeout = Annotated[timedelta, AtLeast(timedelta(milliseconds=10))]
+Period = Annotated[timedelta, AtLeast(timedelta(milliseconds=100))]
+Grace = Annotated[timedelta, AtLeast(timedelta(0))]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+OptionalPort = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(ge=1)]
 
 
@@ -41,7 +73,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         ),
     ] = None
     key_prefix: Annotated[str, _doc("prefix of every Redis key")] = "rtt"
-    shards: Annotated[Positive, _doc("number of event streams rtt:events:{0..S-1}")] = 1
+    shards: Annotated[
+        int, Meta(ge=1, le=16384), _doc("number of event streams rtt:events:{0..S-1}")
+    ] = 1
     data_dir: Annotated[str, _doc("where `rtt serve` keeps the embedded server's data")] = ".rtt"
     log_format: Annotated[
         Literal["auto", "json", "console"], _doc("json, console, or auto (console on a TTY)")
@@ -50,7 +84,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         Literal["debug", "info", "warning", "error"], _doc("lowest level logged")
     ] = "info"
     log_phone_numbers: Annotated[bool, _doc("log phone numbers unmasked")] = False
-    redis_timeout: Annotated[Duration, _doc("socket read timeout for Redis commands")] = timedelta(
+    redis_timeout: Annotated[Timeout, _doc("socket read timeout for Redis commands")] = timedelta(
         seconds=30
     )
 
@@ -58,7 +92,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: Annotated[str, _doc("address the receiver listens on")] = "0.0.0.0"
     port: Annotated[Port, _doc("port the receiver listens on")] = 8080
     path: Annotated[str, _doc("path Bandwidth posts events to")] = "/realTimeTranscriptionEvents"
-    processes: Annotated[Positive, _doc("receiver processes sharing the port (SO_REUSEPORT)")] = 1
+    processes: Annotated[
+        int, Meta(ge=1, le=1024), _doc("receiver processes sharing the port (SO_REUSEPORT)")
+    ] = 1
     basic_auth: Annotated[
         list[str], _doc("user:password pairs, comma separated (several for rotation)")
     ] = []
@@ -67,19 +103,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     trusted_proxies: Annotated[
         list[str], _doc("proxy networks whose X-Forwarded-For is believed")
     ] = []
-    max_body_size: Annotated[Positive, _doc("largest accepted body, bytes")] = 64 * 1024
-    max_header_size: Annotated[Positive, _doc("largest accepted header line, bytes")] = 8190
-    read_timeout: Annotated[Duration, _doc("time a client has to send its request")] = timedelta(
+    max_body_size: Annotated[int, Meta(ge=1024), _doc("largest accepted body, bytes")] = 64 * 1024
+    max_header_size: Annotated[int, Meta(ge=1024), _doc("largest accepted header line, bytes")] = (
+        8190
+    )
+    read_timeout: Annotated[Timeout, _doc("time a client has to send its request")] = timedelta(
         seconds=10
     )
-    store_timeout: Annotated[Duration, _doc("deadline for Redis before the spool takes over")] = (
+    store_timeout: Annotated[Timeout, _doc("deadline for Redis before the spool takes over")] = (
         timedelta(seconds=2)
     )
     spool_dir: Annotated[str, _doc("directory of the local spool used while Redis is down")] = (
         ".rtt/spool"
     )
-    dedup_window: Annotated[Duration, _doc("how long a repeated delivery is recognised")] = (
-        timedelta(hours=24)
+    dedup_window: Annotated[Period, _doc("how long a repeated delivery is recognised")] = timedelta(
+        hours=24
     )
     forensic_max_len: Annotated[Positive, _doc("entries kept on rtt:rejected and rtt:unknown")] = (
         10_000
@@ -92,40 +130,40 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         str | None, _doc("stable member name in the consumer groups (default host-pid)")
     ] = None
     batch_size: Annotated[Positive, _doc("entries read per XREADGROUP")] = 500
-    block: Annotated[Duration, _doc("how long XREADGROUP waits for new entries")] = timedelta(
+    block: Annotated[Timeout, _doc("how long XREADGROUP waits for new entries")] = timedelta(
         seconds=2
     )
     concurrency: Annotated[Positive, _doc("handlers running at once, per consumer")] = 64
     max_deliveries: Annotated[Positive, _doc("deliveries before an entry is dead-lettered")] = 5
-    retry_base: Annotated[Duration, _doc("first retry delay; doubles each time")] = timedelta(
+    retry_base: Annotated[Timeout, _doc("first retry delay; doubles each time")] = timedelta(
         seconds=1
     )
-    retry_max: Annotated[Duration, _doc("longest retry delay")] = timedelta(minutes=5)
-    heartbeat_interval: Annotated[Duration, _doc("how often a worker says it is alive")] = (
-        timedelta(seconds=2)
+    retry_max: Annotated[Timeout, _doc("longest retry delay")] = timedelta(minutes=5)
+    heartbeat_interval: Annotated[Timeout, _doc("how often a worker says it is alive")] = timedelta(
+        seconds=2
     )
-    heartbeat_ttl: Annotated[Duration, _doc("silence after which a worker is presumed dead")] = (
+    heartbeat_ttl: Annotated[Period, _doc("silence after which a worker is presumed dead")] = (
         timedelta(seconds=10)
     )
-    claim_idle: Annotated[
-        Duration, _doc("idle time after which any pending entry is reclaimed")
-    ] = timedelta(minutes=5)
-    shutdown_timeout: Annotated[Duration, _doc("grace period for in-flight handlers")] = timedelta(
+    claim_idle: Annotated[Period, _doc("idle time after which any pending entry is reclaimed")] = (
+        timedelta(minutes=5)
+    )
+    shutdown_timeout: Annotated[Grace, _doc("grace period for in-flight handlers")] = timedelta(
         seconds=30
     )
-    stream_retention: Annotated[Duration, _doc("how long acknowledged entries are kept")] = (
-        timedelta(days=7)
+    stream_retention: Annotated[Grace, _doc("how long acknowledged entries are kept")] = timedelta(
+        days=7
     )
     stream_max_len: Annotated[
         Positive, _doc("emergency cap on a stream's length; drops are logged and counted")
     ] = 5_000_000
     dlq_max_len: Annotated[Positive, _doc("entries kept on rtt:dlq")] = 100_000
-    stats_interval: Annotated[Duration, _doc("period of the worker_stats log line")] = timedelta(
+    stats_interval: Annotated[Period, _doc("period of the worker_stats log line")] = timedelta(
         seconds=30
     )
-    worker_metrics_port: Annotated[Port, _doc("port of the worker's /metrics; 0 turns it off")] = (
-        9464
-    )
+    worker_metrics_port: Annotated[
+        OptionalPort, _doc("port of the worker's /metrics; 0 turns it off")
+    ] = 9464
 
     # --- alerts -------------------------------------------------------------------------
     alert_causes: Annotated[list[str], _doc("causes that raise an error alert")] = msgspec.field(
@@ -142,25 +180,27 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alert_pagerduty_url: Annotated[str, _doc("PagerDuty Events API v2 endpoint")] = (
         "https://events.pagerduty.com/v2/enqueue"
     )
-    alert_sink_timeout: Annotated[Duration, _doc("deadline of one call to an alert sink")] = (
+    alert_sink_timeout: Annotated[Timeout, _doc("deadline of one call to an alert sink")] = (
         timedelta(seconds=5)
     )
-    alert_sink_retries: Annotated[int, Meta(ge=0), _doc("quick retries inside one delivery")] = 2
+    alert_sink_retries: Annotated[
+        int, Meta(ge=0, le=100), _doc("quick retries inside one delivery")
+    ] = 2
     alert_group_by: Annotated[list[str], _doc("alert fields that form the group key")] = (
         msgspec.field(default_factory=lambda: ["cause", "destination_host"])
     )
-    alert_group_interval: Annotated[Duration, _doc("window of one grouped summary")] = timedelta(
+    alert_group_interval: Annotated[Period, _doc("window of one grouped summary")] = timedelta(
         minutes=1
     )
-    alert_repeat_interval: Annotated[Duration, _doc("repeat of a group still firing")] = timedelta(
+    alert_repeat_interval: Annotated[Period, _doc("repeat of a group still firing")] = timedelta(
         hours=4
     )
-    alert_once_ttl: Annotated[Duration, _doc("how long an alert is remembered as sent")] = (
-        timedelta(days=7)
+    alert_once_ttl: Annotated[Period, _doc("how long an alert is remembered as sent")] = timedelta(
+        days=7
     )
     alert_rate_threshold: Annotated[float, Meta(ge=0, le=1), _doc("share of failed stops")] = 0.05
     alert_rate_min_stops: Annotated[Positive, _doc("stops needed before the rate rule fires")] = 20
-    alert_rate_window: Annotated[Duration, _doc("sliding window of the rate rule")] = timedelta(
+    alert_rate_window: Annotated[Period, _doc("sliding window of the rate rule")] = timedelta(
         minutes=5
     )
 
@@ -175,7 +215,9 @@ class ConfigError(Exception):
 
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_SHORT_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def _base_type(tp: Any) -> Any:
@@ -196,11 +238,22 @@ def _is_bool(name: str) -> bool:
     return _base_type(_FIELDS[name].type) is bool
 
 
+def _metadata(name: str) -> tuple[Any, ...]:
+    return get_args(_FIELDS[name].type)[1:]
+
+
 def _description(name: str) -> str:
-    for arg in get_args(_FIELDS[name].type)[1:]:
+    for arg in _metadata(name):
         if isinstance(arg, Meta) and arg.description:
             return arg.description
     return ""
+
+
+def _minimum(name: str) -> timedelta | None:
+    for arg in _metadata(name):
+        if isinstance(arg, AtLeast):
+            return arg.minimum
+    return None
 
 
 def parse_duration(text: str) -> str | float:
@@ -211,51 +264,187 @@ def parse_duration(text: str) -> str | float:
     return text
 
 
+def format_duration(value: timedelta) -> str:
+    """A duration as a user would type it: `24h`, `500ms`, `90s`."""
+    ms = round(value.total_seconds() * 1000)
+    for unit in ("d", "h", "m", "s"):
+        size = round(_UNIT_S[unit] * 1000)
+        # One day reads better as 24h; a week as 7d.
+        if ms and ms % size == 0 and (unit != "d" or ms >= 2 * size):
+            return f"{ms // size}{unit}"
+    return f"{ms}ms" if ms else "0s"
+
+
 def _coerce(name: str, raw: str) -> Any:
     if _is_list(name):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if _is_duration(name):
         return parse_duration(raw)
     if _is_bool(name):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        word = raw.strip().lower()
+        # Anything else stays a string, which msgspec then refuses as a bool.
+        return True if word in _TRUE else False if word in _FALSE else raw
     if raw == "" and _FIELDS[name].default is None:
         return None
     return raw
 
 
+def _check_networks(values: list[str]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"expected networks such as 10.0.0.0/8 or single addresses; {value!r} is neither"
+    return None
+
+
+def _check_basic_auth(values: list[str]) -> str | None:
+    for pair in values:
+        if ":" not in pair or pair.startswith(":"):
+            return "expected user:password pairs, comma separated; one has no user or no colon"
+    return None
+
+
+def _check_path(value: str) -> str | None:
+    return None if value.startswith("/") else "expected a path starting with /"
+
+
+def _check_http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "expected an http:// or https:// URL"
+    return None
+
+
+def _check_redis_url(value: str | None) -> str | None:
+    return None if value is None else check_redis_url(value)
+
+
+# Checks msgspec's types cannot express; each says what is wrong, or None.
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "redis_url": _check_redis_url,
+    "allow_cidrs": _check_networks,
+    "trusted_proxies": _check_networks,
+    "basic_auth": _check_basic_auth,
+    "path": _check_path,
+    "alert_webhook_url": _check_http_url,
+    "alert_slack_webhook_url": _check_http_url,
+    "alert_pagerduty_url": _check_http_url,
+}
+# (shorter, longer, strictly): a heartbeat must be renewed before it expires; the longest
+# retry delay cannot be below the first one.
+_ORDERED = (
+    ("heartbeat_interval", "heartbeat_ttl", True),
+    ("retry_base", "retry_max", False),
+)
+
+
+def _minimum_text(name: str) -> str:
+    minimum = _minimum(name)
+    if minimum is None:
+        return ""
+    return "at least 0s" if not minimum else f"at least {format_duration(minimum)}"
+
+
+# Values never echoed in an error line: they are, or hold, credentials.
+_SECRET = frozenset({"basic_auth", "alert_slack_webhook_url", "alert_pagerduty_routing_key"})
+
+
+def _got(name: str, value: Any) -> str:
+    if name in _SECRET:
+        return "a value (not shown)"
+    text = value if isinstance(value, str) else str(value)
+    return repr(mask_url(text) if name.endswith("_url") else text)
+
+
 def load_settings(
-    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    names: Iterable[str] | None = None,
 ) -> Settings:
-    """Build settings from the environment, then flags. Raises ConfigError on a bad value."""
+    """Build settings from the environment, then flags. Raises ConfigError on a bad value.
+
+    With `names`, only those settings are read and checked; the others keep their defaults.
+    """
     env = os.environ if env is None else env
+    wanted = set(_FIELDS if names is None else names)
     sources: dict[str, str] = {}
+    given: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
-        if name in _FIELDS:
+        if name in _FIELDS and name in wanted:
             raw[name] = _coerce(name, value)
             sources[name] = key
+            given[name] = value
     for name, value in (overrides or {}).items():
         if value is None:
             continue
         raw[name] = _coerce(name, value) if isinstance(value, str) else value
         sources[name] = "--" + name.replace("_", "-")
+        given[name] = value
+
+    def fail(name: str, expected: str) -> ConfigError:
+        source = sources.get(name, ENV_PREFIX + name.upper())
+        got = f"got {_got(name, given[name])}; " if name in given else ""
+        return ConfigError(f"{source}: {got}{expected}")
+
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `$.")
         name = where.rstrip("`").split(".")[0].split("[")[0]
-        source = sources.get(name, ENV_PREFIX + name.upper())
-        raise ConfigError(f"{source}: {message} ({_description(name)})") from None
-    for pair in settings.basic_auth:
-        if ":" not in pair or pair.startswith(":"):
-            raise ConfigError(
-                f"{sources.get('basic_auth', 'RTT_BASIC_AUTH')}: expected user:password, "
-                f"got an entry without a user or colon"
-            )
+        base = _base_type(_FIELDS[name].type)
+        if _is_duration(name):
+            message = f"expected a duration: {DURATION_FORMS}"
+        elif _is_bool(name):
+            message = "expected 1 or 0 (or true/false, yes/no, on/off)"
+        elif get_origin(base) is Literal:
+            message = f"expected one of {', '.join(get_args(base))}"
+        else:
+            message = message.split(", got ")[0]
+            message = message[:1].lower() + message[1:]
+        raise fail(name, message) from None
+    for name in sorted(wanted):
+        value = getattr(settings, name)
+        minimum = _minimum(name)
+        if minimum is not None and value < minimum:
+            raise fail(name, f"expected a duration of {_minimum_text(name)} ({DURATION_FORMS})")
+        check = _CHECKS.get(name)
+        problem = check(value) if check is not None else None
+        if problem:
+            raise fail(name, problem)
+    for shorter, longer, strict in _ORDERED:
+        if not {shorter, longer} <= wanted:
+            continue
+        low, high = getattr(settings, shorter), getattr(settings, longer)
+        if high > low or (high == low and not strict):
+            continue
+        relation = "longer than" if strict else "at least"
+        if longer in given or shorter not in given:
+            other = f"{ENV_PREFIX}{shorter.upper()} ({format_duration(low)})"
+            raise fail(longer, f"expected {relation} {other}")
+        other = f"{ENV_PREFIX}{longer.upper()} ({format_duration(high)})"
+        raise fail(shorter, f"expected {'shorter than' if strict else 'at most'} {other}")
     return settings
+
+
+def _shown_default(name: str) -> str:
+    field = _FIELDS[name]
+    default = (
+        field.default_factory() if field.default_factory is not msgspec.NODEFAULT else field.default
+    )
+    if isinstance(default, timedelta):
+        return format_duration(default)
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, list):
+        return ",".join(default) or "none"
+    return "none" if default is None else str(default)
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
@@ -264,14 +453,10 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None
     for name in names:
         flag = "--" + name.replace("_", "-")
         env = ENV_PREFIX + name.upper()
-        field = _FIELDS[name]
-        default = (
-            field.default_factory()
-            if field.default_factory is not msgspec.NODEFAULT
-            else field.default
-        )
-        shown = ",".join(default) if isinstance(default, list) else default
-        help_text = f"{_description(name)} [{env}; default {shown}]"
+        accepts = f"; {_minimum_text(name)}" if _minimum(name) is not None else ""
+        # argparse formats help with %; a literal one must be doubled.
+        text = f"{_description(name)} [{env}; default {_shown_default(name)}{accepts}]"
+        help_text = text.replace("%", "%%")
         if _is_list(name):
             group.add_argument(flag, dest=name, action="append", help=help_text)
         else:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import threading
+from collections.abc import Callable, MutableMapping
+from types import TracebackType
 from typing import Any, Final
 
 import msgspec
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["configure_logging", "get_logger", "mask_phone"]
+__all__ = ["configure_logging", "get_logger", "mask_phone", "reset_logging"]
 
 # Fields that may hold a caller's or callee's number.
 PHONE_FIELDS: Final = frozenset({"from", "from_", "to", "phone", "caller", "callee"})
@@ -71,6 +73,48 @@ def _escaped(value: Any) -> Any:
     return value
 
 
+def _serialize_text(event_dict: MutableMapping[str, Any], **kwargs: Any) -> str:
+    # The stdlib handler's formatter must return text.
+    return _serialize(event_dict, **kwargs).decode("utf-8", "replace")
+
+
+class _SinkHandler(logging.Handler):
+    """Writes stdlib records, formatted by structlog, through structlog's own sink: one
+    file, one lock, so library lines never interleave with ours inside a line."""
+
+    def __init__(self, sink: Any, *, binary: bool) -> None:
+        super().__init__()
+        self._sink = sink
+        self._binary = binary
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            self._sink.msg(line.encode("utf-8", "replace") if self._binary else line)
+        except Exception:
+            self.handleError(record)
+
+
+def _log_uncaught(
+    kind: str,
+) -> Callable[[type[BaseException], BaseException, TracebackType | None], None]:
+    def log(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        get_logger().critical(kind, exc_info=(exc_type, exc, tb))
+
+    return log
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    thread = args.thread.name if args.thread is not None else None
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+    get_logger().error("thread_exception", thread=thread, exc_info=exc_info)
+
+
 def configure_logging(
     *,
     component: str,
@@ -80,26 +124,42 @@ def configure_logging(
     stream: Any = None,
     cache: bool = True,
 ) -> None:
-    """Configure structlog for this process and bind `component` to every line."""
+    """Configure structlog for this process and bind `component` to every line.
+
+    Libraries that log through the standard library (aiohttp, asyncio, redis-py), warnings
+    and uncaught exceptions go through the same renderer, so a JSON log holds nothing else.
+    """
     out = stream if stream is not None else sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-    processors: list[Any] = [
+
+    def add_component(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        # Threads start with empty contextvars; the component still belongs on the line.
+        event_dict.setdefault("component", component)
+        return event_dict
+
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_component,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if not phone_numbers:
-        processors.append(_mask_phone_fields)
-    processors += [structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info]
+        shared.append(_mask_phone_fields)
+    tail: list[Any] = [
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any
     if as_json:
-        processors.append(structlog.processors.JSONRenderer(serializer=_serialize))
+        renderer = structlog.processors.JSONRenderer(serializer=_serialize)
+        text_renderer: Any = structlog.processors.JSONRenderer(serializer=_serialize_text)
         binary: Any = out.buffer if hasattr(out, "buffer") else out
         factory: Any = structlog.BytesLoggerFactory(file=binary)
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        renderer = text_renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         factory = structlog.PrintLoggerFactory(file=out)
     structlog.configure(
-        processors=processors,
+        processors=[*shared, *tail, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=factory,
         # Tests reconfigure per test, so they turn the cache off.
@@ -107,8 +167,35 @@ def configure_logging(
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(component=component)
-    # Libraries using stdlib logging (aiohttp, redis) go to stderr at warning and above.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *tail,
+            text_renderer,
+        ],
+    )
+    handler = _SinkHandler(factory(), binary=as_json)
+    handler.setFormatter(formatter)
+    reset_logging()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    # Libraries speak at warning and above (or at the level asked, if higher).
+    root.setLevel(max(logging.WARNING, _LEVELS[level]))
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught("uncaught_exception")
+    threading.excepthook = _log_thread_exception
+
+
+def reset_logging() -> None:
+    """Undo what configure_logging did to the standard library (tests end with this)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _SinkHandler)]:
+        root.removeHandler(handler)
+    logging.captureWarnings(False)
+    sys.excepthook = sys.__excepthook__
+    threading.excepthook = threading.__excepthook__
 
 
 def get_logger(**initial: Any) -> structlog.typing.FilteringBoundLogger:

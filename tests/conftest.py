@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from shared import cli_support
 from shared.embedded import EmbeddedValkey
-from shared.logs import configure_logging
+from shared.logs import configure_logging, reset_logging
 from shared.settings import Settings, load_settings
 
 
@@ -108,6 +108,7 @@ def _logging_per_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(cli_support, "configure_logging", partial(configure_logging, cache=False))
     yield
     structlog.reset_defaults()
+    reset_logging()
 
 
 @pytest.fixture

@@ -8,10 +8,16 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .settings import Settings
 
-__all__ = ["create_redis"]
+__all__ = ["REDIS_DOWN", "create_redis"]
+
+# What redis-py raises when the server is down, unreachable or too slow (OSError: a socket
+# error it did not wrap), as opposed to a reply it refused.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def create_redis(settings: Settings, *, url: str | None = None) -> Redis:

@@ -13,10 +13,9 @@ import socket
 from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
+from shared.connections import REDIS_DOWN
 from shared.keys import Keys
 
 __all__ = ["Heartbeat", "WorkerIdInUse", "alive"]
@@ -83,7 +82,7 @@ class Heartbeat:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.beat()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 self.log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
 
     async def clear(self) -> None:

@@ -21,11 +21,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
+from shared.connections import REDIS_DOWN
 from shared.entries import StreamEntry
 from shared.events import DecodeFailure, Event, UnknownEvent, decode_event
 from shared.keys import Keys
@@ -46,7 +45,6 @@ _NOT_EVENTS = (DecodeFailure, UnknownEvent)
 # stream, entry id, fields, delivery count
 Item = tuple[str, bytes, dict[bytes, bytes], int]
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # Reconnection backoff: first retry soon, then no more than one attempt every 5 s.
 _RECONNECT_BASE_S, _RECONNECT_MAX_S = 0.1, 5.0
 

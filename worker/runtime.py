@@ -10,10 +10,9 @@ import socket
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.connections import REDIS_DOWN
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
@@ -29,8 +28,6 @@ from .retry import backoff_s
 from .stats import Snapshot, take_snapshot
 
 __all__ = ["Worker", "default_worker_id"]
-
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def default_worker_id() -> str:
@@ -95,7 +92,7 @@ class Worker:
             if metrics is not None:
                 await metrics.stop()
             # Best effort, and brief: if Redis is down, the keys expire on their own.
-            with contextlib.suppress(*_REDIS_DOWN, ResponseError):
+            with contextlib.suppress(*REDIS_DOWN, ResponseError):
                 async with asyncio.timeout(2.0):
                     await heartbeat.clear()
             for item in reversed(set_up):
@@ -114,7 +111,7 @@ class Worker:
             try:
                 await heartbeat.acquire(timeout_s=2 * self.settings.heartbeat_ttl.total_seconds())
                 return True
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 failures += 1
                 delay_s = backoff_s(failures, 0.1, 5.0)
                 self.log.warning("redis_unavailable", operation="start", error=repr(exc),
@@ -170,7 +167,7 @@ class Worker:
             try:
                 await self._trim_streams()
                 snap = await self.snapshot()
-            except (*_REDIS_DOWN, ResponseError) as exc:
+            except (*REDIS_DOWN, ResponseError) as exc:
                 self.log.warning("upkeep_failed", error=repr(exc))
                 continue
             self._log_stats(snap, interval_s)

@@ -23,6 +23,8 @@ import aiohttp
 import msgspec
 from tqdm import tqdm
 
+from shared.settings import ConfigError, Settings, load_settings
+
 from .samples import CAUSES, EVENT_TYPES, sample_body
 
 __all__ = ["Report", "SendOptions", "kinds", "main", "send_events"]
@@ -162,22 +164,51 @@ async def send_events(options: SendOptions) -> Report:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+# The receiver's settings that say where it listens: the default URL follows them.
+URL_SETTINGS = ("host", "port", "path")
+TYPES = (*EVENT_TYPES, "mixed", "all")
+KNOWN_CAUSES = sorted({cause for causes in CAUSES.values() for cause in causes})
+
+
+def default_url(settings: Settings) -> str:
+    """Where a receiver started with these settings listens, seen from this machine."""
+    host = settings.host
+    if host in {"0.0.0.0", "::", ""}:
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}{settings.path}"
+
+
+def _parser(url: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtt send",
         description="Post realistic Bandwidth real-time transcription events to a receiver "
         "and report status counts, the achieved rate and latency percentiles.",
     )
     defaults = SendOptions()
-    parser.add_argument("--url", default=defaults.url, help="the receiver's events URL")
     parser.add_argument(
-        "--type", default=defaults.type,
-        help=f"{', '.join(EVENT_TYPES)}; 'mixed' (random) or 'all' (every type and cause in turn)",
-    )  # fmt: skip
+        "--url",
+        default=url,
+        help=f"the receiver's events URL [from RTT_HOST, RTT_PORT and RTT_PATH: {url}]",
+    )
     parser.add_argument(
-        "--cause", default=None,
+        "--type",
+        default=defaults.type,
+        choices=TYPES,
+        help="one event type; 'mixed' (random) or 'all' (every type and cause in turn)",
+    )
+    causes = parser.add_mutually_exclusive_group()
+    causes.add_argument(
+        "--cause",
+        choices=[*KNOWN_CAUSES, "mixed"],
         help="cause of stopped/rejected events, or 'mixed' (default: closed / connection-error)",
-    )  # fmt: skip
+    )
+    causes.add_argument(
+        "--unknown-cause",
+        metavar="CAUSE",
+        help="a cause Bandwidth does not send (yet), to see how receiver and worker take it",
+    )
     parser.add_argument("--count", type=int, default=defaults.count, help="events to send")
     parser.add_argument(
         "--rate", type=float, default=defaults.rate, help="events a second (0: as fast as possible)"
@@ -204,16 +235,57 @@ def _print_report(report: Report) -> None:
         print("latency ms: " + "  ".join(f"{k} {v:g}" for k, v in report.latency_ms.items()))
 
 
+def _cause_problem(type_: str, cause: str | None) -> str | None:
+    """Why `--cause` cannot go with `--type`, or None."""
+    if cause is None or cause == "mixed":
+        return None
+    if type_ == "all":
+        return "--type all sends every cause in turn; leave out --cause"
+    event_type = EVENT_TYPES.get(type_)
+    if event_type is None:  # mixed: the cause goes on both Stopped and Rejected events
+        both = sorted(set(CAUSES[EVENT_TYPES["stopped"]]) & set(CAUSES[EVENT_TYPES["rejected"]]))
+        if cause not in both:
+            return f"--type mixed takes a cause both Stopped and Rejected have: {', '.join(both)}"
+        return None
+    allowed = CAUSES.get(event_type)
+    if allowed is None:
+        return f"--type {type_} events have no cause"
+    if cause not in allowed:
+        return f"--cause {cause!r} is not a {type_} cause; {type_} takes {', '.join(allowed)}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(names=URL_SETTINGS)
+    except ConfigError as exc:
+        print(f"rtt send: configuration error: {exc}", file=sys.stderr)
+        return 2
+    args = _parser(default_url(settings)).parse_args(argv)
     if args.count < 0 or args.concurrency < 1 or args.rate < 0:
         print("rtt send: --count >= 0, --concurrency >= 1 and --rate >= 0", file=sys.stderr)
         return 2
+    problem = _cause_problem(args.type, args.cause)
+    if problem is None and args.unknown_cause is not None:
+        if args.unknown_cause in KNOWN_CAUSES or args.unknown_cause == "mixed":
+            problem = f"--unknown-cause {args.unknown_cause!r} is a known cause: use --cause"
+        elif args.type in {"started", "available", "all"}:
+            problem = "--unknown-cause goes with --type stopped, rejected or mixed"
+    if problem:
+        print(f"rtt send: {problem}", file=sys.stderr)
+        return 2
     options = SendOptions(
-        url=args.url, type=args.type, cause=args.cause, count=args.count, rate=args.rate,
-        concurrency=args.concurrency, user=args.user, seed=args.seed, timeout_s=args.timeout,
+        url=args.url,
+        type=args.type,
+        cause=args.cause or args.unknown_cause,
+        count=args.count,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        user=args.user,
+        seed=args.seed,
+        timeout_s=args.timeout,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     report = asyncio.run(send_events(options))
     if args.json:
         print(msgspec.json.encode(report).decode())

@@ -93,3 +93,66 @@ async def test_a_receiver_that_is_not_there_is_counted_not_crashed_on(
     out = capsys.readouterr().out
     assert "sent 2 events" in out
     assert "ClientConnectorError x2" in out
+
+
+@pytest.fixture
+async def custom_receiver(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> AsyncIterator[tuple[TestServer, Settings]]:
+    settings = make_settings(path="/bw/events")
+    server = TestServer(create_app(settings, redis), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server, settings
+    finally:
+        await server.close()
+
+
+async def test_the_default_url_follows_rtt_host_port_and_path(
+    custom_receiver: tuple[TestServer, Settings],
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server, settings = custom_receiver
+    monkeypatch.setenv("RTT_HOST", "0.0.0.0")  # as the receiver was told: listen everywhere
+    monkeypatch.setenv("RTT_PORT", str(server.port))
+    monkeypatch.setenv("RTT_PATH", "/bw/events")
+    assert await asyncio.to_thread(main, ["--json", "--cause", "error"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["statuses"] == {"204": 1}
+    assert await redis.xlen(Keys(settings.key_prefix).events()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--type", "stoped"], "invalid choice: 'stoped'"),
+        (["--cause", "eror"], "invalid choice: 'eror'"),
+        (["--type", "started", "--cause", "error"], "--type started events have no cause"),
+        (["--type", "stopped", "--cause", "duplicate"], "'duplicate' is not a stopped cause"),
+        (["--type", "mixed", "--cause", "closed"], "both Stopped and Rejected"),
+        (["--type", "all", "--cause", "error"], "leave out --cause"),
+        (["--unknown-cause", "error"], "is a known cause"),
+        (["--cause", "error", "--unknown-cause", "x"], "not allowed with argument"),
+    ],
+)
+def test_a_type_or_cause_it_cannot_send_is_refused(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main([*argv, "--url", "http://127.0.0.1:1/x"])
+    except SystemExit as exc:  # argparse's own refusals
+        code = int(str(exc.code))
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
+async def test_an_unknown_cause_is_sent_when_asked_for_by_name(
+    receiver_url: tuple[str, Settings], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, settings = receiver_url
+    argv = ["--url", url, "--user", "demo:s3cret", "--unknown-cause", "brand-new", "--json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    [(_, fields)] = await redis.xrange(Keys(settings.key_prefix).events())
+    assert msgspec.json.decode(fields[b"body"])["cause"] == "brand-new"

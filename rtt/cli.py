@@ -1,9 +1,14 @@
-"""`rtt`: one command over the receiver, the worker and the operator tools."""
+"""`rtt`: one command over the receiver, the worker and the operator tools.
+
+Every command's arguments are parsed here, in `rtt/`; the work is done where it belongs.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
 
 from shared.cli_support import settings_from_args, settings_parser
 from shared.settings import ALL_SETTINGS, overrides_from
@@ -11,6 +16,7 @@ from shared.settings import ALL_SETTINGS, overrides_from
 __all__ = ["main"]
 
 USAGE = """usage: rtt <command> [options]
+       rtt --version
 
 commands:
   serve      embedded Redis (unless RTT_REDIS_URL is set), a receiver and a worker
@@ -20,6 +26,7 @@ commands:
   silence    mute alerts for a while: add, list, remove
   stats      stream lengths, lag and pending per consumer group, DLQ size
   dlq        dead letters: list, show, replay, purge
+  groups     consumer groups: list, remove (retire a consumer)
 
 `rtt <command> --help` lists every option and its environment variable.
 """
@@ -57,24 +64,34 @@ def _silence(argv: Sequence[str]) -> int:
     return silence_main(argv)
 
 
-COMMANDS = {"serve": _serve, "receiver": _receiver, "worker": _worker, "send": _send}
-COMMANDS["silence"] = _silence
-
-
 def _stats(argv: Sequence[str]) -> int:
-    from worker.admin import stats_main
+    from .stats import main as stats_main
 
     return stats_main(argv)
 
 
 def _dlq(argv: Sequence[str]) -> int:
-    from worker.admin import dlq_main
+    from .dlq import main as dlq_main
 
     return dlq_main(argv)
 
 
-COMMANDS["stats"] = _stats
-COMMANDS["dlq"] = _dlq
+def _groups(argv: Sequence[str]) -> int:
+    from .groups import main as groups_main
+
+    return groups_main(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "serve": _serve,
+    "receiver": _receiver,
+    "worker": _worker,
+    "send": _send,
+    "silence": _silence,
+    "stats": _stats,
+    "dlq": _dlq,
+    "groups": _groups,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,8 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in {"-V", "--version"}:
+        print(f"rtt {version('rtt-events')}")
+        return 0
     command = COMMANDS.get(argv[0])
     if command is None:
         print(f"rtt: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return command(argv[1:])
+    try:
+        code = command(argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (`rtt dlq show ID | head`). As the Python docs
+        # advise (signal module, "Note on SIGPIPE"): point stdout at devnull so the flush
+        # at exit cannot fail again, and exit 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code

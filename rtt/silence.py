@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 
 import msgspec
+from redis.asyncio import Redis
 
-from shared.cli_support import require_redis_url, settings_from_args
-from shared.connections import create_redis
+from shared.cli_support import settings_from_args
 from shared.keys import Keys
 from shared.settings import Settings, add_arguments, parse_duration
 from worker.alerts.silences import (
@@ -24,9 +24,10 @@ from worker.alerts.silences import (
     remove_silence,
 )
 
+from .operator import OPERATOR_SETTINGS, run_with_redis
+
 __all__ = ["main"]
 
-NAMES = ("redis_url", "key_prefix", "log_format", "log_level", "data_dir")
 EXAMPLE = """examples:
   rtt silence add --match cause=connection-error --match destination_host=asr.example.com \\
       --for 2h --comment "ASR maintenance, CHG-1234"
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="end a silence now")
     remove.add_argument("id", help="the silence id, as `add` printed it")
     for sub in (add, listing, remove):
-        add_arguments(sub, NAMES)
+        add_arguments(sub, OPERATOR_SETTINGS)
     return parser
 
 
@@ -80,51 +81,46 @@ def _remaining(silence: Silence) -> str:
     return str(timedelta(seconds=seconds))
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = create_redis(settings)
+async def _run(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
     keys = Keys(settings.key_prefix, settings.shards)
-    try:
-        if args.action == "add":
-            silence = await add_silence(
-                redis, keys, parse_matchers(args.match), _duration(args.duration),
-                comment=args.comment, created_by=args.author or getpass.getuser(),
-            )  # fmt: skip
-            ends = silence.ends_at.isoformat(timespec="seconds")
-            print(f"{silence.id}  silenced until {ends} ({_remaining(silence)})")
-            return 0
-        if args.action == "remove":
-            if await remove_silence(redis, keys, args.id):
-                print(f"{args.id}  removed")
-                return 0
-            print(f"rtt silence: no active silence {args.id!r}", file=sys.stderr)
-            return 1
-        rows = await list_silences(redis, keys)
-        if args.json:
-            for silence, hits in rows:
-                line = msgspec.structs.asdict(silence) | {"muted": hits}
-                print(msgspec.json.encode(line).decode())
-            return 0
-        if not rows:
-            print("no active silences")
-            return 0
-        print(f"{'ID':<12}  {'ENDS (UTC)':<19}  {'LEFT':>8}  {'MUTED':>5}  MATCHERS / COMMENT")
-        for silence, hits in rows:
-            matchers = " ".join(f"{k}={v}" for k, v in silence.matchers.items())
-            ends = silence.ends_at.strftime("%Y-%m-%d %H:%M:%S")
-            print(f"{silence.id:<12}  {ends:<19}  {_remaining(silence):>8}  {hits:>5}  {matchers}")
-            if silence.comment or silence.created_by:
-                print(f"{'':<52}{silence.comment} ({silence.created_by or 'unknown'})")
+    if args.action == "add":
+        silence = await add_silence(
+            redis, keys, parse_matchers(args.match), _duration(args.duration),
+            comment=args.comment, created_by=args.author or getpass.getuser(),
+        )  # fmt: skip
+        ends = silence.ends_at.isoformat(timespec="seconds")
+        print(f"{silence.id}  silenced until {ends} ({_remaining(silence)})")
         return 0
-    finally:
-        await redis.aclose()
+    if args.action == "remove":
+        if await remove_silence(redis, keys, args.id):
+            print(f"{args.id}  removed")
+            return 0
+        print(f"rtt silence: no active silence {args.id!r}", file=sys.stderr)
+        return 1
+    rows = await list_silences(redis, keys)
+    if args.json:
+        for silence, hits in rows:
+            line = msgspec.structs.asdict(silence) | {"muted": hits}
+            print(msgspec.json.encode(line).decode())
+        return 0
+    if not rows:
+        print("no active silences")
+        return 0
+    print(f"{'ID':<12}  {'ENDS (UTC)':<19}  {'LEFT':>8}  {'MUTED':>5}  MATCHERS / COMMENT")
+    for silence, hits in rows:
+        matchers = " ".join(f"{k}={v}" for k, v in silence.matchers.items())
+        ends = silence.ends_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{silence.id:<12}  {ends:<19}  {_remaining(silence):>8}  {hits:>5}  {matchers}")
+        if silence.comment or silence.created_by:
+            print(f"{'':<52}{silence.comment} ({silence.created_by or 'unknown'})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args, settings = settings_from_args(parser, argv, NAMES, component="silence")
-    settings = require_redis_url(parser, settings)
+    args, settings = settings_from_args(parser, argv, OPERATOR_SETTINGS, component="silence")
     try:
-        return asyncio.run(_run(args, settings))
+        return run_with_redis(parser, settings, partial(_run, args))
     except ValueError as exc:
         print(f"rtt silence: {exc}", file=sys.stderr)
         return 2

@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-import msgspec
-
-from .embedded import running_url
 from .logs import configure_logging
 from .settings import ConfigError, Settings, add_arguments, load_settings, overrides_from
 
-__all__ = ["require_redis_url", "settings_from_args", "settings_parser"]
+__all__ = ["settings_from_args", "settings_parser"]
 
 
 def settings_parser(prog: str, description: str, names: Iterable[str]) -> argparse.ArgumentParser:
@@ -44,15 +40,3 @@ def settings_from_args(
         phone_numbers=settings.log_phone_numbers,
     )
     return args, settings
-
-
-def require_redis_url(parser: argparse.ArgumentParser, settings: Settings) -> Settings:
-    """RTT_REDIS_URL, or else the embedded server a running `rtt serve` started here."""
-    if settings.redis_url:
-        return settings
-    url = running_url(Path(settings.data_dir) / "valkey")
-    if url is None:
-        parser.error(
-            "RTT_REDIS_URL (or --redis-url) is required, or a running `rtt serve` in this directory"
-        )
-    return msgspec.structs.replace(settings, redis_url=url)

@@ -10,13 +10,14 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
+from rtt.dlq import main as dlq_main
+from rtt.stats import main as stats_main
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import LogLines
 from tests.worker.support import add_events, running, wait_until
 from worker import recovery
-from worker.admin import dlq_main, stats_main
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 

@@ -1,0 +1,185 @@
+"""From POST to `transcription_alert`: how long an alert takes, at a steady rate.
+
+`python -m bench e2e` starts Valkey, a receiver and a worker (the built-in alerts consumer
+logging to stdout), then posts a realistic mix (10 % Stopped with cause `error`, each of
+its own transcription) at a fixed rate, open loop: each event leaves at its scheduled
+time whether or not the previous ones were answered. An alert's latency runs from its
+request leaving the client to the timestamp of its `transcription_alert` line. It prints
+p50, p99 and the maximum at each rate, and checks that every alerting event was alerted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+PATH = "/realTimeTranscriptionEvents"
+_ALERTING_EVERY = 10  # one alerting event in ten, the rest closed or started
+
+
+def _bodies(count: int, tag: str) -> tuple[list[bytes], dict[str, int]]:
+    """The events to post, and for each alerting one its transcription id and index."""
+    import msgspec
+
+    from rtt.samples import sample_event
+
+    bodies, alerting = [], {}
+    for n in range(count):
+        if n % _ALERTING_EVERY == 0:
+            transcription = f"t-{tag}-{n}"
+            event = sample_event("stopped", cause="error", transcription_id=transcription)
+            alerting[transcription] = n
+        else:
+            kind = "stopped" if n % 2 else "started"
+            event = sample_event(kind, cause="closed" if kind == "stopped" else None)
+        bodies.append(msgspec.json.encode(event))
+    return bodies, alerting
+
+
+async def _post_at_rate(url: str, bodies: list[bytes], rate: float) -> list[float]:
+    """Posts bodies[n] at start + n / rate; the wall-clock time each one left."""
+    import aiohttp
+
+    sent_at = [0.0] * len(bodies)
+    statuses: list[int] = []
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+
+        async def one(n: int) -> None:
+            await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
+            sent_at[n] = time.time()
+            async with session.post(url, data=bodies[n], headers=headers) as resp:
+                statuses.append(resp.status)
+
+        await asyncio.gather(*(one(n) for n in range(len(bodies))))
+    bad = [s for s in statuses if s != 204]
+    if bad:
+        raise RuntimeError(f"{len(bad)} events not answered 204: {sorted(set(bad))}")
+    return sent_at
+
+
+def _alert_times(log: Path) -> dict[str, float]:
+    found = {}
+    for raw in log.read_bytes().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if line.get("event") == "transcription_alert":
+            stamp = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+            found[line["transcription_id"]] = stamp.timestamp()
+    return found
+
+
+def _wait_up(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not up in {timeout_s}s")
+
+
+def _wait_consuming(log: Path, timeout_s: float = 30) -> None:
+    """Until the worker has started: alerts measure the pipeline, not the worker's start."""
+    deadline = time.monotonic() + timeout_s
+    while b'"worker_started"' not in log.read_bytes():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker not started in {timeout_s}s")
+        time.sleep(0.1)
+    time.sleep(1.0)  # its first XREADGROUP is under way
+
+
+def _one_rate(rate: float, seconds: float, valkey_url: str, tmp: Path) -> dict[str, Any]:
+    from shared.embedded import free_port
+
+    port = free_port()
+    tag = f"{os.getpid()}-{int(rate)}"
+    env = {
+        **os.environ,
+        "RTT_REDIS_URL": valkey_url,
+        "RTT_KEY_PREFIX": f"e2e{tag}",
+        "RTT_PORT": str(port),
+        "RTT_HOST": "127.0.0.1",
+        "RTT_LOG_FORMAT": "json",
+        "RTT_SPOOL_DIR": str(tmp / f"spool{tag}"),
+        "RTT_WORKER_METRICS_PORT": "0",
+    }
+    worker_log = tmp / f"worker{tag}.log"
+    with open(worker_log, "wb") as out:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "receiver"], env=env, stdout=subprocess.DEVNULL
+        )
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env, stdout=out)
+        try:
+            _wait_up(f"http://127.0.0.1:{port}/readyz")
+            _wait_consuming(worker_log)
+            bodies, alerting = _bodies(int(rate * seconds), tag)
+            sent_at = asyncio.run(_post_at_rate(f"http://127.0.0.1:{port}{PATH}", bodies, rate))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                alerted = _alert_times(worker_log)
+                if len(alerting.keys() & alerted.keys()) == len(alerting):
+                    break
+                time.sleep(0.2)
+        finally:
+            for process in (receiver, worker):
+                process.send_signal(signal.SIGTERM)
+            for process in (receiver, worker):
+                process.wait(60)
+    alerted = _alert_times(worker_log)
+    latencies = sorted(alerted[t] - sent_at[n] for t, n in alerting.items() if t in alerted)
+    return {
+        "rate": rate,
+        "events": len(bodies),
+        "alerting": len(alerting),
+        "alerted": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "max_ms": 1000 * latencies[-1],
+    }
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__)
+    parser.add_argument("--rates", type=float, nargs="+", default=[500, 5000])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    from shared.embedded import EmbeddedValkey
+
+    lost = 0
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp) / "valkey") as valkey:
+        for rate in args.rates:
+            result = _one_rate(rate, args.seconds, valkey.url, Path(tmp))
+            lost += result["alerting"] - result["alerted"]
+            print(
+                f"{rate:6.0f} events/s for {args.seconds:g} s: {result['alerted']} of "
+                f"{result['alerting']} alerts; POST -> transcription_alert p50 "
+                f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                f"max {result['max_ms']:.1f} ms"
+            )
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from shared.cli_support import settings_from_args
 from shared.keys import Keys
-from shared.settings import Settings, add_arguments, parse_duration
+from shared.settings import DURATION_FORMS, Settings, add_arguments, parse_duration
 from worker.alerts.silences import (
     Silence,
     add_silence,
@@ -70,7 +70,7 @@ def _duration(text: str) -> timedelta:
     try:
         value = msgspec.convert(parse_duration(text), timedelta, strict=False)
     except msgspec.ValidationError:
-        raise ValueError(f"--for {text!r}: expected a duration such as 30m, 2h or 1d") from None
+        raise ValueError(f"--for: got {text!r}; expected a duration: {DURATION_FORMS}") from None
     if value <= timedelta(0):
         raise ValueError(f"--for {text!r}: must be longer than zero")
     return value

@@ -24,6 +24,7 @@ from msgspec import Meta
 from .redis_urls import check_redis_url, mask_url
 
 __all__ = [
+    "DURATION_FORMS",
     "ENV_PREFIX",
     "ConfigError",
     "Settings",

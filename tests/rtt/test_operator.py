@@ -71,11 +71,16 @@ def test_dlq_show_into_a_closed_pipe_is_quiet(
     keys = Keys(prefix)
     body = sample_body("stopped", cause="error")
     letter = DeadLetter(
-        stream=keys.events(), original_id="1-0", group="billing", consumer="w1",
-        error="RuntimeError('sink down')", attempts=5, failed_at_ms=1,
+        stream=keys.events(),
+        original_id="1-0",
+        group="billing",
+        consumer="w1",
+        error="RuntimeError('sink down')",
+        attempts=5,
+        failed_at_ms=1,
         entry=StreamEntry("realTimeTranscriptionStopped", body, 1, "req-1"),
-    )  # fmt: skip
-    dlq_id = sync_redis.xadd(keys.dlq, letter.to_fields()).decode()  # type: ignore[arg-type, union-attr]
+    )
+    dlq_id = sync_redis.xadd(keys.dlq, dict(letter.to_fields())).decode()
     # The reader is gone before the first write, as `| head` is after its lines: every
     # write fails with EPIPE, whatever the timing.
     read_end, write_end = os.pipe()

@@ -27,6 +27,7 @@ from shared.events import (
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
+from shared.tracing import tracer
 
 from .auth import Gate, parse_networks
 from .metrics import ReceiverMetrics
@@ -84,6 +85,7 @@ class _Events:
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.store = store
         self.metrics = metrics
+        self.tracer = tracer()
         self.gate = Gate(
             credentials=settings.basic_auth,
             realm=settings.auth_realm,
@@ -110,11 +112,18 @@ class _Events:
         request_id = _request_id(request)
         # aiohttp runs each request in a task of its own, so these bindings end with it.
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        response = await self._handle(request, request_id)
+        if self.tracer.enabled:
+            with self.tracer.receive(request.headers, request.path) as (span, traceparent):
+                response = await self._handle(request, request_id, traceparent)
+                span.set_attribute("http.response.status_code", response.status)
+        else:
+            response = await self._handle(request, request_id)
         response.headers["X-Request-Id"] = request_id
         return response
 
-    async def _handle(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, request_id: str, traceparent: str = ""
+    ) -> web.StreamResponse:
         refusal = self.gate.refusal(request)
         if refusal == "forbidden":
             log.warning("request_forbidden", peer=self.gate.client_address(request))
@@ -156,7 +165,9 @@ class _Events:
             identity = hashlib.blake2b(body, digest_size=16).hexdigest()
             stream = self.keys.unknown
             item = StoreItem(
-                stream, StreamEntry(event_type, body, received_at_ms, request_id).to_fields(),
+                stream, StreamEntry(
+                    event_type, body, received_at_ms, request_id, traceparent=traceparent
+                ).to_fields(),
                 dedup_key=self.keys.forensic_dedup(stream, identity),
                 max_len=self.forensic_max_len,
             )  # fmt: skip
@@ -172,7 +183,9 @@ class _Events:
             shard = self.keys.shard_of(decoded.call_id)
             item = StoreItem(
                 self.keys.events(shard),
-                StreamEntry(event_type, body, received_at_ms, request_id).to_fields(),
+                StreamEntry(
+                    event_type, body, received_at_ms, request_id, traceparent=traceparent
+                ).to_fields(),
                 dedup_key=self.keys.dedup(shard, event_identity(decoded)),
             )
         started = time.perf_counter()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from shared.cli_support import settings_from_args, settings_parser
 from shared.loop import run
-from shared.settings import RECEIVER_SETTINGS
+from shared.settings import RECEIVER_SETTINGS, Settings
+from shared.tracing import configure_tracing, tracer
 
 from .server import serve
 from .supervisor import supervise
@@ -35,6 +37,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt receiver") -> int:
     args, settings = settings_from_args(parser, argv, RECEIVER_SETTINGS, component="receiver")
     if not settings.redis_url:
         parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
+    if settings.processes == 1 or args.slot is not None:
+        try:
+            configure_tracing("receiver", os.environ)
+        except RuntimeError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return _run(args, settings, argv)
+    finally:
+        tracer().shutdown()
+
+
+def _run(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
     if args.slot is not None:
         index, processes = args.slot
         run(serve(settings, index=index, processes=processes, reuse_port=True))

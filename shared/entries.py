@@ -13,7 +13,8 @@ Fields = dict[FieldValue, FieldValue]
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """Fields `type`, `body` (the raw JSON, byte for byte), `received_at` (ms), `request_id`.
+    """Fields `type`, `body` (the raw JSON, byte for byte), `received_at` (ms), `request_id`,
+    and `traceparent` when tracing is on.
 
     `group` is set only on an entry re-driven from the dead-letter queue: it names the one
     consumer group that should handle it; every other group acknowledges it unseen.
@@ -24,6 +25,8 @@ class StreamEntry:
     received_at_ms: int
     request_id: str
     group: str | None = None
+    # The receiver's span, W3C `traceparent`, when tracing is on (shared.tracing).
+    traceparent: str = ""
 
     def to_fields(self) -> Fields:
         fields: Fields = {
@@ -34,6 +37,8 @@ class StreamEntry:
         }
         if self.group is not None:
             fields["group"] = self.group
+        if self.traceparent:
+            fields["traceparent"] = self.traceparent
         return fields
 
     @classmethod
@@ -44,4 +49,5 @@ class StreamEntry:
             received_at_ms=int(fields.get(b"received_at", b"0")),
             request_id=fields.get(b"request_id", b"").decode(),
             group=fields[b"group"].decode() if b"group" in fields else None,
+            traceparent=fields.get(b"traceparent", b"").decode(),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from shared.connections import create_redis
 from shared.logs import get_logger
 from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
+from shared.tracing import configure_tracing, tracer
 
 from .alerts import alerts_consumer
 from .consumers import Consumer, ConsumerLoadError, load_consumers
@@ -62,6 +64,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     try:
+        configure_tracing("worker", os.environ)
+    except RuntimeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    try:
         run(run_worker(settings, consumers))
     except WorkerIdInUse as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -69,4 +76,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     except Exception as exc:
         log.error("worker_failed", error=repr(exc), exc_info=exc)
         return 1
+    finally:
+        tracer().shutdown()
     return 0

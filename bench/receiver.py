@@ -7,6 +7,7 @@ else the machine does weighs on every variant alike:
 - `bare`: a handler that reads the body and answers 204, on uvloop (the baseline), and
   `bare-asyncio`, the same on asyncio's default loop;
 - `receiver`: the real receiver, Basic auth, dedup and metrics on, every event stored;
+- `receiver-otel`: the same with tracing on (spans made, then dropped: no exporter);
 - `naive`: aiohttp + msgspec + one awaited XADD per request, on uvloop;
 - `fastapi`: FastAPI + pydantic + one XADD per request (with the `bench` extra installed).
 
@@ -306,24 +307,31 @@ def _measure(
 
 def _variants(url: str, prefix: str, tmp: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     me = [sys.executable, "-m", "bench.receiver"]
-    plain = dict(os.environ)
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    receiver_env = {
+        **plain,
+        "RTT_REDIS_URL": url,
+        "RTT_KEY_PREFIX": prefix,
+        "RTT_HOST": "127.0.0.1",
+        "RTT_LOG_FORMAT": "json",
+        "RTT_LOG_LEVEL": "warning",
+        "RTT_BASIC_AUTH": f"{USER}:{PASSWORD}",
+        "RTT_SPOOL_DIR": str(Path(tmp) / "spool"),
+    }
     found = {
         "bare": ([*me, "bare", "--loop", "uvloop"], plain),
         "bare-asyncio": ([*me, "bare", "--loop", "asyncio"], plain),
-        "receiver": (
+        "receiver": ([sys.executable, "-m", "receiver"], receiver_env),
+        "naive": ([*me, "naive", "--redis-url", url, "--stream", f"{prefix}:naive"], plain),
+        # Spans made and dropped (no exporter): what tracing costs the receiver when on.
+        "receiver-otel": (
             [sys.executable, "-m", "receiver"],
             {
-                **os.environ,
-                "RTT_REDIS_URL": url,
-                "RTT_KEY_PREFIX": prefix,
-                "RTT_HOST": "127.0.0.1",
-                "RTT_LOG_FORMAT": "json",
-                "RTT_LOG_LEVEL": "warning",
-                "RTT_BASIC_AUTH": f"{USER}:{PASSWORD}",
-                "RTT_SPOOL_DIR": str(Path(tmp) / "spool"),
+                **receiver_env,
+                "RTT_SPOOL_DIR": str(Path(tmp) / "spool-otel"),
+                "OTEL_TRACES_EXPORTER": "none",
             },
         ),
-        "naive": ([*me, "naive", "--redis-url", url, "--stream", f"{prefix}:naive"], plain),
     }
     if _fastapi_installed():
         found["fastapi"] = ([*me, "fastapi", "--redis-url", url, "--stream", f"{prefix}:fa"], plain)

@@ -27,6 +27,7 @@ commands:
   stats      stream lengths, lag and pending per consumer group, DLQ size
   dlq        dead letters: list, show, replay, purge
   groups     consumer groups: list, remove (retire a consumer)
+  health     exit 0 if this container's receiver or worker serves (a health check)
 
 `rtt <command> --help` lists every option and its environment variable.
 """
@@ -76,6 +77,12 @@ def _dlq(argv: Sequence[str]) -> int:
     return dlq_main(argv)
 
 
+def _health(argv: Sequence[str]) -> int:
+    from .health import main as health_main
+
+    return health_main(argv)
+
+
 def _groups(argv: Sequence[str]) -> int:
     from .groups import main as groups_main
 
@@ -91,6 +98,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "stats": _stats,
     "dlq": _dlq,
     "groups": _groups,
+    "health": _health,
 }
 
 

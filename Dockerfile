@@ -1,21 +1,35 @@
 # One image for every role: `rtt receiver`, `rtt worker`, `rtt serve`, `rtt stats`...
-FROM python:3.11-slim AS build
+# PYTHON_IMAGE: any Debian-based Python >= 3.11 image with the venv module; the default is
+# the public one, a registry mirror or a locally built stand-in works the same.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+RUN python3 -m venv /opt/rtt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY receiver ./receiver
 COPY worker ./worker
 COPY rtt ./rtt
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN /opt/rtt/bin/pip install --no-cache-dir --quiet .
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 rtt
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+FROM ${PYTHON_IMAGE}
+# The spool directory is created here, owned by the user the container runs as: a named
+# volume mounted on it starts as a copy of it, so the receiver can write its spool.
+RUN useradd --create-home --uid 10001 --user-group rtt \
+ && mkdir -p /spool \
+ && chown rtt:rtt /spool
+COPY --from=build /opt/rtt /opt/rtt
 USER rtt
 WORKDIR /home/rtt
-ENV RTT_HOST=0.0.0.0 RTT_LOG_FORMAT=json RTT_SPOOL_DIR=/home/rtt/spool
+ENV PATH=/opt/rtt/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    RTT_HOST=0.0.0.0 \
+    RTT_LOG_FORMAT=json \
+    RTT_SPOOL_DIR=/spool
 EXPOSE 8080 9464
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
+# `rtt health` checks the role the container runs: a receiver's /readyz on RTT_PORT, a
+# worker's heartbeat in Redis.
+HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=3 CMD ["rtt", "health"]
 ENTRYPOINT ["rtt"]
 CMD ["receiver"]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean test-integrations
+.PHONY: run test lint typecheck pytest bench clean test-integrations test-deploy
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test-integrations: $(BIN)/.installed-test
 	  else echo "test-integrations needs Debian packages:$$missing (apt-get install as root)"; exit 1; fi; \
 	fi
 	RTT_TEST_INTEGRATIONS=1 $(BIN)/pytest -m integrations $(PYTEST_ARGS)
+
+# Real containers: builds the image, runs docker-compose.yml (needs Docker; see README).
+test-deploy: $(BIN)/.installed-test
+	PYTHON=$(BIN)/python tests/deploy/run.sh $(PYTEST_ARGS)
 
 $(BIN)/.installed-bench: $(BIN)/.installed-test pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'

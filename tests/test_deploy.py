@@ -189,3 +189,17 @@ def test_images_are_variables_defaulting_to_the_public_ones() -> None:
         assert svc["image"] == "${RTT_IMAGE:-rtt-events:latest}", name
         assert svc["build"]["args"]["PYTHON_IMAGE"] == "${RTT_PYTHON_IMAGE:-python:3.11-slim}"
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", DOCKERFILE, re.M)
+
+
+def test_build_context_leaves_out_what_the_image_does_not_copy() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", ".rtt", ".git", "tests"} <= ignored
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert source not in ignored, source
+            assert (ROOT / source).exists(), source

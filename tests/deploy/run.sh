@@ -40,7 +40,9 @@ fi
 if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE="docker-compose"; fi
 
 if [ -z "${RTT_PYTHON_IMAGE:-}" ] || [ -z "${RTT_VALKEY_IMAGE:-}" ]; then
-    eval "$(tests/deploy/standins.sh)"
+    standins=$(tests/deploy/standins.sh)
+    : "${RTT_PYTHON_IMAGE:=$(sed -n 's/^RTT_PYTHON_IMAGE=//p' <<<"$standins")}"
+    : "${RTT_VALKEY_IMAGE:=$(sed -n 's/^RTT_VALKEY_IMAGE=//p' <<<"$standins")}"
 fi
 RTT_IMAGE=${RTT_IMAGE:-rtt-events:deploy-test}
 say "building $RTT_IMAGE on $RTT_PYTHON_IMAGE"

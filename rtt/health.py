@@ -27,6 +27,11 @@ ROLES = ("receiver", "worker", "serve")
 # Every worker runs the built-in alerts consumer, so it always beats for this group.
 _ALWAYS_SERVED_GROUP = "alerts"
 _WILDCARDS = {"", "0.0.0.0", "::"}
+# What each check reads: a setting the check does not use cannot fail it.
+_READS = {
+    "receiver": ("host", "port"),
+    "worker": ("redis_url", "key_prefix", "shards", "worker_id", "redis_timeout", "block"),
+}
 
 
 class Unhealthy(Exception):
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rtt health: cannot tell the role; name it: receiver or worker", file=sys.stderr)
         return 2
     try:
-        settings = load_settings()
+        settings = load_settings(names=_READS["worker" if role == "worker" else "receiver"])
     except ConfigError as exc:
         print(f"rtt health: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ __all__ = [
     "alert_field",
     "alert_for",
     "check_group_by",
+    "destination_host",
     "group_labels",
 ]
 
@@ -45,9 +47,23 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True, tag="alert", tag_field="k
 
     @property
     def destination_host(self) -> str | None:
-        if not self.destination:
-            return None
-        return urlsplit(self.destination).hostname or self.destination
+        return destination_host(self.destination)
+
+
+def destination_host(destination: str | None) -> str | None:
+    """The host of a websocket URL, for grouping; never raises, whatever the text holds.
+
+    `urlsplit` refuses an unbalanced `[` (an IPv6 literal gone wrong); then the authority
+    is cut out by hand, so the alert still groups by what looks like its host.
+    """
+    if not destination:
+        return None
+    try:
+        host = urlsplit(destination).hostname
+    except ValueError:
+        authority = re.split(r"[/?#]", destination.partition("://")[2] or destination)[0]
+        host = authority.rpartition("@")[2]
+    return host or destination
 
 
 def alert_for(event: Event, settings: Settings) -> Alert | None:

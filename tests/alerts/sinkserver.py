@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,8 @@ class SinkServer:
     """Records every request; answers from a script of statuses, then `default_status`."""
 
     default_status: int = 200
+    delay_s: float = 0.0  # how long the server thinks before answering (after recording)
+    refuse_once: bool = False  # answer 503 to the first request of each Idempotency-Key
     script: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -45,9 +47,16 @@ class SinkServer:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         status, headers = self.script.popleft() if self.script else (self.default_status, {})
+        key = request.headers.get("Idempotency-Key")
+        if self.refuse_once and key not in {
+            r.headers.get("Idempotency-Key") for r in self.received
+        }:
+            status = 503
         self.received.append(
             Received(request.path, dict(request.headers), body, status, time.monotonic())
         )
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         text = "ok" if status < 300 else f"error {status}"
         return web.Response(status=status, text=text, headers=headers)
 
@@ -76,6 +85,12 @@ class SinkServer:
     def accepted(self) -> list[Any]:
         """Bodies (decoded) of the requests answered with a 2xx: the deliveries."""
         return [r.json() for r in self.received if 200 <= r.status < 300]
+
+    def accepted_per_key(self) -> Counter[str]:
+        """How often each `Idempotency-Key` was taken (2xx): a folding receiver keeps one."""
+        return Counter(
+            r.headers.get("Idempotency-Key", "") for r in self.received if 200 <= r.status < 300
+        )
 
 
 async def eventually(

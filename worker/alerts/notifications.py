@@ -1,7 +1,10 @@
 """What sinks are given: an alert, a group summary, or a change of the failure rate.
 
-Each carries a `dedup_key` that stays the same for the same news, so a receiver (and
-PagerDuty) can fold a repeated delivery into the first one.
+Two keys, for two questions. `notification_key_of` names one notification: each alert,
+summary and rate change has its own, and a resend of it keeps it, so a receiver folding
+repeated keys (the webhook's `Idempotency-Key`) keeps every distinct notification once.
+`dedup_key` names the incident, as PagerDuty means it: a group's summaries update its
+first alert's incident, a rate incident's resolve closes its trigger.
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ import msgspec
 
 from .rules import Alert, Severity
 
-__all__ = ["Notification", "RateChange", "Summary", "dedup_key_of", "notification_decoder"]
+__all__ = [
+    "Notification",
+    "RateChange",
+    "Summary",
+    "notification_decoder",
+    "notification_key_of",
+]
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True, tag="summary", tag_field="kind"):
@@ -53,7 +62,10 @@ Notification: TypeAlias = Alert | Summary | RateChange
 notification_decoder: msgspec.json.Decoder[Notification] = msgspec.json.Decoder(Notification)
 
 
-def dedup_key_of(notification: Notification) -> str:
+def notification_key_of(notification: Notification) -> str:
+    """This notification's own name: the same for a resend, different for any other."""
     if isinstance(notification, Alert):
         return notification.alert_key
-    return notification.dedup_key
+    if isinstance(notification, Summary):
+        return notification.summary_key
+    return f"{notification.dedup_key}-{notification.status}"

@@ -11,7 +11,7 @@ from shared.settings import Settings
 
 from .delivery import Poster
 from .formats import pagerduty_event, slack_message
-from .notifications import Notification, Summary, dedup_key_of
+from .notifications import Notification, Summary, notification_key_of
 from .rules import Alert
 
 __all__ = [
@@ -61,7 +61,7 @@ class LogSink:
 
 
 class WebhookSink:
-    """The notification as JSON, with a `kind` field; `Idempotency-Key` names the news."""
+    """The notification as JSON, with a `kind` field; `Idempotency-Key` names the notification."""
 
     name = "webhook"
 
@@ -70,7 +70,7 @@ class WebhookSink:
         self._url = url
 
     async def send(self, notification: Notification, log: FilteringBoundLogger) -> None:
-        headers = {"Idempotency-Key": dedup_key_of(notification)}
+        headers = {"Idempotency-Key": notification_key_of(notification)}
         await self._poster.post(self.name, self._url, _encode(notification), headers=headers)
 
 

@@ -89,10 +89,17 @@ class AlertsConsumer:
         )  # fmt: skip
         log_sink = LogSink()
         sinks = http_sinks(settings, poster)
+        # A sender's lock lapses with its heartbeat: when a dead worker's entries are taken
+        # over, the copy of what it was sending can go out at once.
+        lock_s = settings.heartbeat_ttl.total_seconds()
         once = Once(
-            ctx.redis, ctx.keys, ttl_s=settings.alert_once_ttl.total_seconds(),
-            lock_s=poster.budget_s,
-        )  # fmt: skip
+            ctx.redis,
+            ctx.keys,
+            ctx.log,
+            ttl_s=settings.alert_once_ttl.total_seconds(),
+            lock_s=lock_s,
+            wait_s=poster.budget_s + lock_s,
+        )
         tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
         # The lease is renewed every tick, so it must outlive a few of them.
         lease_s = max(settings.heartbeat_ttl.total_seconds(), 3 * tick_s)

@@ -1,21 +1,31 @@
 """Send a notification to a sink once, across redeliveries, replays and worker replicas.
 
 A record per (sink, key) is written after a successful send and checked before one; a
-short-lived lock (SET NX PX) keeps two replicas from sending the same thing at once. The
-one duplicate left possible is a crash between sending and recording; the `dedup_key`
-each notification carries lets the receiving end (PagerDuty does) fold it away.
+lock (SET NX PX) keeps two replicas from sending the same thing at once. The lock is
+short and renewed while its sender lives, so a sender that dies frees it about when its
+heartbeat lapses, which is also when its entries are taken over: the copy that follows
+a crash goes out within seconds, not after the longest send ever allowed.
+
+Once a sink has taken a notification, nothing Redis does makes it send again: the record
+is written until Redis answers, with the sent fact kept here meanwhile. The one duplicate
+left possible is a worker dying (or being stopped while Redis is away) between the sink's
+answer and the record; the notification's key lets the receiving end fold it away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
 
 from shared.keys import Keys
+from worker.retry import backoff_s
 
 __all__ = ["Once"]
 
@@ -26,6 +36,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 2
 """
+# KEYS: sending lock. ARGV: token, lock ms. Extends the lock only while it is ours.
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 # KEYS: done record, sending lock. ARGV: token, done ttl ms ('' when the send failed).
 _FINISH: Final = """
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
@@ -33,30 +48,45 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 _POLL_S: Final = 0.05
+# Writing the record while Redis is away: soon at first, then twice a second at most,
+# so the record lands within half a second of Redis answering again.
+_RECORD_BASE_S: Final = 0.05
+_RECORD_MAX_S: Final = 0.5
 
 
 class Once:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: float, lock_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        log: FilteringBoundLogger,
+        *,
+        ttl_s: float,
+        lock_s: float,
+        wait_s: float,
+    ) -> None:
+        """`lock_s`: how long a silent sender's lock outlives it; `wait_s`: how long to wait
+        for a live sender of the same thing before giving up (and being retried)."""
         self._redis = redis
         self._keys = keys
+        self._log = log
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._lock_ms = max(1, int(lock_s * 1000))
+        self._renew_s = lock_s / 3
+        self._wait_s = wait_s
         self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
-
-    async def was_sent(self, sink: str, key: str) -> bool:
-        return bool(await self._redis.exists(self._keys.alert_once(sink, key)))
 
     async def send(self, sink: str, key: str, send: Callable[[], Awaitable[None]]) -> bool:
         """Run `send` unless it already succeeded for (sink, key); True if it ran now.
 
-        When another replica is sending the same thing, wait for it (at most its lock's
-        lifetime): it either records success, and this one has nothing to do, or fails or
-        dies, and this one takes over.
+        When another replica is sending the same thing, wait for it: it either records
+        success, and this one has nothing to do, or fails or dies, and this one takes over.
         """
         keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
         token = uuid.uuid4().hex
-        async with asyncio.timeout(self._lock_ms / 1000 + 5):
+        async with asyncio.timeout(self._wait_s):
             while True:
                 state = int(await self._acquire(keys=keys, args=[token, self._lock_ms]))
                 if state != 2:
@@ -65,10 +95,59 @@ class Once:
                 await asyncio.sleep(_POLL_S)
         if state == 0:
             return False
-        sent = False
+        keeper = asyncio.create_task(self._keep(keys[1], token))
         try:
-            await send()
-            sent = True
+            try:
+                await send()
+            except BaseException:
+                await self._release(keys, token)
+                raise
+            await self._record(keys, token, sink, key)
         finally:
-            await self._finish(keys=keys, args=[token, self._ttl_ms if sent else ""])
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         return True
+
+    async def _keep(self, lock: str, token: str) -> None:
+        """Renew the lock while the send (and its record) runs; a failed renewal is retried
+        at the next tick: the lock is a courtesy to other replicas, not a guarantee."""
+        while True:
+            await asyncio.sleep(self._renew_s)
+            with contextlib.suppress(RedisError, OSError):
+                await self._renew(keys=[lock], args=[token, self._lock_ms])
+
+    async def _release(self, keys: list[str], token: str) -> None:
+        """After a failed send: free the lock now if Redis lets us, else it lapses."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._lock_ms / 1000):
+                await self._finish(keys=keys, args=[token, ""])
+
+    async def _record(self, keys: list[str], token: str, sink: str, key: str) -> None:
+        """The sink has it: write the record until Redis takes it, never send again."""
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self._finish(keys=keys, args=[token, self._ttl_ms])
+                    break
+                except (RedisError, OSError) as exc:
+                    failures += 1
+                    delay_s = backoff_s(failures, _RECORD_BASE_S, _RECORD_MAX_S)
+                    if failures == 1 or failures % 20 == 0:  # not a line per attempt
+                        self._log.warning(
+                            "alert_record_retry",
+                            sink=sink,
+                            key=key,
+                            attempt=failures,
+                            retry_in_s=round(delay_s, 3),
+                            error=repr(exc),
+                        )
+                    await asyncio.sleep(delay_s)
+        except asyncio.CancelledError:
+            # Stopped before Redis came back: the record is lost, and a redelivery of this
+            # entry will send the notification again (with the same key).
+            self._log.error("alert_record_lost", sink=sink, key=key, attempts=failures)
+            raise
+        if failures:
+            self._log.info("alert_recorded", sink=sink, key=key, attempts=failures + 1)

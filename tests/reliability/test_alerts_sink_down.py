@@ -18,7 +18,13 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
-from tests.alerts.harness import add_event, running_workers, wait_handled, worker_processes
+from tests.alerts.harness import (
+    add_event,
+    running_workers,
+    settled,
+    wait_handled,
+    worker_processes,
+)
 from tests.alerts.sinkserver import SinkServer, eventually
 from tests.conftest import LogLines
 from tests.fixtures import sample_event
@@ -107,11 +113,14 @@ async def test_a_summary_survives_a_sink_outage_and_its_deliverer_being_killed(
             workers[killed].send(signal.SIGKILL)
             await asyncio.to_thread(workers[killed].wait, 10)
             webhook.default_status = 200
-            await eventually(lambda: _summaries(webhook), timeout_s=20, what="summary")
+            await eventually(lambda: settled(redis, settings), timeout_s=30, what="delivered")
             # Delivered by the survivor, which now holds the lease.
             assert await _lease_of(redis, keys, f"w{1 - killed}")
-        assert [s["count"] for s in _summaries(webhook)] == [5]
-        assert [b["kind"] for b in webhook.accepted] == ["alert", "summary"]
+        # The five may span two windows on a busy machine: every one is counted, once.
+        summaries = _summaries(webhook)
+        assert sum(s["count"] for s in summaries) == 5
+        assert [b["kind"] for b in webhook.accepted] == ["alert"] + ["summary"] * len(summaries)
+        assert len(webhook.accepted_per_key()) == 1 + len(summaries)
     finally:
         await webhook.stop()
 

@@ -32,7 +32,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 from worker.consumers import Consumer, Context, SetupContext, consumer
 
-from .delivery import Poster, SinkError
+from .delivery import MAX_WAIT_S, Poster, SinkError, SinkPaused
 from .grouping import Groups
 from .once import Once
 from .outbox import Lease, Outbox
@@ -82,13 +82,23 @@ class AlertsConsumer:
         settings = ctx.settings
         check_group_by(settings.alert_group_by)
         session = aiohttp.ClientSession()
-        poster = Poster(
-            session, ctx.redis, ctx.keys,
-            timeout_s=settings.alert_sink_timeout.total_seconds(),
-            retries=settings.alert_sink_retries,
-        )  # fmt: skip
+
+        def poster(max_wait_s: float | None) -> Poster:
+            return Poster(
+                session,
+                ctx.redis,
+                ctx.keys,
+                timeout_s=settings.alert_sink_timeout.total_seconds(),
+                retries=settings.alert_sink_retries,
+                max_wait_s=max_wait_s,
+            )
+
         log_sink = LogSink()
-        sinks = http_sinks(settings, poster)
+        # Handlers wait a short pause out; a longer one hands the alert to the outbox,
+        # whose sinks wait as long as the sink asks.
+        handler_poster = poster(MAX_WAIT_S)
+        sinks = http_sinks(settings, handler_poster)
+        outbox_sinks = http_sinks(settings, poster(None))
         # A sender's lock lapses with its heartbeat: when a dead worker's entries are taken
         # over, the copy of what it was sending can go out at once.
         lock_s = settings.heartbeat_ttl.total_seconds()
@@ -98,7 +108,7 @@ class AlertsConsumer:
             ctx.log,
             ttl_s=settings.alert_once_ttl.total_seconds(),
             lock_s=lock_s,
-            wait_s=poster.budget_s + lock_s,
+            wait_s=handler_poster.budget_s + lock_s,
         )
         tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
         # The lease is renewed every tick, so it must outlive a few of them.
@@ -108,9 +118,15 @@ class AlertsConsumer:
             holder=settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         )  # fmt: skip
         outbox = Outbox(
-            ctx.redis, ctx.keys, settings, [log_sink, *sinks], once, lease, ctx.log,
+            ctx.redis,
+            ctx.keys,
+            settings,
+            [log_sink, *outbox_sinks],
+            once,
+            lease,
+            ctx.log,
             tick_s=tick_s,
-        )  # fmt: skip
+        )
         stopping = asyncio.Event()
         run = _Running(
             redis=ctx.redis, keys=ctx.keys, settings=settings, session=session,
@@ -206,20 +222,34 @@ async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
 
     results = await asyncio.gather(*(one(sink) for sink in run.sinks), return_exceptions=True)
     failed: dict[str, str] = {}
+    paused: dict[str, float] = {}
     for sink, result in zip(run.sinks, results, strict=True):
-        if isinstance(result, BaseException):
+        if isinstance(result, SinkPaused):
+            paused[sink.name] = result.retry_after_s
+        elif isinstance(result, BaseException):
             if not isinstance(result, SinkError | RedisError | TimeoutError):
                 raise result
             failed[sink.name] = str(result)
         elif result:
             ctx.log.info("alert_notification_sent", sink=sink.name, kind="alert",
                          alert_key=alert.alert_key)  # fmt: skip
+    if paused:
+        # Delayed, not failed: the outbox sends it when the pause ends, however long.
+        outbox_id = await run.outbox.defer(alert, sorted(paused))
+        ALERTS.labels(alert.severity, "deferred").inc()
+        ctx.log.warning(
+            "alert_deferred",
+            alert_key=alert.alert_key,
+            sinks=paused,
+            outbox_id=outbox_id,
+        )
     if failed:
         ALERTS.labels(alert.severity, "sink_failed").inc()
         ctx.log.warning("alert_sink_failed", alert_key=alert.alert_key, sinks=failed,
                         deliveries=ctx.deliveries)  # fmt: skip
         raise SinkFailed(f"alert {alert.alert_key} not taken by {', '.join(sorted(failed))}")
-    ALERTS.labels(alert.severity, "sent").inc()
+    if not paused:
+        ALERTS.labels(alert.severity, "sent").inc()
 
 
 def make_alerts_consumer() -> Consumer:

@@ -2,8 +2,11 @@
 
 A `429` pauses the sink for every worker (the pause is kept in Redis) for as long as its
 `Retry-After` says; a sink may also be paced (Slack takes about one message a second per
-channel). What still fails after the quick retries raises, and the caller decides: the
-entry goes back to the runtime's retries, or the outbox tries again later.
+channel). A poster either waits out any pause (the outbox's: it delivers in the
+background) or at most `MAX_WAIT_S` (a handler's): past that it raises `SinkPaused`, and
+the alert is handed to the outbox, delayed rather than failed. What still fails after
+the quick retries raises, and the caller decides: the entry goes back to the runtime's
+retries, or the outbox tries again later.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from redis.asyncio import Redis
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
     wait_random,
@@ -27,11 +30,21 @@ from tenacity import (
 
 from shared.keys import Keys
 
-__all__ = ["MAX_WAIT_S", "Poster", "SinkError", "SinkRejected", "SinkThrottled", "SinkUnavailable"]
+__all__ = [
+    "MAX_WAIT_S",
+    "Poster",
+    "SinkError",
+    "SinkPaused",
+    "SinkRejected",
+    "SinkThrottled",
+    "SinkUnavailable",
+]
 
-# The longest a delivery waits for a pause or pacing slot; past it, it fails and is retried
-# later by the runtime (or the outbox) instead of holding a handler.
+# The longest a handler's delivery waits for a pause or pacing slot; past it, the alert
+# goes to the outbox instead of holding a handler (and spending its retries) in the pause.
 MAX_WAIT_S: Final = 10.0
+# "No limit" for the pacing script, in ms: the outbox waits out any pause.
+_FOREVER_MS: Final = 10**15
 
 
 class SinkError(Exception):
@@ -46,6 +59,10 @@ class SinkThrottled(SinkUnavailable):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SinkPaused(SinkThrottled):
+    """The sink is paused (or paced) further ahead than this poster waits."""
 
 
 class SinkRejected(SinkError):
@@ -92,7 +109,11 @@ return start - now
 
 
 class Poster:
-    """POSTs JSON for the sinks over one `aiohttp.ClientSession` owned by the alerts consumer."""
+    """POSTs JSON for the sinks over one `aiohttp.ClientSession` owned by the alerts consumer.
+
+    `max_wait_s` is the longest this poster waits for a sink's pause or pacing slot;
+    `None` waits as long as the sink asks, however many `429`s that takes.
+    """
 
     def __init__(
         self,
@@ -103,6 +124,7 @@ class Poster:
         timeout_s: float,
         retries: int,
         backoff_s: float = 0.2,
+        max_wait_s: float | None = MAX_WAIT_S,
     ) -> None:
         self._session = session
         self._redis = redis
@@ -112,11 +134,16 @@ class Poster:
         self._backoff = wait_exponential(multiplier=backoff_s, max=MAX_WAIT_S / 2) + wait_random(
             0, backoff_s
         )
+        self._max_wait_ms = _FOREVER_MS if max_wait_s is None else int(max_wait_s * 1000)
         self._slot = redis.register_script(_SLOT)
 
     @property
+    def patient(self) -> bool:
+        return self._max_wait_ms == _FOREVER_MS
+
+    @property
     def budget_s(self) -> float:
-        """An upper bound on one `post`: every attempt, the waits between them, the pacing."""
+        """An upper bound on one `post` of a poster that does not wait out long pauses."""
         total = self._timeout.total or 0.0
         return (self._retries + 1) * (total + MAX_WAIT_S)
 
@@ -135,25 +162,41 @@ class Poster:
         headers: Mapping[str, str] | None = None,
         interval_ms: int = 0,
     ) -> None:
+        while True:
+            try:
+                await self._post_with_retries(sink, url, body, headers or {}, interval_ms)
+                return
+            except SinkThrottled:
+                if not self.patient:
+                    raise
+                # Still throttled after the quick retries: the pause is recorded, and the
+                # next round waits it out. A pause delays; it never fails a delivery.
+
+    async def _post_with_retries(
+        self, sink: str, url: str, body: bytes, headers: Mapping[str, str], interval_ms: int
+    ) -> None:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retries + 1),
             wait=self._wait,
-            retry=retry_if_exception_type(SinkUnavailable),
+            # A pause longer than this poster waits is not retried here: it is handed on.
+            retry=retry_if_exception(
+                lambda e: isinstance(e, SinkUnavailable) and not isinstance(e, SinkPaused)
+            ),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
                 await self._wait_for_slot(sink, interval_ms)
-                await self._post_once(sink, url, body, headers or {})
+                await self._post_once(sink, url, body, headers)
 
     async def _wait_for_slot(self, sink: str, interval_ms: int) -> None:
         wait_ms = int(
             await self._slot(
-                keys=[self._keys.alert_pace(sink)], args=[interval_ms, 0, int(MAX_WAIT_S * 1000)]
+                keys=[self._keys.alert_pace(sink)], args=[interval_ms, 0, self._max_wait_ms]
             )
         )
-        if wait_ms / 1000 > MAX_WAIT_S:
-            raise SinkThrottled(f"{sink}: paused for {wait_ms / 1000:.1f}s", wait_ms / 1000)
+        if wait_ms > self._max_wait_ms:
+            raise SinkPaused(f"{sink}: paused for {wait_ms / 1000:.1f}s", wait_ms / 1000)
         if wait_ms > 0:
             await asyncio.sleep(wait_ms / 1000)
 

@@ -1,9 +1,15 @@
-"""Deliver the outbox (summaries and rate changes) to every sink, in order, once.
+"""Deliver the outbox (summaries, rate changes, deferred alerts) to every sink, in order, once.
 
 One worker at a time delivers (a lease in Redis, renewed while it lives, taken over by
 another worker when it dies). Each sink has its own cursor in the outbox, so a sink that
 is down holds back only itself: its notifications wait, in order, until it answers
-again. Nothing leaves the outbox before every sink has it.
+again, and a sink's pause (a `429`) is waited out however long. Nothing leaves the
+outbox before every sink has it.
+
+A first alert whose sink is paused for longer than a handler waits is deferred here for
+that sink: the handler finishes, the entry is acknowledged, and the alert goes out when
+the pause ends. It keeps its own once-record (sink, alert key), so a sink that took it
+some other way (a retry, a replay) is not sent it again.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -27,11 +34,21 @@ from .grouping import summary_from_outbox
 from .notifications import Notification
 from .once import Once
 from .rate import rate_change_from_outbox
+from .rules import Alert
 from .sinks import Sink
 
 __all__ = ["Lease", "Outbox"]
 
 _BATCH: Final = 100
+_alert_decoder: Final = msgspec.json.Decoder(Alert)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    notification: Notification
+    once_key: str  # names the delivery in the once-records
+    sinks: frozenset[str] | None  # None: every sink
+
 
 # KEYS: lease. ARGV: holder token, lease ms. 1 if the caller holds the lease now.
 _HOLD: Final = """
@@ -97,10 +114,26 @@ class Outbox:
         self._retry_base_s = max(tick_s, settings.retry_base.total_seconds())
         self._retry_max_s = max(self._retry_base_s, settings.retry_max.total_seconds())
 
-    def decode(self, entry_id: str, fields: dict[bytes, bytes]) -> Notification:
-        if fields.get(b"kind") == b"rate":
-            return rate_change_from_outbox(fields, self._settings)
-        return summary_from_outbox(entry_id, fields)
+    def decode(self, entry_id: str, fields: dict[bytes, bytes]) -> OutboxEntry:
+        kind = fields.get(b"kind")
+        if kind == b"alert":
+            alert = _alert_decoder.decode(fields[b"alert"])
+            sinks = frozenset(fields[b"sinks"].decode().split(","))
+            return OutboxEntry(alert, alert.alert_key, sinks)
+        notification: Notification
+        if kind == b"rate":
+            notification = rate_change_from_outbox(fields, self._settings)
+        else:
+            notification = summary_from_outbox(entry_id, fields)
+        return OutboxEntry(notification, f"outbox:{entry_id}", None)
+
+    async def defer(self, alert: Alert, sinks: Collection[str]) -> str:
+        """Hand an alert to the outbox for these sinks; returns the outbox entry id."""
+        entry_id: Any = await self._redis.xadd(
+            self._keys.alert_outbox,
+            {"kind": "alert", "alert": msgspec.json.encode(alert), "sinks": ",".join(sinks)},
+        )
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -141,8 +174,8 @@ class Outbox:
                 return False
             entry_id = raw_id.decode()
             try:
-                notification = self.decode(entry_id, fields)
-            except (msgspec.ValidationError, KeyError, ValueError) as exc:
+                entry = self.decode(entry_id, fields)
+            except (msgspec.ValidationError, msgspec.DecodeError, KeyError, ValueError) as exc:
                 self._log.error(
                     "alert_outbox_entry_undecodable", sink=sink.name, outbox_id=entry_id,
                     error=str(exc), fields={k.decode(): v.decode(errors="replace")
@@ -150,15 +183,16 @@ class Outbox:
                 )  # fmt: skip
                 await self._redis.hset(self._keys.alert_cursors, sink.name, entry_id)
                 continue
+            if entry.sinks is None or sink.name in entry.sinks:
 
-            async def send(n: Notification = notification) -> None:
-                await sink.send(n, self._log)
+                async def send(n: Notification = entry.notification) -> None:
+                    await sink.send(n, self._log)
 
-            if await self._once.send(sink.name, f"outbox:{entry_id}", send):
-                kind = fields.get(b"kind", b"").decode()
-                self._log.info(
-                    "alert_notification_sent", sink=sink.name, kind=kind, outbox_id=entry_id
-                )
+                if await self._once.send(sink.name, entry.once_key, send):
+                    kind = fields.get(b"kind", b"").decode()
+                    self._log.info(
+                        "alert_notification_sent", sink=sink.name, kind=kind, outbox_id=entry_id
+                    )
             await self._redis.hset(self._keys.alert_cursors, sink.name, entry_id)
         if entries:
             await self._trim()

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean test-integrations test-deploy
+.PHONY: run test lint typecheck pytest bench clean test-integrations test-deploy test-reliability
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ typecheck: $(BIN)/.installed-test
 
 pytest: $(BIN)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Every fault scenario, the minutes-long ones included; each prints its figures.
+test-reliability: $(BIN)/.installed-test
+	RTT_TEST_LONG=1 $(BIN)/pytest tests/reliability -s $(PYTEST_ARGS)
 
 # Debian's real parts for the integration tests; installed when missing and run as root.
 INTEGRATION_PACKAGES := prometheus:promtool prometheus-alertmanager:prometheus-alertmanager

@@ -22,16 +22,22 @@ from shared.embedded import EmbeddedValkey
 from shared.logs import configure_logging, reset_logging
 from shared.settings import Settings, load_settings
 
+# Markers left out of a plain `pytest` run, and the variable that lets each in.
+_OPT_IN = {"integrations": "RTT_TEST_INTEGRATIONS", "long": "RTT_TEST_LONG"}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of Debian's real parts (promtool, Alertmanager) run under `make
-    test-integrations`, which installs them; `make test` leaves them out."""
-    if config.getoption("markexpr") or os.environ.get("RTT_TEST_INTEGRATIONS") == "1":
+    test-integrations`, which installs them; the minutes-long reliability scenarios under
+    `make test-reliability`; `make test` leaves both out. An explicit `-m` decides alone."""
+    if config.getoption("markexpr"):
         return
-    left_out = [item for item in items if item.get_closest_marker("integrations")]
+    out = {marker for marker, variable in _OPT_IN.items() if os.environ.get(variable) != "1"}
+    left_out = [item for item in items if any(item.get_closest_marker(m) for m in out)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if not item.get_closest_marker("integrations")]
+        kept = set(items) - set(left_out)
+        items[:] = [item for item in items if item in kept]
 
 
 @pytest.fixture(scope="session")

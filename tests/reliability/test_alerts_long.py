@@ -116,11 +116,11 @@ async def test_a_kill_storm_loses_no_alert_and_every_copy_folds_by_its_key(
         began = time.monotonic()
         while time.monotonic() - began < STORM_S:
             await asyncio.sleep(rng.uniform(1.0, 3.0))
-            victim = running[rng.choice(names)]
-            victim.send(signal.SIGKILL)
+            name = rng.choice(names)
+            running[name].send(signal.SIGKILL)
             kills.append(time.monotonic())
-            await asyncio.to_thread(victim.stop)
-            start(names[[running[n] for n in names].index(victim)])
+            await asyncio.to_thread(running[name].stop)
+            start(name)  # under the same worker id, as a supervisor restarts it
         await feeder
         await wait_handled(redis, settings, EVENTS, timeout_s=300)
         await eventually(lambda: settled(redis, settings), 120, "outbox delivered")

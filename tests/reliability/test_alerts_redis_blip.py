@@ -17,6 +17,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from shared.connections import create_redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import Settings
@@ -62,7 +63,8 @@ async def blip_run(
         retry_base="50ms",
         retry_max="1s",
     )
-    redis = Redis.from_url(server.url)
+    # The worker's client as the product builds it (read and connect timeouts included).
+    redis = create_redis(settings)
     try:
         async with running_workers(settings, redis):
             for n in range(alerts):

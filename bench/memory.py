@@ -95,23 +95,52 @@ def _drain_worker(url: str, prefix: str, count: int, env: dict[str, str]) -> lis
 
 
 async def _steady(url: str, rate: float, seconds: float) -> int:
+    """Open loop: events leave on schedule, up to 256 in flight, whatever the answers take."""
     import aiohttp
 
     from rtt.samples import sample_body
 
+    headers = {"Content-Type": "application/json"}
+    in_flight = asyncio.Semaphore(256)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        try:
+            async with session.post(url, data=sample_body("stopped"), headers=headers) as resp:
+                if resp.status != 204:
+                    raise RuntimeError(f"answered {resp.status}")
+        finally:
+            in_flight.release()
+
     sent = 0
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
         loop = asyncio.get_running_loop()
         start = loop.time()
         while loop.time() - start < seconds:
-            await asyncio.sleep(max(0.0, start + sent / rate - loop.time()))
-            body = sample_body("stopped", cause="closed")
-            headers = {"Content-Type": "application/json"}
-            async with session.post(url, data=body, headers=headers) as resp:
-                if resp.status != 204:
-                    raise RuntimeError(f"answered {resp.status}")
-            sent += 1
+            due = int((loop.time() - start) * rate)
+            while sent < due:
+                await in_flight.acquire()
+                task = asyncio.create_task(one(session))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
     return sent
+
+
+def _wait_up(url: str, timeout_s: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _steady_receiver(env: dict[str, str], rate: float, seconds: float) -> list[float]:
@@ -131,7 +160,7 @@ def _steady_receiver(env: dict[str, str], rate: float, seconds: float) -> list[f
                 samples.append(_rss_mb(receiver.pid))
                 await asyncio.sleep(seconds / 100)
 
-        await asyncio.sleep(2)
+        await asyncio.to_thread(_wait_up, f"http://127.0.0.1:{port}/readyz")
         sampler = asyncio.create_task(sample())
         try:
             return await _steady(f"http://127.0.0.1:{port}{PATH}", rate, seconds)
@@ -140,7 +169,10 @@ def _steady_receiver(env: dict[str, str], rate: float, seconds: float) -> list[f
 
     try:
         sent = asyncio.run(run())
-        print(f"receiver: {sent} events posted at {rate:g}/s over {seconds:g} s, all 204")
+        print(
+            f"receiver: {sent} events posted over {seconds:g} s ({sent / seconds:.0f}/s, "
+            f"asked {rate:g}/s), all 204"
+        )
     finally:
         receiver.send_signal(signal.SIGTERM)
         receiver.wait(60)

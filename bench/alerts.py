@@ -29,7 +29,7 @@ from shared.entries import StreamEntry
 from shared.events import Event
 from shared.keys import Keys
 from shared.logs import configure_logging
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from worker.alerts import make_alerts_consumer
 from worker.consumers import Consumer, Context, consumer
 from worker.runtime import Worker
@@ -60,16 +60,20 @@ def _noop(group: str) -> Consumer:
     return noop
 
 
-async def _drain(url: str, prefix: str, item: Consumer, count: int) -> float:
-    """Events a second for one consumer reading the whole stream from the start."""
-    settings = load_settings(
+def _settings(url: str, prefix: str, worker_id: str) -> Settings:
+    return load_settings(
         env={},
         overrides={
             "redis_url": url, "key_prefix": prefix, "block": "100ms", "worker_metrics_port": 0,
-            "stats_interval": "1h", "worker_id": f"bench-{item.name}",
+            "stats_interval": "1h", "worker_id": worker_id,
             "alert_group_interval": "1s", "alert_rate_min_stops": 1_000_000_000,
         },
     )  # fmt: skip
+
+
+async def _drain(url: str, prefix: str, item: Consumer, count: int) -> float:
+    """Events a second for one consumer reading the whole stream from the start."""
+    settings = _settings(url, prefix, f"bench-{item.name}")
     redis = Redis.from_url(url)
     stream = Keys(prefix).events()
     worker = Worker(settings, redis, [item])
@@ -105,7 +109,7 @@ async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool
             await redis.delete(*keys)
         await redis.aclose()
         noop = await _drain(url, prefix, _noop(f"noop{n}"), events)
-        alerts_consumer = make_alerts_consumer()
+        alerts_consumer = make_alerts_consumer(_settings(url, prefix, "bench-alerts"))
         # The runtime names the group after the consumer: rename for a fresh group.
         alerts = await _drain(url, prefix, _renamed(alerts_consumer, f"alerts{n}"), events)
         ratios.append(alerts / noop)

@@ -38,7 +38,7 @@ class MinutesCounter:
         if info.duration is None:
             ctx.log.warning("minutes_without_duration")
             return
-        prefix = ctx.settings.key_prefix
+        prefix = ctx.key_prefix
         seen = f"{prefix}:{{minutes}}:seen:{info.id}"
         added = await self.add_once(
             keys=[totals_key(prefix), seen],

@@ -98,7 +98,7 @@ class TranscriptFetcher:
                 body = await resp.read()
             result = self.decoder.decode(body)
             await ctx.redis.set(
-                transcript_key(ctx.settings.key_prefix, info.id),
+                transcript_key(ctx.key_prefix, info.id),
                 msgspec.json.encode(result),
                 ex=self.keep_s,
             )

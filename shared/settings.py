@@ -136,6 +136,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     )
     concurrency: Annotated[Positive, _doc("handlers running at once, per consumer")] = 64
     max_deliveries: Annotated[Positive, _doc("deliveries before an entry is dead-lettered")] = 5
+    handler_timeout: Annotated[
+        Timeout, _doc("longest a handler call may run; it is then cancelled and retried")
+    ] = timedelta(minutes=1)
     retry_base: Annotated[Timeout, _doc("first retry delay; doubles each time")] = timedelta(
         seconds=1
     )
@@ -490,6 +493,7 @@ WORKER_SETTINGS = (
     "heartbeat_ttl", "claim_idle", "shutdown_timeout", "stream_retention", "stream_max_len",
     "dlq_max_len", "stats_interval", "worker_metrics_port", "log_format", "log_level",
     "log_phone_numbers", "redis_timeout",
+    "handler_timeout",
     *(name for name in _FIELDS if name.startswith("alert_")),
 )  # fmt: skip
 ALL_SETTINGS = tuple(_FIELDS)

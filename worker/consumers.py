@@ -12,8 +12,9 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib.metadata import entry_points
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, Literal, Protocol, TypeVar, get_args, overload
 
 import msgspec
 from redis.asyncio import Redis
@@ -27,24 +28,43 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Consumer",
     "ConsumerLoadError",
+    "ConsumerOptions",
     "Context",
     "SetupContext",
+    "Start",
     "consumer",
     "load_consumer",
     "load_consumers",
+    "resolve_options",
 ]
 
 ENTRY_POINT_GROUP = "rtt_events.consumers"
 
+# Where a new consumer group starts: the oldest entry still kept, or what comes next.
+Start = Literal["oldest", "new"]
+
+
+class ConsumerOptions(msgspec.Struct, frozen=True):
+    """How the worker runs a consumer: the decorator's options, else the settings'."""
+
+    timeout_s: float  # a call running longer is cancelled, and counts as a failure
+    concurrency: int  # calls at once, per worker process
+    max_deliveries: int  # deliveries before the entry is dead-lettered
+    start: Start  # where its group starts, when the worker creates it
+
 
 @dataclass(frozen=True, slots=True)
 class SetupContext:
-    """What `setup` gets: shared resources, once per worker process."""
+    """What `setup` gets, once per worker process: what the consumer needs, and nothing
+    of the other components' settings (credentials of the receiver or the alert sinks)."""
 
     redis: Redis
-    settings: Settings
     keys: Keys
-    log: FilteringBoundLogger
+    key_prefix: str
+    consumer: str  # its name, which is its group's name
+    worker_id: str
+    options: ConsumerOptions
+    log: FilteringBoundLogger  # bound with consumer and worker_id
 
 
 class Context(msgspec.Struct, frozen=True):
@@ -56,8 +76,11 @@ class Context(msgspec.Struct, frozen=True):
 
     log: FilteringBoundLogger  # bound with call_id, transcription_id, stream_id
     redis: Redis
-    settings: Settings
     keys: Keys
+    key_prefix: str
+    consumer: str
+    worker_id: str
+    options: ConsumerOptions
     deliveries: int  # 1 on the first delivery, more on retries and reclaims
     entry_id: str
     stream: str
@@ -76,9 +99,11 @@ class Consumer:
     event_types: frozenset[str] | None = None  # None: every type
     setup: Callable[[SetupContext], Awaitable[None]] | None = None
     teardown: Callable[[], Awaitable[None]] | None = None
-
-    def wants(self, event_type: str) -> bool:
-        return self.event_types is None or event_type in self.event_types
+    # None: from the settings (RTT_HANDLER_TIMEOUT, RTT_CONCURRENCY, RTT_MAX_DELIVERIES)
+    timeout_s: float | None = None
+    concurrency: int | None = None
+    max_deliveries: int | None = None
+    start: Start = "oldest"
 
 
 class _ConsumerClass(Protocol):
@@ -90,28 +115,68 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 @overload
 def consumer(
-    name: str, *, events: Iterable[type[Event]] | None = None
+    name: str,
+    *,
+    events: Iterable[type[Event]] | None = None,
+    timeout: float | timedelta | None = None,
+    concurrency: int | None = None,
+    max_deliveries: int | None = None,
+    start: Start = "oldest",
 ) -> Callable[[Any], Consumer]: ...
 @overload
 def consumer(name: Callable[..., Awaitable[None]]) -> Consumer: ...
 
 
-def consumer(name: Any = None, *, events: Iterable[type[Event]] | None = None) -> Any:
+def consumer(
+    name: Any = None,
+    *,
+    events: Iterable[type[Event]] | None = None,
+    timeout: float | timedelta | None = None,
+    concurrency: int | None = None,
+    max_deliveries: int | None = None,
+    start: Start = "oldest",
+) -> Any:
     """Declare a consumer: `@consumer("billing", events=[Stopped])` over a function or class.
 
     Used bare (`@consumer`), the consumer takes the function's name. A class is built with
     no arguments; to pass some, apply it to an instance: `consumer("x")(Fetcher(retries=3))`.
+    `timeout` (seconds or a timedelta), `concurrency` and `max_deliveries` default to
+    RTT_HANDLER_TIMEOUT, RTT_CONCURRENCY and RTT_MAX_DELIVERIES; `start="new"` makes a new
+    consumer's group start with the events that come next instead of the oldest kept one.
     """
     if callable(name) and not isinstance(name, str):
-        return _build(name, getattr(name, "__name__", type(name).__name__), None)
+        return _build(name, getattr(name, "__name__", type(name).__name__), None, {})
 
     def wrap(target: Any) -> Consumer:
-        return _build(target, name or target.__name__, events)
+        label = name or target.__name__
+        timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        options = {
+            "timeout_s": timeout_s,
+            "concurrency": concurrency,
+            "max_deliveries": max_deliveries,
+            "start": start,
+        }
+        return _build(target, label, events, _checked(label, options))
 
     return wrap
 
 
-def _build(target: Any, name: str, events: Iterable[type[Event]] | None) -> Consumer:
+def _checked(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    timeout_s, start = options["timeout_s"], options["start"]
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"consumer {name!r}: timeout must be more than 0, got {timeout_s!r}")
+    for option in ("concurrency", "max_deliveries"):
+        value = options[option]
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"consumer {name!r}: {option} must be 1 or more, got {value!r}")
+    if start not in get_args(Start):
+        raise ValueError(f"consumer {name!r}: start must be 'oldest' or 'new', got {start!r}")
+    return options
+
+
+def _build(
+    target: Any, name: str, events: Iterable[type[Event]] | None, options: dict[str, Any]
+) -> Consumer:
     types = frozenset(str(cls.__struct_config__.tag) for cls in events) if events else None
     if not name or any(ch in name for ch in " :{}"):
         raise ValueError(f"consumer name {name!r}: use letters, digits, '-', '_' or '.'")
@@ -125,10 +190,11 @@ def _build(target: Any, name: str, events: Iterable[type[Event]] | None) -> Cons
             event_types=types,
             setup=getattr(instance, "setup", None),
             teardown=getattr(instance, "teardown", None),
+            **options,
         )
     if not inspect.iscoroutinefunction(target):
         raise TypeError(f"consumer {name!r}: {target!r} must be `async def f(event, ctx)`")
-    return Consumer(name=name, handle=target, event_types=types)
+    return Consumer(name=name, handle=target, event_types=types, **options)
 
 
 def _is_instance(target: Any) -> bool:
@@ -138,6 +204,27 @@ def _is_instance(target: Any) -> bool:
 
 class ConsumerLoadError(Exception):
     """A consumer could not be loaded: the message says which one and what failed."""
+
+
+def resolve_options(item: Consumer, settings: Settings) -> ConsumerOptions:
+    """The consumer's options, with the settings' defaults; checked against claim_idle."""
+    timeout_s = item.timeout_s
+    source = ""
+    if timeout_s is None:
+        timeout_s, source = settings.handler_timeout.total_seconds(), " (RTT_HANDLER_TIMEOUT)"
+    claim_idle_s = settings.claim_idle.total_seconds()
+    if timeout_s >= claim_idle_s:
+        raise ConsumerLoadError(
+            f"consumer {item.name!r}: timeout {timeout_s:g}s{source} must be shorter than "
+            f"RTT_CLAIM_IDLE ({claim_idle_s:g}s): past it, other workers take over the entry "
+            "of a handler still running"
+        )
+    return ConsumerOptions(
+        timeout_s=timeout_s,
+        concurrency=item.concurrency or settings.concurrency,
+        max_deliveries=item.max_deliveries or settings.max_deliveries,
+        start=item.start,
+    )
 
 
 def load_consumer(spec: str) -> Consumer:

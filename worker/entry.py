@@ -15,8 +15,8 @@ from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
 from shared.tracing import configure_tracing, tracer
 
-from .alerts import alerts_consumer
-from .consumers import Consumer, ConsumerLoadError, load_consumers
+from .alerts import make_alerts_consumer
+from .consumers import Consumer, ConsumerLoadError, load_consumers, resolve_options
 from .heartbeat import WorkerIdInUse
 from .runtime import Worker
 
@@ -59,7 +59,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     if not settings.redis_url:
         parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
     try:
-        consumers = load_consumers(settings.consumer, builtin=[alerts_consumer])
+        consumers = load_consumers(settings.consumer, builtin=[make_alerts_consumer(settings)])
+        for item in consumers:
+            resolve_options(item, settings)
     except ConsumerLoadError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from structlog.typing import FilteringBoundLogger
@@ -33,7 +34,7 @@ from shared.settings import Settings
 from shared.tasks import cancel_and_wait
 
 from . import recovery
-from .consumers import Consumer, Context
+from .consumers import Consumer, ConsumerOptions, Context
 from .dlq import DeadLetter, dead_letter, now_ms
 from .heartbeat import alive
 from .metrics import ConsumerStats
@@ -42,11 +43,33 @@ from .retry import backoff_s
 __all__ = ["GroupReader"]
 
 _NOT_EVENTS = (DecodeFailure, UnknownEvent)
-# stream, entry id, fields, delivery count
-Item = tuple[str, bytes, dict[bytes, bytes], int]
 T = TypeVar("T")
 # Reconnection backoff: first retry soon, then no more than one attempt every 5 s.
 _RECONNECT_BASE_S, _RECONNECT_MAX_S = 0.1, 5.0
+_RECANCEL_S = 0.5
+
+
+class Item(msgspec.Struct, frozen=True, gc=False):
+    """An entry to handle, as it waits on the queue and while a lane runs it.
+
+    A msgspec Struct: one is built per entry, at a fifth of a NamedTuple's cost. Not
+    tracked by the garbage collector: it holds no reference back to itself.
+    """
+
+    stream: str
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    deliveries: int  # including this one
+
+
+class _Retry(msgspec.Struct, frozen=True, order=True):
+    """A failed entry waiting for its next delivery; the retry heap orders by `due`."""
+
+    due: float  # time.monotonic()
+    seq: int  # ties in `due` go first come, first served (entry ids do not compare)
+    stream: str
+    entry_id: bytes
+    deliveries: int  # so far
 
 
 class _EntryLog:
@@ -85,6 +108,7 @@ class GroupReader:
         self,
         consumer: Consumer,
         *,
+        options: ConsumerOptions,
         redis: Redis,
         settings: Settings,
         keys: Keys,
@@ -92,6 +116,7 @@ class GroupReader:
         stats: ConsumerStats,
     ) -> None:
         self.consumer = consumer
+        self.options = options
         self.group = consumer.name
         self.redis = redis
         self.settings = settings
@@ -110,7 +135,10 @@ class GroupReader:
         )
         self._batch = settings.batch_size
         self._block_ms = max(1, int(settings.block.total_seconds() * 1000))
-        self._max_deliveries = settings.max_deliveries
+        self._max_deliveries = options.max_deliveries
+        self._concurrency = options.concurrency
+        self._timeout_s = options.timeout_s
+        self._start_id = "$" if options.start == "new" else "0"
         self._retry_base_s = settings.retry_base.total_seconds()
         # A live worker's pending entries are taken by others only after claim_idle; a
         # retry waiting longer than that would be taken from under it, so cap the delay.
@@ -121,12 +149,16 @@ class GroupReader:
         self._queue: deque[Item] = deque()
         self._idle_lanes: deque[asyncio.Future[None]] = deque()
         self._waking = 0  # lanes woken that have not run yet
-        self._current: list[Item | None] = [None] * settings.concurrency
+        self._current: list[Item | None] = [None] * options.concurrency
+        # Per lane, while its handler runs: when it is due to end (perf_counter), and how
+        # often the watchdog has cancelled it for running late.
+        self._deadlines = [0.0] * options.concurrency
+        self._timeouts_sent = [0] * options.concurrency
         self._space = asyncio.Event()
         self._space_wanted = False
         self._acks: dict[str, list[bytes]] = {stream: [] for stream in self.streams}
         self._ack_wanted = asyncio.Event()
-        self._retries: list[tuple[float, int, str, bytes, int]] = []
+        self._retries: list[_Retry] = []
         self._retry_seq = itertools.count()
         self._retry_wanted = asyncio.Event()
         self._last_read: dict[str, bytes] = {}
@@ -155,8 +187,9 @@ class GroupReader:
         entries are acknowledged, and everything else stays pending for other workers."""
         self._lanes = [
             asyncio.create_task(self._lane(i), name=f"{self.group}-lane-{i}")
-            for i in range(self.settings.concurrency)
+            for i in range(self._concurrency)
         ]
+        watchdog = asyncio.create_task(self._watchdog(), name=f"{self.group}-watchdog")
         acker = asyncio.create_task(self._ack_loop(), name=f"{self.group}-acker")
         feeders = [
             asyncio.create_task(self._read_loop(stream), name=f"{self.group}-read-{stream}")
@@ -168,7 +201,8 @@ class GroupReader:
         failure: BaseException | None = None
         try:
             done, _ = await asyncio.wait(
-                [stop_wait, acker, *feeders, *self._lanes], return_when=asyncio.FIRST_COMPLETED
+                [stop_wait, acker, watchdog, *feeders, *self._lanes],
+                return_when=asyncio.FIRST_COMPLETED,
             )
             for task in done:
                 if task is not stop_wait and not task.cancelled():
@@ -176,11 +210,16 @@ class GroupReader:
                     self.log.error("reader_task_failed", task=task.get_name(), error=repr(failure))
         finally:
             stop_wait.cancel()
-            await self._shutdown(feeders, acker)
+            await self._shutdown(feeders, acker, watchdog)
         if failure is not None:
             raise failure
 
-    async def _shutdown(self, feeders: list[asyncio.Task[None]], acker: asyncio.Task[None]) -> None:
+    async def _shutdown(
+        self,
+        feeders: list[asyncio.Task[None]],
+        acker: asyncio.Task[None],
+        watchdog: asyncio.Task[None],
+    ) -> None:
         await cancel_and_wait(feeders)
         # Lanes finish the entry in hand and take no other: what is queued stays pending.
         self._closing = True
@@ -196,6 +235,7 @@ class GroupReader:
             for task, item in zip(self._lanes, self._current, strict=True)
         )
         await cancel_and_wait(late)
+        await cancel_and_wait([watchdog])
         left = len(self._queue) + len(self._retries) + cancelled
         self._lanes_done = True
         self._ack_wanted.set()
@@ -248,10 +288,15 @@ class GroupReader:
         bounds, counts = latency.bounds, latency.counts
         loop = asyncio.get_running_loop()
         high = self._batch
-        group_b, wanted, max_deliveries = self._group_b, self._wanted, self._max_deliveries
+        group, group_b, wanted = self.group, self._group_b, self._wanted
+        max_deliveries = self._max_deliveries
         handle, base_log = self.consumer.handle, self.log
-        redis, settings, keys = self.redis, self.settings, self.keys
+        redis, keys, prefix, worker_id = self.redis, self.keys, self.keys.prefix, self.worker_id
+        options, deadlines, timeouts_sent = self.options, self._deadlines, self._timeouts_sent
+        timeout_s = self._timeout_s
         perf_counter = time.perf_counter
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             if self._closing:
                 return
@@ -267,7 +312,8 @@ class GroupReader:
             if self._space_wanted and len(queue) <= high:
                 self._space_wanted = False
                 self._space.set()
-            stream, entry_id, fields, deliveries = item
+            stream, entry_id = item.stream, item.entry_id
+            fields, deliveries = item.fields, item.deliveries
             only = fields.get(b"group")
             if (only is not None and only != group_b) or (
                 wanted is not None and fields.get(b"type") not in wanted
@@ -285,28 +331,40 @@ class GroupReader:
                 entry_text = entry_id.decode()
                 ctx = Context(
                     _EntryLog(base_log, entry_text, event, deliveries),
-                    redis, settings, keys, deliveries, entry_text, stream,
+                    redis,
+                    keys,
+                    prefix,
+                    group,
+                    worker_id,
+                    options,
+                    deliveries,
+                    entry_text,
+                    stream,
                     int(fields.get(b"received_at") or 0),
-                )  # fmt: skip
+                )
                 current[index] = item
                 started = perf_counter()
+                deadlines[index] = started + timeout_s
                 failure: BaseException | None = None
                 try:
                     await handle(event, ctx)
                 except Exception as exc:
                     failure = exc
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise
-                    # Raised by the handler itself (a library's timeout), not by a stop.
+                    if me.cancelling() > timeouts_sent[index]:
+                        raise  # stopping
+                    # Raised by the handler itself (a library's timeout), or by the watchdog.
                     failure = asyncio.CancelledError("raised by the handler")
+                deadlines[index] = 0.0
+                timed_out = timeouts_sent[index] > 0
+                if timed_out:
+                    failure = self._timed_out(me, index)
                 elapsed = perf_counter() - started
                 counts[bisect_left(bounds, elapsed)] += 1
                 latency.total += elapsed
                 current[index] = None
                 if failure is not None:
-                    await self._failed(item, failure, ctx.log)
+                    await self._failed(item, failure, ctx.log, timed_out=timed_out)
                     continue
                 stats.processed += 1
                 if deliveries > 1:
@@ -315,15 +373,48 @@ class GroupReader:
             if not ack_wanted.is_set():
                 ack_wanted.set()
 
+    def _timed_out(self, me: asyncio.Task[None], index: int) -> TimeoutError:
+        """The watchdog's cancellations of this lane are spent: the call is a failure."""
+        for _ in range(self._timeouts_sent[index]):
+            me.uncancel()
+        self._timeouts_sent[index] = 0
+        if me.cancelling():
+            raise asyncio.CancelledError  # a stop came as well
+        return TimeoutError(f"handler still running after its timeout of {self._timeout_s:g}s")
+
+    async def _watchdog(self) -> None:
+        """Cancel handler calls that outlive the consumer's timeout, so a hung call does not
+        hold its lane forever. One timer per consumer instead of one per call: a per-call
+        `asyncio.timeout` costs a timer handle for every entry, at any throughput.
+
+        A cancellation may be swallowed (by the handler, or by `asyncio.wait_for` on 3.11,
+        gh-86296): a call still running is cancelled again every `_RECANCEL_S`.
+        """
+        deadlines, sent = self._deadlines, self._timeouts_sent
+        lanes, timeout_s = self._lanes, self._timeout_s
+        while True:
+            now = time.perf_counter()
+            wake = now + timeout_s  # a call starting from now on ends no sooner
+            for index, deadline in enumerate(deadlines):
+                if not deadline:
+                    continue
+                due = deadline + _RECANCEL_S * sent[index]
+                if due <= now:
+                    sent[index] += 1
+                    lanes[index].cancel()
+                    due += _RECANCEL_S
+                wake = min(wake, due)
+            await asyncio.sleep(wake - now)
+
     async def _not_handled(self, item: Item, event: Event | DecodeFailure | UnknownEvent) -> None:
         if isinstance(event, DecodeFailure | UnknownEvent):
             await self._undecodable(item, event)
         else:
             # Delivered that often without an outcome: workers died or stalled on it.
-            await self._give_up(item, f"no outcome after {item[3] - 1} deliveries")
+            await self._give_up(item, f"no outcome after {item.deliveries - 1} deliveries")
 
     async def _undecodable(self, item: Item, event: DecodeFailure | UnknownEvent) -> None:
-        stream, entry_id, _, _ = item
+        stream, entry_id = item.stream, item.entry_id
         if isinstance(event, UnknownEvent):
             # Written by a newer receiver that knows more event types: not ours to handle.
             self.log.warning(
@@ -335,29 +426,38 @@ class GroupReader:
             return
         await self._give_up(item, f"undecodable body: {event.error} at {event.path}")
 
-    async def _failed(self, item: Item, exc: BaseException, entry_log: Any) -> None:
-        stream, entry_id, _, deliveries = item
+    async def _failed(
+        self, item: Item, exc: BaseException, entry_log: Any, *, timed_out: bool
+    ) -> None:
+        deliveries = item.deliveries
         self.stats.failed += 1
         if deliveries >= self._max_deliveries:
-            entry_log.error("handler_failed", error=repr(exc), exc_info=exc, final=True)
+            entry_log.error(
+                "handler_failed", error=repr(exc), exc_info=exc, timed_out=timed_out, final=True
+            )
             await self._give_up(item, repr(exc))
             return
         delay_s = backoff_s(deliveries, self._retry_base_s, self._retry_max_s)
         entry_log.warning(
-            "handler_failed", error=repr(exc), exc_info=exc, retry_in_s=round(delay_s, 3)
+            "handler_failed",
+            error=repr(exc),
+            exc_info=exc,
+            timed_out=timed_out,
+            retry_in_s=round(delay_s, 3),
         )
-        self._schedule_retry(stream, entry_id, deliveries, delay_s)
+        self._schedule_retry(item.stream, item.entry_id, deliveries, delay_s)
         self.stats.retried += 1
 
     def _schedule_retry(
         self, stream: str, entry_id: bytes, deliveries: int, delay_s: float
     ) -> None:
         due = time.monotonic() + delay_s
-        heapq.heappush(self._retries, (due, next(self._retry_seq), stream, entry_id, deliveries))
+        retry = _Retry(due, next(self._retry_seq), stream, entry_id, deliveries)
+        heapq.heappush(self._retries, retry)
         self._retry_wanted.set()
 
     async def _give_up(self, item: Item, error: str) -> None:
-        stream, entry_id, fields, deliveries = item
+        stream, entry_id, deliveries = item.stream, item.entry_id, item.deliveries
         letter = DeadLetter(
             stream=stream,
             original_id=entry_id.decode(),
@@ -365,7 +465,7 @@ class GroupReader:
             consumer=self.worker_id,
             error=error,
             attempts=deliveries,
-            entry=StreamEntry.from_fields(fields),
+            entry=StreamEntry.from_fields(item.fields),
             failed_at_ms=now_ms(),
         )
         try:
@@ -460,10 +560,11 @@ class GroupReader:
     async def _read_loop(self, stream: str) -> None:
         while True:
             created = await self._retrying(
-                "create_group", lambda: recovery.create_group(self.redis, stream, self.group)
+                "create_group",
+                lambda: recovery.create_group(self.redis, stream, self.group, self._start_id),
             )
             if created:
-                self.log.info("consumer_group_created", stream=stream)
+                self.log.info("consumer_group_created", stream=stream, start=self.options.start)
             try:
                 # A restart under a stable worker id first finishes what it held before.
                 await self._take_over(stream, self.worker_id, reason="own_pending", min_idle_ms=0)
@@ -494,7 +595,7 @@ class GroupReader:
             if reply:
                 entries = reply[0][1]
                 self._last_read[stream] = entries[-1][0]
-                self._queue.extend([(stream, eid, fields, 1) for eid, fields in entries])
+                self._queue.extend([Item(stream, eid, fields, 1) for eid, fields in entries])
                 self._wake_lane()
 
     async def _recreate_group(self, stream: str, reason: str) -> None:
@@ -511,11 +612,11 @@ class GroupReader:
                 lambda: recovery.create_group(self.redis, stream, self.group, start_text),
             )
             # What we hold of that stream comes back through the new group.
-            kept = [item for item in self._queue if item[0] != stream]
+            kept = [item for item in self._queue if item.stream != stream]
             self._queue.clear()
             self._queue.extend(kept)
             self._space.set()
-            self._retries = [r for r in self._retries if r[2] != stream]
+            self._retries = [r for r in self._retries if r.stream != stream]
             heapq.heapify(self._retries)
             self.log.error(
                 "consumer_group_recreated", stream=stream, start_id=start_text,
@@ -523,9 +624,11 @@ class GroupReader:
             )  # fmt: skip
 
     def _held_ids(self, stream: str) -> set[bytes]:
-        held = {item[1] for item in self._queue if item[0] == stream}
-        held.update(item[1] for item in self._current if item is not None and item[0] == stream)
-        held.update(r[3] for r in self._retries if r[2] == stream)
+        held = {item.entry_id for item in self._queue if item.stream == stream}
+        held.update(
+            item.entry_id for item in self._current if item is not None and item.stream == stream
+        )
+        held.update(r.entry_id for r in self._retries if r.stream == stream)
         return held
 
     async def _retry_loop(self) -> None:
@@ -534,7 +637,7 @@ class GroupReader:
                 self._retry_wanted.clear()
                 await self._retry_wanted.wait()
                 continue
-            wait_s = self._retries[0][0] - time.monotonic()
+            wait_s = self._retries[0].due - time.monotonic()
             if wait_s > 0:
                 self._retry_wanted.clear()
                 with contextlib.suppress(TimeoutError):
@@ -544,10 +647,10 @@ class GroupReader:
             due: dict[str, dict[bytes, int]] = {}
             now = time.monotonic()
             for _ in range(self._batch):
-                if not self._retries or self._retries[0][0] > now:
+                if not self._retries or self._retries[0].due > now:
                     break
-                _, _, stream, entry_id, deliveries = heapq.heappop(self._retries)
-                due.setdefault(stream, {})[entry_id] = deliveries
+                retry = heapq.heappop(self._retries)
+                due.setdefault(retry.stream, {})[retry.entry_id] = retry.deliveries
             for stream, counts in due.items():
                 await self._redeliver(stream, counts)
 
@@ -570,7 +673,7 @@ class GroupReader:
             for entry_id, deliveries in counts.items():
                 self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
             return
-        self._push([(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
+        self._push([Item(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -585,7 +688,7 @@ class GroupReader:
                 break
             counts = {p.entry_id: p.deliveries for p in page}
             rows = await self._retrying("claim", self._claimer(stream, list(counts), min_idle_ms))
-            self._push([(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
+            self._push([Item(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
             taken += len(rows)
             start = "(" + page[-1].entry_id.decode()
         if taken:
@@ -676,7 +779,7 @@ class GroupReader:
             fresh = [(eid, fields) for eid, fields in rows if eid not in held]
             if fresh:
                 counts = await self._delivery_counts(stream, [eid for eid, _ in fresh])
-                self._push([(stream, eid, f, counts.get(eid, 2)) for eid, f in fresh])
+                self._push([Item(stream, eid, f, counts.get(eid, 2)) for eid, f in fresh])
                 self.log.warning("pending_taken_over", stream=stream, entries=len(fresh),
                                  reason="idle")  # fmt: skip
             if start in (b"0-0", "0-0"):

@@ -18,7 +18,7 @@ from shared.logs import get_logger
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
 
-from .consumers import Consumer, SetupContext
+from .consumers import Consumer, SetupContext, resolve_options
 from .dlq import DlqDepth, now_ms
 from .heartbeat import Heartbeat
 from .metrics import ConsumerStats, MetricsServer, WorkerCollector
@@ -31,16 +31,21 @@ __all__ = ["Worker", "default_worker_id"]
 
 
 def default_worker_id() -> str:
+    """The member name without RTT_WORKER_ID: unique per process, not stable over restarts."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Worker:
-    """Runs every consumer on every event stream until `stop()`."""
+    """Runs every consumer on every event stream until `stop()`.
+
+    Raises ConsumerLoadError at once if a consumer's options do not fit the settings.
+    """
 
     def __init__(self, settings: Settings, redis: Redis, consumers: Sequence[Consumer]) -> None:
         self.settings = settings
         self.redis = redis
         self.consumers = list(consumers)
+        self.options = {item.name: resolve_options(item, settings) for item in self.consumers}
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.worker_id = settings.worker_id or default_worker_id()
         self.log = get_logger()
@@ -75,11 +80,10 @@ class Worker:
         set_up: list[Consumer] = []
         metrics: MetricsServer | None = None
         try:
-            setup_ctx = SetupContext(self.redis, self.settings, self.keys, self.log)
             for item in self.consumers:
                 if item.setup is not None:
                     try:
-                        await item.setup(setup_ctx)
+                        await item.setup(self._setup_context(item))
                     except Exception as exc:
                         self.log.error("consumer_setup_failed", consumer=item.name, error=repr(exc))
                         raise
@@ -104,6 +108,17 @@ class Worker:
                             "consumer_teardown_failed", consumer=item.name, error=repr(exc)
                         )
 
+    def _setup_context(self, item: Consumer) -> SetupContext:
+        return SetupContext(
+            redis=self.redis,
+            keys=self.keys,
+            key_prefix=self.keys.prefix,
+            consumer=item.name,
+            worker_id=self.worker_id,
+            options=self.options[item.name],
+            log=self.log.bind(consumer=item.name, worker_id=self.worker_id),
+        )
+
     async def _acquire(self, heartbeat: Heartbeat) -> bool:
         """Take the worker id, waiting for Redis if it is down; False if stopped first."""
         failures = 0
@@ -125,6 +140,7 @@ class Worker:
         self._readers = [
             GroupReader(
                 item,
+                options=self.options[item.name],
                 redis=self.redis,
                 settings=self.settings,
                 keys=self.keys,

@@ -58,7 +58,7 @@ async def running_workers(
     workers = []
     for n in range(count):
         replica = settings if count == 1 else _with_worker_id(settings, f"w{n}")
-        workers.append(Worker(replica, redis, [make_alerts_consumer()]))
+        workers.append(Worker(replica, redis, [make_alerts_consumer(replica)]))
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
         yield workers

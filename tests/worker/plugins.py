@@ -42,10 +42,8 @@ class Recorder:
         self.fail_key = os.environ.get("REC_FAIL_KEY")
 
     async def handle(self, event: Event, ctx: Context) -> None:
-        prefix = ctx.settings.key_prefix
-        record = (
-            f"{ctx.entry_id} {ctx.deliveries} {ctx.settings.worker_id} {time.time_ns() // 10**6}"
-        )
+        prefix = ctx.key_prefix
+        record = f"{ctx.entry_id} {ctx.deliveries} {ctx.worker_id} {time.time_ns() // 10**6}"
         await ctx.redis.rpush(started_key(prefix), record)
         if self.sleep_s:
             await asyncio.sleep(self.sleep_s)

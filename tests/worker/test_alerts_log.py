@@ -14,7 +14,7 @@ from shared.settings import Settings
 from tests.conftest import LogLines
 from tests.fixtures import sample_body
 from tests.worker.support import running
-from worker.alerts import alerts_consumer
+from worker.alerts import make_alerts_consumer
 
 
 async def _add(redis: Redis, settings: Settings, body: bytes, event_type: str) -> None:
@@ -44,7 +44,7 @@ async def test_alerting_cause_logs_exactly_one_alert(
     settings: Settings, redis: Redis, logs: LogLines, event_type: str, cause: str
 ) -> None:
     body = sample_body(event_type, cause=cause, call_id="c-42", transcription_id="t-42")
-    async with running(settings, redis, [alerts_consumer]):
+    async with running(settings, redis, [make_alerts_consumer(settings)]):
         await _add(redis, settings, body, event_type)
         await _wait_acked(redis, Keys(settings.key_prefix).events(), "alerts", 1)
     [alert] = logs.named("transcription_alert")
@@ -74,7 +74,7 @@ async def test_alerting_cause_logs_exactly_one_alert(
 async def test_no_alert_without_failure(
     settings: Settings, redis: Redis, logs: LogLines, event_type: str, cause: str | None
 ) -> None:
-    async with running(settings, redis, [alerts_consumer]):
+    async with running(settings, redis, [make_alerts_consumer(settings)]):
         await _add(redis, settings, sample_body(event_type, cause=cause), event_type)
         await _wait_acked(redis, Keys(settings.key_prefix).events(), "alerts", 1)
     assert logs.named("transcription_alert") == []
@@ -88,7 +88,7 @@ async def test_duration_is_reported_in_seconds(
         "stopped", cause="error",
         realTimeTranscription={"id": "t-1", "name": "n", "duration": "PT1M52.217257456S"},
     )  # fmt: skip
-    async with running(settings, redis, [alerts_consumer]):
+    async with running(settings, redis, [make_alerts_consumer(settings)]):
         await _add(redis, settings, body, "realTimeTranscriptionStopped")
         await _wait_acked(redis, Keys(settings.key_prefix).events(), "alerts", 1)
     [alert] = logs.named("transcription_alert")

@@ -87,7 +87,7 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
     from prometheus_client import Counter
 
     from tests.fixtures import sample_body
-    from worker.alerts import alerts_consumer
+    from worker.alerts import make_alerts_consumer
 
     port = free_port()
     settings = make_settings(worker_metrics_port=port, host="127.0.0.1")
@@ -100,7 +100,7 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
 
     keys = Keys(settings.key_prefix)
     body = sample_body("stopped", cause="error")
-    async with running(settings, redis, [counting, alerts_consumer]):
+    async with running(settings, redis, [counting, make_alerts_consumer(settings)]):
         await redis.xadd(keys.events(), {"type": "realTimeTranscriptionStopped", "body": body})
 
         async def scraped() -> dict[str, float]:

@@ -23,7 +23,7 @@ from worker import consumer
 
 @consumer("{name}")
 async def handle(event, ctx):
-    await ctx.redis.sadd(ctx.settings.key_prefix + ":seen:{name}", ctx.entry_id)
+    await ctx.redis.sadd(ctx.key_prefix + ":seen:{name}", ctx.entry_id)
 """
 
 

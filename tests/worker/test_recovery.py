@@ -124,7 +124,7 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_unrun(
 async def test_entries_idle_past_claim_idle_are_taken_even_from_a_live_worker(
     make_settings: Callable[..., Settings], redis: Redis, logs: LogLines
 ) -> None:
-    settings = make_settings(**FAST_LIVENESS, claim_idle="300ms")
+    settings = make_settings(**FAST_LIVENESS, claim_idle="300ms", handler_timeout="200ms")
     keys = Keys(settings.key_prefix)
     stream = keys.events()
     await add_events(redis, settings, 2)

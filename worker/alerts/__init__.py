@@ -1,6 +1,6 @@
 """The built-in alerting consumer: rules, sinks, once-only delivery, grouping, silences."""
 
-from .consumer import AlertsConsumer, alerts_consumer, make_alerts_consumer
+from .consumer import AlertsConsumer, make_alerts_consumer
 from .notifications import Notification, RateChange, Summary
 from .rules import Alert, alert_for
 
@@ -11,6 +11,5 @@ __all__ = [
     "RateChange",
     "Summary",
     "alert_for",
-    "alerts_consumer",
     "make_alerts_consumer",
 ]

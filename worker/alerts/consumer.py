@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,7 +39,7 @@ from .rules import Alert, alert_for, check_group_by
 from .silences import count_hit, matching_silence
 from .sinks import LogSink, Sink, http_sinks
 
-__all__ = ["AlertsConsumer", "alerts_consumer", "make_alerts_consumer"]
+__all__ = ["AlertsConsumer", "make_alerts_consumer"]
 
 ALERTS: Final = Counter(
     "rtt_alerts_total", "Alerts raised, by severity and what became of them",
@@ -73,13 +71,18 @@ class _Running:
 
 
 class AlertsConsumer:
-    """One per worker process: owns the HTTP session and the upkeep task."""
+    """One per worker process: owns the HTTP session and the upkeep task.
 
-    def __init__(self) -> None:
+    Built with the settings by the worker (its sinks' URLs and keys are its own); like any
+    plugin, it gets only its own options and resources from the worker's contexts.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._run: _Running | None = None
 
     async def setup(self, ctx: SetupContext) -> None:
-        settings = ctx.settings
+        settings = self._settings
         check_group_by(settings.alert_group_by)
         session = aiohttp.ClientSession()
 
@@ -115,7 +118,7 @@ class AlertsConsumer:
         lease_s = max(settings.heartbeat_ttl.total_seconds(), 3 * tick_s)
         lease = Lease(
             ctx.redis, ctx.keys.alert_leader, lease_s,
-            holder=settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+            holder=ctx.worker_id,
         )  # fmt: skip
         outbox = Outbox(
             ctx.redis,
@@ -161,7 +164,7 @@ class AlertsConsumer:
         if isinstance(event, Stopped):
             at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
             await run.rate.record(event, at_ms)
-        alert = alert_for(event, ctx.settings)
+        alert = alert_for(event, run.settings)
         if alert is None:
             return
         silence = await matching_silence(run.redis, run.keys, alert)
@@ -252,9 +255,6 @@ async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
         ALERTS.labels(alert.severity, "sent").inc()
 
 
-def make_alerts_consumer() -> Consumer:
+def make_alerts_consumer(settings: Settings) -> Consumer:
     """A fresh `alerts` consumer with its own session and upkeep (one per worker)."""
-    return consumer("alerts", events=[Stopped, Rejected])(AlertsConsumer)
-
-
-alerts_consumer: Final = make_alerts_consumer()
+    return consumer("alerts", events=[Stopped, Rejected])(AlertsConsumer(settings))

@@ -32,7 +32,13 @@ class Program:
     """A child process (`rtt ...` or `python -m ...`) whose stdout goes to a file."""
 
     def __init__(
-        self, args: list[str], env: Mapping[str, str], log_path: Path, *, new_session: bool = True
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        new_session: bool = True,
+        cwd: Path | None = None,
     ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -43,6 +49,7 @@ class Program:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=new_session,
+            cwd=cwd,
         )
 
     def lines(self) -> list[dict[str, Any]]:

@@ -1,5 +1,9 @@
 """Consumers found the two ways a user adds them, in a real `python -m worker` process:
-an entry point of an installed package, and `--consumer pkg.module:name`."""
+an entry point of an installed package, and `--consumer pkg.module:name`.
+
+The modules written here have names no user would pick (`rtt_tests_...`): the worker puts
+its working directory first on the import path, where a user's own `my_consumers.py`, as
+README's walkthrough has them write, would otherwise replace the test's module."""
 
 from __future__ import annotations
 
@@ -27,16 +31,29 @@ async def handle(event, ctx):
 """
 
 
+# README's walkthrough, as a user leaves it in the directory they run things from.
+_USERS_OWN = """
+from worker import Context, Rejected, Stopped, consumer
+
+
+@consumer("failed-transcriptions", events=[Stopped, Rejected])
+async def failed_transcriptions(event, ctx):
+    await ctx.redis.incr(f"{ctx.key_prefix}:failed:{event.account_id}")
+"""
+
+
 def _installed_package(site: Path) -> None:
     """What `pip install` leaves behind: the package, and a dist-info naming the entry point."""
-    package = site / "rtt_demo_plugin"
+    package = site / "rtt_tests_demo_plugin"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(_PLUGIN.format(name="demo"))
-    info = site / "rtt_demo_plugin-0.1.dist-info"
+    info = site / "rtt_tests_demo_plugin-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rtt-demo-plugin\nVersion: 0.1\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: rtt-tests-demo-plugin\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text(
-        "[rtt_events.consumers]\ndemo = rtt_demo_plugin:handle\n"
+        "[rtt_events.consumers]\ndemo = rtt_tests_demo_plugin:handle\n"
     )
     (info / "RECORD").write_text("")
 
@@ -46,13 +63,19 @@ def test_entry_point_and_command_line_consumers_both_run(
 ) -> None:
     _installed_package(tmp_path / "site")
     (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "my_consumers.py").write_text(_PLUGIN.format(name="local"))
+    (tmp_path / "local" / "rtt_tests_local_consumers.py").write_text(_PLUGIN.format(name="local"))
+    # Started where a user keeps their own consumers (say, the repository root): theirs
+    # come first on the path, and must not take the place of the test's.
+    users_dir = tmp_path / "users_dir"
+    users_dir.mkdir()
+    (users_dir / "my_consumers.py").write_text(_USERS_OWN)
     env = worker_env(redis_url, prefix)
     env["PYTHONPATH"] = f"{tmp_path / 'site'}:{tmp_path / 'local'}:{REPO}"
     worker = Program(
-        ["worker", "--consumer", "my_consumers:handle"],
+        ["worker", "--consumer", "rtt_tests_local_consumers:handle"],
         {**env, "RTT_WORKER_ID": "w-plugins"},
         tmp_path / "worker.log",
+        cwd=users_dir,
     )
     try:
         [started] = wait_for(lambda: worker.named("worker_started"), 30, "worker up")
@@ -71,12 +94,12 @@ def test_entry_point_and_command_line_consumers_both_run(
 def test_a_consumer_that_cannot_load_stops_the_worker_with_its_name(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "typo_consumers.py").write_text("x = 1\n")
+    (tmp_path / "rtt_tests_typo.py").write_text("x = 1\n")
     env = worker_env(redis_url, prefix)
     env["PYTHONPATH"] = f"{tmp_path}:{REPO}"
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "--consumer", "typo_consumers:handle"],
+        [sys.executable, "-m", "worker", "--consumer", "rtt_tests_typo:handle"],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "consumer 'typo_consumers:handle': typo_consumers has no 'handle'" in result.stderr
+    assert "consumer 'rtt_tests_typo:handle': rtt_tests_typo has no 'handle'" in result.stderr

@@ -2,11 +2,12 @@
 
 from shared.events import Available, Event, Rejected, Started, Stopped
 
-from .consumers import Consumer, Context, SetupContext, consumer
+from .consumers import Consumer, ConsumerOptions, Context, SetupContext, consumer
 
 __all__ = [
     "Available",
     "Consumer",
+    "ConsumerOptions",
     "Context",
     "Event",
     "Rejected",

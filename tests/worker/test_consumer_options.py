@@ -95,6 +95,31 @@ async def test_the_handler_timeout_defaults_to_the_setting(
     assert "TimeoutError" in letter.error
 
 
+async def test_a_handler_that_swallows_the_timeout_is_cancelled_again(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(max_deliveries=1)
+    cancellations: list[int] = []
+
+    @consumer("stubborn", timeout=0.1)
+    async def stubborn(event: Event, ctx: Context) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancellations.append(len(cancellations) + 1)
+                if len(cancellations) == 2:
+                    raise
+
+    keys = Keys(settings.key_prefix)
+    async with running(settings, redis, [stubborn]):
+        [entry_id] = await add_events(redis, settings, 1)
+        [letter] = await wait_until(lambda: read_all(redis, keys.dlq), what="a dead letter")
+    assert cancellations == [1, 2]
+    assert letter.original_id == entry_id
+    assert "TimeoutError" in letter.error
+
+
 async def test_max_deliveries_per_consumer_overrides_the_setting(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:

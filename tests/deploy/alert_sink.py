@@ -8,6 +8,7 @@ it runs on the rtt image's Python.
 from __future__ import annotations
 
 import json
+import time
 
 from aiohttp import web
 
@@ -16,7 +17,11 @@ received: list[dict[str, object]] = []
 
 async def take(request: web.Request) -> web.Response:
     received.append(
-        {"idempotency_key": request.headers.get("Idempotency-Key"), "body": await request.json()}
+        {
+            "idempotency_key": request.headers.get("Idempotency-Key"),
+            "at": time.time(),
+            "body": await request.json(),
+        }
     )
     return web.Response(status=204)
 

@@ -32,6 +32,7 @@ from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
+from shared.tracing import tracer
 
 from . import recovery
 from .consumers import Consumer, ConsumerOptions, Context
@@ -294,6 +295,7 @@ class GroupReader:
         redis, keys, prefix, worker_id = self.redis, self.keys, self.keys.prefix, self.worker_id
         options, deadlines, timeouts_sent = self.options, self._deadlines, self._timeouts_sent
         timeout_s = self._timeout_s
+        traced = tracer().enabled
         perf_counter = time.perf_counter
         me = asyncio.current_task()
         assert me is not None
@@ -347,7 +349,10 @@ class GroupReader:
                 deadlines[index] = started + timeout_s
                 failure: BaseException | None = None
                 try:
-                    await handle(event, ctx)
+                    if traced:
+                        await self._handle_traced(event, ctx, fields)
+                    else:
+                        await handle(event, ctx)
                 except Exception as exc:
                     failure = exc
                 except asyncio.CancelledError:
@@ -372,6 +377,22 @@ class GroupReader:
             acks[stream].append(entry_id)
             if not ack_wanted.is_set():
                 ack_wanted.set()
+
+    async def _handle_traced(self, event: Event, ctx: Context, fields: dict[bytes, bytes]) -> None:
+        """The handler call in a span, child of the receiver's span the entry carries."""
+        with tracer().handle(
+            fields.get(b"traceparent", b"").decode(errors="replace"),
+            consumer=self.group,
+            stream=ctx.stream,
+            entry_id=ctx.entry_id,
+            deliveries=ctx.deliveries,
+        ) as span:
+            try:
+                await self.consumer.handle(event, ctx)
+            except BaseException:
+                span.set_attribute("rtt.outcome", "failed")
+                raise
+            span.set_attribute("rtt.outcome", "handled")
 
     def _timed_out(self, me: asyncio.Task[None], index: int) -> TimeoutError:
         """The watchdog's cancellations of this lane are spent: the call is a failure."""

@@ -46,6 +46,10 @@ def _slack_rate(server: SinkServer) -> list[str]:
     return [m["text"] for m in server.accepted if "failure rate" in m["text"]]
 
 
+def _log_rate(logs: LogLines) -> list[dict[str, Any]]:
+    return logs.named("transcription_failure_rate")
+
+
 async def test_fires_past_the_threshold_and_resolves_below_it(
     make_settings: Callable[..., Settings],
     redis: Redis,
@@ -75,6 +79,8 @@ async def test_fires_past_the_threshold_and_resolves_below_it(
         await eventually(lambda: len(_rate(webhook)) == 2, what="recovery")
         await eventually(lambda: len(_pd_rate(pagerduty, prefix)) == 2, what="PagerDuty resolve")
         await eventually(lambda: len(_slack_rate(sink_servers["slack"])) == 2, what="Slack")
+        # The log is a sink of its own, with its own place in the outbox.
+        await eventually(lambda: len(_log_rate(logs)) == 2, what="log sink")
     firing, resolved = _rate(webhook)
     dedup_key = f"{prefix}-failure-rate-1"
     assert firing == {
@@ -103,8 +109,7 @@ async def test_fires_past_the_threshold_and_resolves_below_it(
         "Transcription failure rate 9.5%: 2 of 21 stops failed in 0:05:00",
         "Transcription failure rate back to 5.0% (5 of 100 stops)",
     ]
-    lines = logs.named("transcription_failure_rate")
-    assert [(line["level"], line["status"]) for line in lines] == [
+    assert [(line["level"], line["status"]) for line in _log_rate(logs)] == [
         ("error", "firing"),
         ("info", "resolved"),
     ]

@@ -45,7 +45,14 @@ class Receiver:
     def start(self, *args: str) -> Program:
         self.runs += 1
         program = Program(["receiver", *args], self.env, self.tmp_path / f"receiver{self.runs}.log")
-        wait_for(lambda: http_status(self.url + "/healthz") == 200, what="receiver up")
+
+        def up() -> bool:
+            code = program.process.poll()
+            assert code is None, f"receiver exited with {code}:\n{program.text()}"
+            return http_status(self.url + "/healthz") == 200
+
+        # Starting takes a second or two; on a machine busy with other work, much longer.
+        wait_for(up, 90, what="receiver up")
         return program
 
     def post(self, bodies: list[bytes]) -> Counter[int]:

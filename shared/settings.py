@@ -184,6 +184,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alert_pagerduty_url: Annotated[str, _doc("PagerDuty Events API v2 endpoint")] = (
         "https://events.pagerduty.com/v2/enqueue"
     )
+    alert_alertmanager_url: Annotated[
+        str | None, _doc("Alertmanager base URL; every alert goes to its /api/v2/alerts")
+    ] = None
+    alert_alertmanager_resolve_after: Annotated[
+        Period, _doc("endsAt of a one-shot alert in Alertmanager, after it starts")
+    ] = timedelta(hours=1)
+    alert_alertmanager_resend: Annotated[
+        Period, _doc("how often a firing rate alert is re-sent to Alertmanager")
+    ] = timedelta(minutes=1)
     alert_sink_timeout: Annotated[Timeout, _doc("deadline of one call to an alert sink")] = (
         timedelta(seconds=5)
     )
@@ -336,6 +345,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "alert_webhook_url": _check_http_url,
     "alert_slack_webhook_url": _check_http_url,
     "alert_pagerduty_url": _check_http_url,
+    "alert_alertmanager_url": _check_http_url,
 }
 # (shorter, longer, strictly): a heartbeat must be renewed before it expires; the longest
 # retry delay cannot be below the first one.

@@ -30,6 +30,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 from worker.consumers import Consumer, Context, SetupContext, consumer
 
+from .alertmanager import AlertmanagerSink
 from .delivery import MAX_WAIT_S, Poster, SinkError, SinkPaused
 from .grouping import Groups
 from .once import Once
@@ -67,6 +68,7 @@ class _Running:
     outbox: Outbox
     stopping: asyncio.Event
     log: FilteringBoundLogger
+    alertmanager: AlertmanagerSink | None = None
     upkeep: asyncio.Task[None] | None = None
 
 
@@ -102,6 +104,13 @@ class AlertsConsumer:
         handler_poster = poster(MAX_WAIT_S)
         sinks = http_sinks(settings, handler_poster)
         outbox_sinks = http_sinks(settings, poster(None))
+        # Alertmanager gets every alert from the handler, and rate changes from the outbox.
+        alertmanager = None
+        if settings.alert_alertmanager_url:
+            resolve_after = settings.alert_alertmanager_resolve_after
+            url = settings.alert_alertmanager_url
+            alertmanager = AlertmanagerSink(handler_poster, url, resolve_after)
+            outbox_sinks.append(AlertmanagerSink(poster(None), url, resolve_after))
         # A sender's lock lapses with its heartbeat: when a dead worker's entries are taken
         # over, the copy of what it was sending can go out at once.
         lock_s = settings.heartbeat_ttl.total_seconds()
@@ -137,10 +146,12 @@ class AlertsConsumer:
             groups=Groups(ctx.redis, ctx.keys, settings),
             rate=RateRule(ctx.redis, ctx.keys, settings),
             lease=lease, outbox=outbox, stopping=stopping, log=ctx.log,
+            alertmanager=alertmanager,
         )  # fmt: skip
         run.upkeep = asyncio.create_task(self._upkeep(run, tick_s), name="alerts-upkeep")
         self._run = run
-        ctx.log.info("alert_sinks", sinks=["log", *(s.name for s in sinks)])
+        names = ["log", *(s.name for s in sinks), *(["alertmanager"] if alertmanager else [])]
+        ctx.log.info("alert_sinks", sinks=names)
 
     async def teardown(self) -> None:
         run, self._run = self._run, None
@@ -182,6 +193,8 @@ class AlertsConsumer:
             await run.log_sink.send(alert, ctx.log)
 
         await run.once.send(run.log_sink.name, alert.alert_key, log_alert)
+        if run.alertmanager is not None:
+            await _send_to_alertmanager(run, run.alertmanager, alert, ctx)
         if await run.groups.register(alert) == "grouped":
             ALERTS.labels(alert.severity, "grouped").inc()
             return
@@ -189,6 +202,9 @@ class AlertsConsumer:
 
     async def _upkeep(self, run: _Running, tick_s: float) -> None:
         """Close due windows, slide the rate window, hold the lease; deliver while held."""
+        resend_s = run.settings.alert_alertmanager_resend.total_seconds()
+        next_resend = 0.0
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(run.outbox.run(run.stopping))
             while not run.stopping.is_set():
@@ -196,6 +212,10 @@ class AlertsConsumer:
                     await run.lease.renew()
                     await run.groups.close_due()
                     await run.rate.evaluate()
+                    due = loop.time() >= next_resend
+                    if run.alertmanager is not None and run.lease.held and due:
+                        next_resend = loop.time() + resend_s
+                        await _resend_firing_rate(run, run.alertmanager)
                 except Exception as exc:
                     run.lease.held = False
                     # Redis being down is expected and retried next tick; anything else is
@@ -208,6 +228,41 @@ class AlertsConsumer:
 
 async def _nothing() -> None:
     return None
+
+
+async def _send_to_alertmanager(
+    run: _Running, sink: AlertmanagerSink, alert: Alert, ctx: Context
+) -> None:
+    """Every alert, once; a failure (or a pause) retries the entry like any sink failure."""
+
+    async def send() -> None:
+        await sink.send(alert, ctx.log)
+
+    try:
+        sent = await run.once.send(sink.name, alert.alert_key, send)
+    except (SinkError, SinkPaused, RedisError, TimeoutError) as exc:
+        ALERTS.labels(alert.severity, "sink_failed").inc()
+        ctx.log.warning(
+            "alert_sink_failed",
+            alert_key=alert.alert_key,
+            sinks={sink.name: str(exc)},
+            deliveries=ctx.deliveries,
+        )
+        raise SinkFailed(f"alert {alert.alert_key} not taken by {sink.name}") from exc
+    if sent:
+        ctx.log.info(
+            "alert_notification_sent", sink=sink.name, kind="alert", alert_key=alert.alert_key
+        )
+
+
+async def _resend_firing_rate(run: _Running, sink: AlertmanagerSink) -> None:
+    """A firing rate incident, again: Alertmanager resolves an alert that is not re-sent."""
+    change = await run.rate.firing()
+    if change is not None:
+        try:
+            await sink.send(change, run.log)
+        except (SinkError, SinkPaused) as exc:
+            run.log.warning("alertmanager_resend_failed", error=str(exc))
 
 
 def _fields(alert: Alert) -> dict[str, object]:

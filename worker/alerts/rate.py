@@ -8,6 +8,7 @@ the same step, so N workers fire once per incident and resolve once.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Final
 
@@ -62,6 +63,8 @@ return {stops, failed, change}
 class RateRule:
     def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         self._keys = keys
+        self._redis = redis
+        self._settings = settings
         self._window_ms = max(1, int(settings.alert_rate_window.total_seconds() * 1000))
         self._threshold = settings.alert_rate_threshold
         self._min_stops = settings.alert_rate_min_stops
@@ -76,6 +79,23 @@ class RateRule:
     async def evaluate(self) -> str:
         """Slide the window without a new stop, so a quiet spell can resolve the alert."""
         return await self._run("", 0, "0")
+
+    async def firing(self) -> RateChange | None:
+        """The incident firing now, as its firing notification (with today's counts)."""
+        keys = self._keys
+        firing, incident = await self._redis.hmget(keys.rate_state, ["firing", "incident"])
+        if firing != b"1" or not isinstance(incident, bytes):
+            return None
+        stops = await self._redis.zcard(keys.rate_window())
+        failed = await self._redis.zcard(keys.rate_failures)
+        fields = {
+            b"status": b"firing",
+            b"incident": incident,
+            b"failed": b"%d" % failed,
+            b"stops": b"%d" % stops,
+            b"at": b"%d" % (time.time() * 1000),
+        }
+        return rate_change_from_outbox(fields, self._settings)
 
     async def _run(self, member: str, at_ms: int, failed: str) -> str:
         keys = self._keys

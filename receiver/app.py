@@ -168,8 +168,8 @@ class _Events:
                 stream, StreamEntry(
                     event_type, body, received_at_ms, request_id, traceparent=traceparent
                 ).to_fields(),
-                dedup_key=self.keys.forensic_dedup(stream, identity),
-                max_len=self.forensic_max_len,
+                dedup_key=self.keys.forensic_markers(stream), max_len=self.forensic_max_len,
+                marker=identity,
             )  # fmt: skip
         else:
             structlog.contextvars.bind_contextvars(
@@ -222,9 +222,11 @@ class _Events:
             "peer": client or "", "received_at": received_at_ms, "request_id": request_id,
         }  # fmt: skip
         stream = self.keys.rejected
-        # Every 400 is kept once: a fresh identity, so only a drain retry is a repeat.
-        marker = self.keys.forensic_dedup(stream, _new_id())
-        item = StoreItem(stream, rejected, dedup_key=marker, max_len=self.forensic_max_len)
+        # Every 400 is kept once: a fresh identity, so only a retry of this write is a repeat.
+        item = StoreItem(
+            stream, rejected, dedup_key=self.keys.forensic_markers(stream),
+            max_len=self.forensic_max_len, marker=_new_id(),
+        )  # fmt: skip
         try:
             await self.store.put(item)
         except StoreUnavailable as exc:

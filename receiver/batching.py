@@ -32,19 +32,28 @@ __all__ = ["ItemRefused", "RedisFailed", "RedisWriter", "StoreItem"]
 log = get_logger()
 
 # KEYS: for each item, its stream and its dedup marker (same hash slot: one stream a call).
-# ARGV[1]: marker TTL in ms; then for each item: MAXLEN (0: no trimming), the number of
-# field and value arguments, and those arguments. Returns one entry id, or nil for a
-# repeat, per item. XADD comes before SET, so a failing XADD leaves no marker that would
-# hide the retry; what a failing call did write is recognised by its marker on that retry.
+# ARGV[1]: marker TTL in ms; then for each item: MAXLEN (0: no trimming), its member in a
+# marker set ('' if its marker is a key of its own), the number of field and value
+# arguments, and those arguments. Returns one entry id, or nil for a repeat, per item.
+# XADD comes before the marker, so a failing XADD leaves no marker that would hide the
+# retry; what a failing call did write is recognised by its marker on that retry.
+# A forensic stream's markers are one sorted set by time, cut to the stream's MAXLEN and
+# to the TTL: bounded with the stream, however many bad requests arrive.
 _STORE_SCRIPT = """
-local ttl = ARGV[1]
+local ttl = tonumber(ARGV[1])
 local replies = {}
 local a = 2
 for k = 1, #KEYS, 2 do
-  local maxlen, n = ARGV[a], tonumber(ARGV[a + 1])
-  local first, last = a + 2, a + 1 + n
+  local maxlen, member, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local first, last = a + 3, a + 2 + n
   a = last + 1
-  if redis.call('EXISTS', KEYS[k + 1]) == 1 then
+  local seen
+  if member == '' then
+    seen = redis.call('EXISTS', KEYS[k + 1]) == 1
+  else
+    seen = redis.call('ZSCORE', KEYS[k + 1], member) ~= false
+  end
+  if seen then
     replies[#replies + 1] = false
   else
     local id
@@ -53,7 +62,17 @@ for k = 1, #KEYS, 2 do
     else
       id = redis.call('XADD', KEYS[k], '*', unpack(ARGV, first, last))
     end
-    redis.call('SET', KEYS[k + 1], id, 'PX', ttl)
+    if member == '' then
+      redis.call('SET', KEYS[k + 1], id, 'PX', ttl)
+    else
+      local now = tonumber(string.match(id, '^%d+'))
+      redis.call('ZADD', KEYS[k + 1], now, member)
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now - ttl)
+      if maxlen ~= '0' then
+        redis.call('ZREMRANGEBYRANK', KEYS[k + 1], 0, -tonumber(maxlen) - 1)
+      end
+      redis.call('PEXPIRE', KEYS[k + 1], ttl)
+    end
     replies[#replies + 1] = id
   end
 end
@@ -72,6 +91,9 @@ class StoreItem(NamedTuple):
     dedup_key: str
     # Set for bounded forensic streams only; rtt:events is never trimmed at XADD time.
     max_len: int | None = None
+    # Forensic items: `dedup_key` names the stream's marker set and this is the item's
+    # member in it.
+    marker: str | None = None
 
 
 class RedisFailed(Exception):
@@ -234,7 +256,7 @@ class RedisWriter:
         args: list[object] = [self._dedup_ttl_ms]
         for item in items:
             keys += (item.stream, item.dedup_key)
-            args += (item.max_len or 0, 2 * len(item.fields))
+            args += (item.max_len or 0, item.marker or "", 2 * len(item.fields))
             for name, value in item.fields.items():
                 args += (name, value)
         return ("EVALSHA", _STORE_SHA, len(keys), *keys, *args)

@@ -50,6 +50,8 @@ class _Spooled(msgspec.Struct, array_like=True, frozen=True):
     fields: dict[str, Any]
     dedup_key: str
     max_len: int | None
+    # Absent from records spooled before forensic markers became one set per stream.
+    marker: str | None = None
 
 
 _encode_spooled = msgspec.msgpack.Encoder().encode
@@ -58,13 +60,13 @@ _decode_spooled = msgspec.msgpack.Decoder(_Spooled).decode
 
 def _to_record(item: StoreItem) -> bytes:
     fields = {_text(name): _value(value) for name, value in item.fields.items()}
-    return _encode_spooled(_Spooled(item.stream, fields, item.dedup_key, item.max_len))
+    return _encode_spooled(_Spooled(item.stream, fields, item.dedup_key, item.max_len, item.marker))
 
 
 def _from_record(record: Record) -> StoreItem:
     spooled = _decode_spooled(record.payload)
     fields: Fields = {name: value for name, value in spooled.fields.items()}
-    return StoreItem(spooled.stream, fields, spooled.dedup_key, spooled.max_len)
+    return StoreItem(spooled.stream, fields, spooled.dedup_key, spooled.max_len, spooled.marker)
 
 
 def _text(name: object) -> str:

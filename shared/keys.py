@@ -41,9 +41,10 @@ class Keys:
         # name used as a hash tag puts this key in the stream's slot.
         return f"{self.prefix}:dedup:{{{self.events()}}}:{identity}"
 
-    def forensic_dedup(self, stream: str, identity: str) -> str:
-        """Marks an entry of `rtt:rejected` or `rtt:unknown` as stored; in that stream's slot."""
-        return f"{self.prefix}:dedup:{{{stream}}}:{identity}"
+    def forensic_markers(self, stream: str) -> str:
+        """The markers of `rtt:rejected` or `rtt:unknown` entries: one sorted set per stream,
+        cut to the stream's length; in that stream's slot."""
+        return f"{self.prefix}:dedup:{{{stream}}}"
 
     def alert_once(self, sink: str, alert_key: str) -> str:
         """Marks an alert as sent to a sink; shares a slot with its sending lock."""

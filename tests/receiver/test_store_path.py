@@ -12,6 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from receiver.batching import RedisWriter, StoreItem
+from receiver.spool import Spool
+from receiver.store import Store
 from shared.embedded import free_port
 from shared.keys import Keys
 from tests.conftest import LogLines
@@ -187,3 +190,62 @@ async def test_log_lines_of_a_request_carry_its_request_id(
     ]
     assert [line["level"] for line in lines] == ["warning"]
     assert lines[0]["request_id"] == request_id
+
+
+async def test_forensic_markers_are_bounded_with_their_streams(
+    start_receiver: Any, redis: Redis, prefix: str
+) -> None:
+    client = await start_receiver(forensic_max_len=20)
+    url = str(client.make_url(PATH))
+    bad = [b'{"n": %d' % n for n in range(600)]
+    unknown = [sample_body("stopped", eventType="realTimeTranscriptionPaused") for _ in range(600)]
+    assert (await post_all(url, bad)).count() == {400: 600}
+    assert (await post_all(url, unknown)).count() == {204: 600}
+    keys = Keys(prefix)
+    found = sorted([key.decode() async for key in redis.scan_iter(f"{prefix}:*", count=1000)])
+    print(f"\n1,200 forensic entries left {len(found)} keys")
+    # One marker set per forensic stream, holding no more than its stream keeps.
+    assert len(found) == 4
+    markers = [key for key in found if key not in {keys.rejected, keys.unknown}]
+    sizes = {key: await redis.zcard(key) for key in markers}
+    assert markers == sorted(
+        [keys.forensic_markers(keys.rejected), keys.forensic_markers(keys.unknown)]
+    )
+    assert set(sizes.values()) == {20}
+
+
+async def test_a_forensic_entry_written_twice_is_kept_once(redis: Redis, prefix: str) -> None:
+    # A drain retry after a lost reply writes the same item again.
+    keys = Keys(prefix)
+    writer = RedisWriter(redis, dedup_ttl_ms=60_000, timeout_s=2.0, batch_max=16)
+    markers = keys.forensic_markers(keys.rejected)
+    item = StoreItem(keys.rejected, {"body": b"{"}, markers, max_len=10, marker="r-1")
+    first, second = await writer.run([item]), await writer.run([item])
+    assert isinstance(first[0], bytes)
+    assert second == [None]
+    assert await redis.xlen(keys.rejected) == 1
+
+
+async def test_a_forensic_record_spooled_by_the_previous_version_still_drains(
+    redis: Redis, prefix: str, tmp_path: Path
+) -> None:
+    # Its marker was a key of its own with a TTL; the record is [stream, fields, key, max_len].
+    keys = Keys(prefix)
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    old_marker = f"{prefix}:dedup:{{{keys.rejected}}}:r-old"
+    payload = msgspec.msgpack.encode([keys.rejected, {"body": b"{"}, old_marker, 10])
+    await spool.append(payload, 1_700_000_000_000)
+    await spool.close()
+    store = Store(redis, spool_dir=tmp_path / "spool")
+    await store.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:  # the drainer runs in the background
+                if not store.spool_depth and store.mode == "redis":
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+    assert await redis.xlen(keys.rejected) == 1
+    assert await redis.exists(old_marker)

@@ -245,7 +245,10 @@ async def readyz(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if await store.ready():
         return web.json_response({"status": "ready", "store": store.mode})
-    return web.json_response({"status": "unavailable", "store": store.mode}, status=503)
+    answer = {"status": "unavailable", "store": store.mode}
+    if store.spool_error is not None:
+        answer["spool"] = store.spool_error
+    return web.json_response(answer, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:

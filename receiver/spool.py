@@ -121,8 +121,10 @@ class Spool:
         try:
             self._unscanned = await asyncio.to_thread(self._open_sync)
         except OSError as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("spool_unusable", directory=str(self.directory), error=self.error)
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.error:  # once, not at every readiness probe that retries
+                log.error("spool_unusable", directory=str(self.directory), error=error)
+            self.error = error
             return False
         self.error = None
         return True
@@ -194,6 +196,11 @@ class Spool:
     @property
     def usable(self) -> bool:
         return self.error is None
+
+    @property
+    def held(self) -> bool:
+        """This process holds the directory's lock: it can spool."""
+        return self._lock_fd is not None
 
     @property
     def depth(self) -> int:

@@ -158,7 +158,16 @@ class Store:
             return "redis"
         return "spool" if self._spool.usable else "unavailable"
 
+    @property
+    def spool_error(self) -> str | None:
+        """Why this process has no spool (another process holds it...), for /readyz."""
+        return None if self._spool.held else self._spool.error
+
     async def ready(self) -> bool:
+        """Redis answers, or the spool takes events; and either way this process holds its
+        spool: without one, every event would be a 503 the moment Redis fails."""
+        if not self._spool.held and not await self._spool.open():
+            return False
         if not self._spooling:
             try:
                 await self._writer.ping()

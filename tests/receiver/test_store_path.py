@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from shared.embedded import free_port
 from shared.keys import Keys
 from tests.conftest import LogLines
 from tests.fixtures import sample_body, sample_event
-from tests.receiver.harness import live_receiver, metric, post_all
+from tests.receiver.harness import LiveReceiver, live_receiver, metric, post_all
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
@@ -174,7 +175,9 @@ async def test_redis_and_spool_both_unusable_is_503_with_retry_after(
         async with session.get(receiver.url + "/readyz") as resp:
             ready = (resp.status, await resp.json())
     assert (status, retry_after) == (503, "5")
-    assert ready == (503, {"status": "unavailable", "store": "unavailable"})
+    assert ready[0] == 503
+    assert (ready[1]["status"], ready[1]["store"]) == ("unavailable", "unavailable")
+    assert "Not a directory" in ready[1]["spool"]
     assert logs.named("event_not_stored")
 
 
@@ -249,3 +252,33 @@ async def test_a_forensic_record_spooled_by_the_previous_version_still_drains(
         await store.close()
     assert await redis.xlen(keys.rejected) == 1
     assert await redis.exists(old_marker)
+
+
+async def test_a_receiver_whose_spool_another_process_holds_is_not_ready(
+    make_settings: Any, tmp_path: Path, logs: LogLines
+) -> None:
+    # Two receivers on one RTT_SPOOL_DIR, as a compose file with replicas would start them.
+    settings = make_settings(spool_dir=str(tmp_path / "shared-spool"))
+
+    async def readiness(receiver: LiveReceiver) -> tuple[int, dict[str, str]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(receiver.url + "/readyz") as resp,
+        ):
+            return resp.status, await resp.json()
+
+    async with contextlib.AsyncExitStack() as holding:
+        first = await holding.enter_async_context(live_receiver(settings))
+        async with live_receiver(settings) as second:
+            assert await readiness(first) == (200, {"status": "ready", "store": "redis"})
+            status, answer = await readiness(second)
+            again = await readiness(second)
+            # The first one gone, the second takes the spool and is ready.
+            await holding.aclose()
+            after = await readiness(second)
+    assert (status, answer["status"], answer["store"]) == (503, "unavailable", "redis")
+    assert "used by another process" in answer["spool"]
+    assert again[0] == 503
+    assert after == (200, {"status": "ready", "store": "redis"})
+    # Said once, not at every probe.
+    assert len(logs.named("spool_unusable")) == 1

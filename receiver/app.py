@@ -223,10 +223,8 @@ class _Events:
         }  # fmt: skip
         stream = self.keys.rejected
         # Every 400 is kept once: a fresh identity, so only a retry of this write is a repeat.
-        item = StoreItem(
-            stream, rejected, dedup_key=self.keys.forensic_markers(stream),
-            max_len=self.forensic_max_len, marker=_new_id(),
-        )  # fmt: skip
+        markers = self.keys.forensic_markers(stream)
+        item = StoreItem(stream, rejected, markers, self.forensic_max_len, marker=_new_id())
         try:
             await self.store.put(item)
         except StoreUnavailable as exc:

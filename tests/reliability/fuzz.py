@@ -22,7 +22,7 @@ _AUTH = b"Basic " + base64.b64encode(CREDENTIALS.encode())
 
 
 def fuzz_cases_count(fast: int) -> int:
-    """`RTT_FUZZ_CASES` (set by `make test-reliability`), else the fast count."""
+    """`RTT_FUZZ_CASES` (100,000 under `make test-reliability`), else the fast count."""
     return int(os.environ.get("RTT_FUZZ_CASES", fast))
 
 

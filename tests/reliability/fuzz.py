@@ -148,6 +148,7 @@ class FuzzCase:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # Only the body is fuzzed: the answer must be what decode_event says.
     plain: bool = True
+    expected: int = 0
 
 
 def fuzz_case(rng: random.Random, index: int) -> FuzzCase:

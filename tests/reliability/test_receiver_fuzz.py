@@ -12,6 +12,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -22,12 +23,15 @@ from redis.asyncio import Redis
 from shared.events import DecodeFailure, decode_event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.receiver.harness import live_receiver, metric, raw_post
+from tests.receiver.harness import metric, raw_post
 from tests.reliability.fuzz import CREDENTIALS, FuzzCase, fuzz_body, fuzz_case, fuzz_cases_count
+from tests.reliability.test_receiver_processes import Receiver
 
 pytestmark = pytest.mark.slow
 
-DECODER_CASES = fuzz_cases_count(400)
+# Hypothesis (which shrinks what it finds) runs up to 10,000 examples; the seeded run does
+# the full count.
+DECODER_CASES = min(fuzz_cases_count(400), 10_000)
 LIVE_CASES = fuzz_cases_count(400)
 ANSWERS = {204, 400, 401, 403, 408, 413, 415}
 FUZZ = settings(
@@ -57,6 +61,22 @@ def test_decoder_names_the_fault_of_any_bytes(body: bytes) -> None:
     _check_decoded(body)
 
 
+def test_decoder_seeded_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """The long run without hypothesis's overhead: RTT_FUZZ_CASES bodies from one seed."""
+    seed = int(os.environ.get("RTT_FUZZ_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    outcomes: Counter[str] = Counter()
+    for _ in range(fuzz_cases_count(2000)):
+        body = fuzz_body(rng) if rng.random() < 0.8 else rng.randbytes(rng.randint(0, 4096))
+        result = decode_event(body)
+        if isinstance(result, DecodeFailure):
+            assert result.error
+            assert result.path.startswith("$")
+        outcomes[type(result).__name__] += 1
+    with capsys.disabled():
+        print(f"\ndecoder, RTT_FUZZ_SEED={seed}: {dict(outcomes)}")
+
+
 def _expected(case: FuzzCase, max_body: int) -> int:
     if len(case.body) > max_body:
         return 413
@@ -64,18 +84,29 @@ def _expected(case: FuzzCase, max_body: int) -> int:
 
 
 async def test_live_receiver_answers_every_fuzzed_request(
-    make_settings: Callable[..., Settings], redis: Redis, prefix: str
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     seed = int(os.environ.get("RTT_FUZZ_SEED", random.randrange(2**32)))
     print(f"\nRTT_FUZZ_SEED={seed} RTT_FUZZ_CASES={LIVE_CASES}")
     rng = random.Random(seed)
-    config = make_settings(
-        basic_auth=CREDENTIALS,
-        trusted_proxies="127.0.0.0/8",
-        allow_cidrs="0.0.0.0/0,::/0",
-        read_timeout="500ms",
-        forensic_max_len=LIVE_CASES + 1000,
+    # The receiver in a process of its own, as deployed: the client does not share its core.
+    receiver = Receiver(
+        tmp_path,
+        int(redis_url.rsplit(":", 1)[1].split("/")[0]),
+        prefix,
+        RTT_BASIC_AUTH=CREDENTIALS,
+        RTT_TRUSTED_PROXIES="127.0.0.0/8",
+        RTT_ALLOW_CIDRS="0.0.0.0/0,::/0",
+        RTT_READ_TIMEOUT="500ms",
+        RTT_LOG_LEVEL="error",
+        RTT_FORENSIC_MAX_LEN=str(LIVE_CASES + 1000),
     )
+    max_body = make_settings().max_body_size
+    url = receiver.url + "/realTimeTranscriptionEvents"
     answers: dict[int, tuple[int, bytes, bytes, bytes]] = {}
     cases: dict[int, FuzzCase] = {}
     gate = asyncio.Semaphore(16)
@@ -83,7 +114,7 @@ async def test_live_receiver_answers_every_fuzzed_request(
     async def send(case: FuzzCase) -> None:
         async with gate:
             try:
-                answer = await raw_post(receiver.events_url, case.body, case.headers)
+                answer = await raw_post(url, case.body, case.headers)
             except TimeoutError:
                 answers[case.index] = (-1, b"", b"", b"")  # a hang
                 return
@@ -97,12 +128,19 @@ async def test_live_receiver_answers_every_fuzzed_request(
             answer.body,
         )
 
-    async with live_receiver(config) as receiver:
+    program = receiver.start()
+    try:
         for start in range(0, LIVE_CASES, 2000):
+            # Only what is still needed is kept: the oracle's verdict, not the body.
             chunk = [fuzz_case(rng, n) for n in range(start, min(start + 2000, LIVE_CASES))]
-            cases.update((case.index, case) for case in chunk)
             await asyncio.gather(*(send(case) for case in chunk))
+            for case in chunk:
+                case.expected = _expected(case, max_body) if case.plain else 0
+                case.body = b""
+                cases[case.index] = case
         dedup_hits = await metric(receiver.url, "rtt_receiver_dedup_hits_total")
+    finally:
+        assert program.stop() == 0, program.text()
     statuses = Counter(status for status, *_ in answers.values())
     print(f"sent {LIVE_CASES}, answered {len(answers)}: {dict(sorted(statuses.items()))}")
     wrong = sorted(n for n, (status, *_) in answers.items() if status not in ANSWERS)
@@ -120,9 +158,7 @@ async def test_live_receiver_answers_every_fuzzed_request(
         elif status == 204:
             accepted_ids.add(request_id)
     mismatched = sorted(
-        n
-        for n, case in cases.items()
-        if case.plain and answers[n][0] != _expected(case, config.max_body_size)
+        n for n, case in cases.items() if case.plain and answers[n][0] != case.expected
     )
     keys = Keys(prefix)
     kept = {fields[b"request_id"] for _, fields in await redis.xrange(keys.rejected)}
@@ -139,7 +175,7 @@ async def test_live_receiver_answers_every_fuzzed_request(
     print(f"400 without a cause: {unnamed[:50]}")
     print(f"answer not what decode_event says: {mismatched[:50]}")
     for n in mismatched[:5]:
-        print(f"  case {n}: {answers[n][0]} {answers[n][3][:200]!r} for {cases[n].body[:300]!r}")
+        print(f"  case {n}: {answers[n][0]} {answers[n][3][:200]!r}, not {cases[n].expected}")
     print(
         f"400 not kept: {sorted(rejected_ids - kept)[:20]}, kept without a 400: "
         f"{sorted(kept - rejected_ids)[:20]}"

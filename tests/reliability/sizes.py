@@ -6,7 +6,7 @@ import os
 
 __all__ = ["LONG", "size"]
 
-LONG = bool(os.environ.get("RTT_RELIABILITY_LONG"))
+LONG = os.environ.get("RTT_TEST_LONG") == "1"
 
 
 def size(fast: int, long: int) -> int:

@@ -66,6 +66,15 @@ def _request_id(request: web.Request) -> str:
     return _new_id()
 
 
+def _media_type(request: web.Request) -> str:
+    """The media type of the body, even where aiohttp's parser of its parameters fails."""
+    try:
+        return request.content_type
+    except (IndexError, ValueError):
+        # aiohttp raises IndexError on a parameter name ending in `*` (`; charset*`).
+        return request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+
+
 def _printable(text: str) -> str:
     """Header text for an answer: bytes outside UTF-8 (surrogates) escaped."""
     return text.encode("utf-8", "backslashreplace").decode()
@@ -135,7 +144,7 @@ class _Events:
             level("request_unauthorized", reason=refusal, peer=self.gate.client_address(request))
             self._count("unauthorized")
             return _error(401, "credentials required", **{"WWW-Authenticate": self.gate.challenge})
-        ctype = request.content_type
+        ctype = _media_type(request)
         if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
             self._count("unsupported_media_type")
             return _error(415, f"expected a JSON content type, got {_printable(ctype)}")

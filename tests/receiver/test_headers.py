@@ -106,3 +106,20 @@ async def test_content_type_outside_utf8_is_a_415_naming_it(
         )
     assert answer.status == 415
     assert "text/" in msgspec.json.decode(answer.body)["error"]
+
+
+async def test_content_type_parameters_aiohttp_cannot_parse_are_not_a_500(
+    make_settings: Callable[..., Settings], redis: Redis, prefix: str
+) -> None:
+    # aiohttp's parse_content_type raises IndexError on a parameter name ending in `*`.
+    async with live_receiver(make_settings()) as receiver:
+        json_answer = await raw_post(
+            receiver.events_url,
+            sample_body("started"),
+            [(b"Content-Type", b"application/json; charset*")],
+        )
+        other_answer = await raw_post(
+            receiver.events_url, sample_body("started"), [(b"Content-Type", b"text/\xff; a*")]
+        )
+    assert (json_answer.status, other_answer.status) == (204, 415)
+    assert await redis.xlen(Keys(prefix).events()) == 1

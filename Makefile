@@ -32,7 +32,8 @@ pytest: $(BIN)/.installed-test
 
 # Every fault scenario, the minutes-long ones included; each prints its figures.
 test-reliability: $(BIN)/.installed-test
-	RTT_TEST_LONG=1 $(BIN)/pytest tests/reliability -s $(PYTEST_ARGS)
+	RTT_TEST_LONG=1 RTT_FUZZ_CASES=100000 $(BIN)/pytest tests/reliability -s --timeout 3600 \
+		$(PYTEST_ARGS)
 
 # Debian's real parts for the integration tests; installed when missing and run as root.
 INTEGRATION_PACKAGES := prometheus:promtool prometheus-alertmanager:prometheus-alertmanager
@@ -50,11 +51,6 @@ test-integrations: $(BIN)/.installed-test
 # Real containers: builds the image, runs docker-compose.yml (needs Docker; see README).
 test-deploy: $(BIN)/.installed-test
 	PYTHON=$(BIN)/python tests/deploy/run.sh $(PYTEST_ARGS)
-
-# Every fault scenario at full size (100,000 fuzz cases); each prints its figures.
-test-reliability: $(BIN)/.installed-test
-	RTT_TEST_LONG=1 RTT_FUZZ_CASES=100000 $(BIN)/pytest tests/reliability -s --timeout 3600 \
-		$(PYTEST_ARGS)
 
 $(BIN)/.installed-bench: $(BIN)/.installed-test pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'

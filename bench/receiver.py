@@ -129,12 +129,16 @@ def _serve_fastapi(port: int, redis_url: str, stream: str) -> None:
         eventType: str
         callId: str
 
-    @app.post(PATH, status_code=204)
     async def handle(request: Request) -> Response:
         body = await request.body()
         event = Event.model_validate_json(body)
         await redis.xadd(stream, {"type": event.eventType, "body": body})
         return Response(status_code=204)
+
+    # Annotations are strings here (postponed evaluation) naming local imports, which
+    # FastAPI cannot resolve: give it the classes themselves.
+    handle.__annotations__ = {"request": Request}
+    app.post(PATH, status_code=204, response_model=None)(handle)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -379,6 +383,8 @@ def _run(args: argparse.Namespace) -> int:
     _report(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.chart:
+        _chart(results, Path(args.chart))
     answered = sum(r["requests"] for r in results.get("receiver", []))
     bad = sum(r["non_2xx"] for rs in results.values() for r in rs)
     print(f"non-204 answers: {bad}; receiver 204s counted {answered}, on its stream {on_stream}")
@@ -427,6 +433,38 @@ def _report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) 
     print("ratio: median over rounds of variant/bare in the same round (bare: aiohttp, uvloop)")
 
 
+def _chart(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Requests/s (each round a dot, the median a bar) and p99 at 64 and p50 at 1 connection."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, (rate_ax, latency_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, name in enumerate(names):
+        rates = [r["rate"] for r in results[name]]
+        rate_ax.bar(i, statistics.median(rates), color="#4c78a8")
+        rate_ax.plot([i] * len(rates), rates, "k.", markersize=4)
+    rate_ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    rate_ax.set_ylabel("requests/s (median bar, rounds as dots)")
+    rate_ax.set_title("throughput, 64 connections")
+    width = 0.4
+    for offset, key, label in (
+        (-width / 2, "p99_us", "p99, 64 conn."),
+        (width / 2, "c1_p50_us", "p50, 1 conn."),
+    ):
+        values = [statistics.median(r[key] for r in results[n]) / 1000 for n in names]
+        latency_ax.bar([i + offset for i in range(len(names))], values, width, label=label)
+    latency_ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    latency_ax.set_ylabel("ms")
+    latency_ax.set_yscale("log")
+    latency_ax.set_title("latency")
+    latency_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench receiver", description=__doc__)
     parser.add_argument(
@@ -446,6 +484,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--only", nargs="+", help="variants to run (default: all)")
     parser.add_argument("--python-client", action="store_true", help="load from Python, not wrk")
     parser.add_argument("--json", help="write every round's figures to this file")
+    parser.add_argument("--chart", help="draw requests/s and latency per variant to this PNG")
     args = parser.parse_args(argv)
     if args.mode == "bare":
         _serve_bare(args.port, args.loop)

@@ -77,6 +77,7 @@ class Once:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
+        self._keepers: set[asyncio.Task[None]] = set()  # strong references while they run
 
     async def send(self, sink: str, key: str, send: Callable[[], Awaitable[None]]) -> bool:
         """Run `send` unless it already succeeded for (sink, key); True if it ran now.
@@ -95,7 +96,10 @@ class Once:
                 await asyncio.sleep(_POLL_S)
         if state == 0:
             return False
-        keeper = asyncio.create_task(self._keep(keys[1], token))
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(keys[1], token, done))
+        self._keepers.add(keeper)
+        keeper.add_done_callback(self._keepers.discard)
         try:
             try:
                 await send()
@@ -104,16 +108,20 @@ class Once:
                 raise
             await self._record(keys, token, sink, key)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            # The keeper ends by itself at its next tick. It is neither cancelled nor
+            # awaited: a redis-py call cancelled while Redis comes back can hang its task,
+            # and this send must not wait on it.
+            done.set()
         return True
 
-    async def _keep(self, lock: str, token: str) -> None:
+    async def _keep(self, lock: str, token: str, done: asyncio.Event) -> None:
         """Renew the lock while the send (and its record) runs; a failed renewal is retried
         at the next tick: the lock is a courtesy to other replicas, not a guarantee."""
         while True:
-            await asyncio.sleep(self._renew_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._renew_s)
+            if done.is_set():
+                return
             with contextlib.suppress(RedisError, OSError):
                 await self._renew(keys=[lock], args=[token, self._lock_ms])
 

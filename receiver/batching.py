@@ -24,6 +24,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from shared.connections import is_permission_denied, report_permission_denied
 from shared.entries import Fields
 from shared.logs import get_logger
 
@@ -242,6 +243,9 @@ class RedisWriter:
             raise RedisFailed(_describe(exc)) from exc
         results: list[Reply] = [None] * len(items)
         for indexes, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, ResponseError) and is_permission_denied(reply):
+                # Said once; the items go to the spool until the ACL lets the script run.
+                report_permission_denied(self._redis, "EVALSHA", reply)
             if isinstance(reply, Exception) or not isinstance(reply, list):
                 failed = RedisFailed(f"{type(reply).__name__}: {reply}")
                 for index in indexes:

@@ -70,6 +70,13 @@ class ReceiverMetrics:
             registry=self.registry,
         )
 
+        self.open_to_anyone = Gauge(
+            "rtt_receiver_open_to_anyone",
+            "1 when listening beyond loopback with neither RTT_BASIC_AUTH nor RTT_ALLOW_CIDRS",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+
     def render(self) -> tuple[bytes, str]:
         """The text exposition, summed over all processes in multiprocess mode."""
         multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

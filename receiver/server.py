@@ -9,13 +9,15 @@ import signal
 from pathlib import Path
 
 from aiohttp import web
+from redis.asyncio import Redis
 
-from shared.connections import create_redis
+from shared.connections import RedisRefused, check_redis, create_redis
 from shared.logs import get_logger
 from shared.loop import loop_name
 from shared.settings import Settings
 
 from .app import create_app
+from .auth import open_to_anyone
 
 __all__ = ["make_runner", "serve", "spool_dirs"]
 
@@ -58,6 +60,14 @@ def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     )
 
 
+async def _say_if_refused(redis: Redis, settings: Settings) -> None:
+    try:
+        await check_redis(redis, settings)
+    except RedisRefused as exc:
+        # Events are still accepted: they wait in the spool until the setting is fixed.
+        log.error("redis_refused", error=str(exc), note="events are kept in the spool")
+
+
 async def serve(
     settings: Settings, *, index: int = 0, processes: int = 1, reuse_port: bool = False
 ) -> None:
@@ -74,6 +84,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    check: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
@@ -82,9 +93,21 @@ async def serve(
             "receiver_listening", host=settings.host, port=settings.port, path=settings.path,
             spool_dir=str(own), process=index, pid=os.getpid(), loop=loop_name(),
         )  # fmt: skip
+        if index == 0 and open_to_anyone(settings.host, settings.basic_auth, settings.allow_cidrs):
+            log.warning(
+                "receiver_open_to_anyone",
+                host=settings.host,
+                port=settings.port,
+                note="anyone who reaches this port may post events and raise alerts: set "
+                "RTT_BASIC_AUTH (what Bandwidth sends) or RTT_ALLOW_CIDRS",
+            )
+        check = asyncio.create_task(_say_if_refused(redis, settings), name="redis-check")
         await stop.wait()
         log.info("receiver_stopping")
     finally:
+        if check is not None:
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
         # Stops accepting, waits for in-flight requests, then runs cleanup_ctx (store close).
         await runner.cleanup()
         await redis.aclose()

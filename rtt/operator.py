@@ -13,15 +13,15 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.connections import REDIS_DOWN, create_redis
+from shared.connections import REDIS_DOWN, create_redis, explain_redis_error, plain_port_hint
 from shared.embedded import running_url
 from shared.redis_urls import mask_url
-from shared.settings import Settings
+from shared.settings import REDIS_SETTINGS, Settings
 
 __all__ = ["OPERATOR_SETTINGS", "run_with_redis"]
 
 OPERATOR_SETTINGS = (
-    "redis_url",
+    *REDIS_SETTINGS,
     "key_prefix",
     "shards",
     "log_format",
@@ -67,7 +67,12 @@ def run_with_redis(
     except BrokenPipeError:
         raise  # the reader of our output left (`| head`), not Redis: rtt.cli handles it
     except REDIS_DOWN as exc:
-        print(f"{parser.prog}: cannot reach Redis at {url}{found}: {exc}", file=sys.stderr)
+        # TLS, password and ACL refusals name the setting to change.
+        line = explain_redis_error(exc, settings) or (
+            f"cannot reach Redis at {url}{found}: {exc}{plain_port_hint(exc, settings)}"
+        )
+        print(f"{parser.prog}: {line}", file=sys.stderr)
     except RedisError as exc:
-        print(f"{parser.prog}: Redis at {url} answered: {exc}", file=sys.stderr)
+        line = explain_redis_error(exc, settings) or f"Redis at {url} answered: {exc}"
+        print(f"{parser.prog}: {line}", file=sys.stderr)
     return 1

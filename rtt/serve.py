@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shared.credentials import FILE_SUFFIX
 from shared.embedded import EmbeddedValkey
 from shared.logs import get_logger
+from shared.redis_urls import mask_url
 from shared.settings import ENV_PREFIX, Settings
 from shared.signals import StopSignals
 
@@ -21,11 +23,16 @@ __all__ = ["serve"]
 log = get_logger()
 
 
-def _child_env(overrides: Mapping[str, Any], redis_url: str) -> dict[str, str]:
+def _child_env(overrides: Mapping[str, Any], embedded_url: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    for name, value in overrides.items():
-        env[ENV_PREFIX + name.upper()] = str(value)
-    env["RTT_REDIS_URL"] = redis_url
+    values = dict(overrides)
+    if embedded_url is not None:
+        values["redis_url"] = embedded_url
+    for name, value in values.items():
+        variable = ENV_PREFIX + name.upper()
+        env[variable] = str(value)
+        # A flag replaces a secret given as a file; the children must not see both.
+        env.pop(variable + FILE_SUFFIX, None)
     return env
 
 
@@ -53,12 +60,24 @@ def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
 
     embedded: EmbeddedValkey | None = None
     redis_url = settings.redis_url
+    tls_settings = [
+        ENV_PREFIX + name.upper()
+        for name in ("redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path")
+        if getattr(settings, name) is not None
+    ]
+    if not redis_url and tls_settings:
+        print(
+            f"rtt serve: configuration error: {tls_settings[0]} is set but RTT_REDIS_URL is "
+            f"not: the embedded server speaks no TLS; set RTT_REDIS_URL to your rediss:// server",
+            file=sys.stderr,
+        )
+        return 2
     if not redis_url:
         data_dir = Path(settings.data_dir) / "valkey"
         embedded = EmbeddedValkey(data_dir).start()
         redis_url = embedded.url
         log.info("embedded_redis_started", url=redis_url, data_dir=str(data_dir))
-    env = _child_env(overrides, redis_url)
+    env = _child_env(overrides, embedded.url if embedded is not None else None)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     exit_code = 0
     try:
@@ -69,7 +88,7 @@ def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
             f"\nrtt-events is running.\n"
             f"  POST events to  http://{host}:{settings.port}{settings.path}\n"
             f"  health          http://{host}:{settings.port}/readyz\n"
-            f"  Redis           {redis_url}\n"
+            f"  Redis           {mask_url(redis_url)}\n"
             f"Press Ctrl-C to stop.\n",
             file=sys.stderr,
             flush=True,

@@ -1,23 +1,192 @@
-"""Redis connections: one factory for plain, TLS, Sentinel and Cluster URLs."""
+"""Redis connections: one factory for plain, TLS, Sentinel and Cluster URLs.
+
+Every component (receiver, worker, `rtt serve`, operator commands) opens Redis here, so the
+TLS settings, the password and the reporting of refusals (TLS, password, ACL) are the same
+everywhere.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import ssl
+from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .logs import get_logger
+from .redis_urls import mask_url
 from .settings import Settings
 
-__all__ = ["REDIS_DOWN", "create_redis"]
+__all__ = [
+    "REDIS_DOWN",
+    "PermissionDenied",
+    "RedisRefused",
+    "check_redis",
+    "create_redis",
+    "explain_redis_error",
+    "is_permission_denied",
+    "on_permission_denied",
+    "plain_port_hint",
+    "redis_user",
+    "report_permission_denied",
+]
 
 # What redis-py raises when the server is down, unreachable or too slow (OSError: a socket
 # error it did not wrap), as opposed to a reply it refused.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+TLS_SCHEMES = frozenset({"rediss", "rediss+sentinel", "rediss+cluster"})
+_CONNECT_TIMEOUT_S = 5.0
+log = get_logger()
+
+
+class RedisRefused(Exception):
+    """Redis will not serve these settings (TLS, password, ACL): waiting will not help.
+
+    The message is one line that names the setting to change.
+    """
+
+
+class PermissionDenied(RedisRefused):
+    """A NOPERM reply: the ACL user lacks a command, a key pattern or a channel."""
+
+    def __init__(self, message: str, *, command: str, user: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.user = user
+
+
+def redis_user(settings: Settings, url: str | None = None) -> str:
+    """The ACL user these settings log in as (`default` without one in the URL)."""
+    parts = urlsplit(url or settings.redis_url or "")
+    return unquote(parts.username) if parts.username else "default"
+
+
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": "required" if settings.redis_tls_verify else "none",
+        "ssl_check_hostname": settings.redis_tls_verify,
+        "ssl_ca_certs": settings.redis_tls_ca_path,
+        "ssl_certfile": settings.redis_tls_cert_path,
+        "ssl_keyfile": settings.redis_tls_key_path,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def is_permission_denied(exc: BaseException) -> bool:
+    """NOPERM, or its form from inside a script (`ACL failure in script: ...`)."""
+    return isinstance(exc, NoPermissionError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("ACL failure in script")
+    )
+
+
+_DENIED_COMMAND = re.compile(r"run the '([^']+)' command")
+_PIPELINE_COMMAND = re.compile(r"^Command # \d+ \((\S+)")
+
+
+class _Denials:
+    """Reports each refused (command, user) once, and tells whoever listens."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.user = redis_user(settings, url)
+        self.seen: set[str] = set()
+        self.listeners: list[Callable[[PermissionDenied], None]] = []
+
+    def report(self, command: object, exc: ResponseError) -> PermissionDenied:
+        text = str(exc)
+        pipelined = _PIPELINE_COMMAND.match(text)
+        if pipelined:
+            command = pipelined[1]
+            text = text.split("caused error: ", 1)[-1]
+        named = _DENIED_COMMAND.search(text)
+        name = (named[1] if named else _text(command)).upper()
+        denied = PermissionDenied(
+            f"Redis user {self.user!r} may not run {name} (NOPERM: {text}): grant it to the "
+            f"user's ACL (README: Managed Redis) or change the user in RTT_REDIS_URL",
+            command=name,
+            user=self.user,
+        )
+        if name not in self.seen:
+            self.seen.add(name)
+            log.error("redis_permission_denied", command=name, user=self.user, error=text)
+            for listener in self.listeners:
+                listener(denied)
+        return denied
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class _ReportingPipeline(Pipeline):
+    denials: _Denials
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            replies: list[Any] = await super().execute(raise_on_error)
+        except ResponseError as exc:
+            if is_permission_denied(exc):
+                self.denials.report("pipeline", exc)
+            raise
+        for reply in replies:
+            if isinstance(reply, ResponseError) and is_permission_denied(reply):
+                self.denials.report("pipeline", reply)
+        return replies
+
+
+class _ReportingRedis(Redis):
+    """A client that says once which command the ACL refused, and to whom."""
+
+    denials: _Denials
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except ResponseError as exc:
+            if is_permission_denied(exc):
+                self.denials.report(args[0] if args else "?", exc)
+            raise
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = _ReportingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        pipe.denials = self.denials
+        return pipe
+
+
+class _ReportingCluster(RedisCluster):
+    denials: _Denials
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except ResponseError as exc:
+            if is_permission_denied(exc):
+                self.denials.report(args[0] if args else "?", exc)
+            raise
+
+
+def on_permission_denied(redis: Redis, listener: Callable[[PermissionDenied], None]) -> None:
+    """Call `listener` the first time each command is refused by the ACL."""
+    denials: _Denials | None = getattr(redis, "denials", None)
+    if denials is not None:
+        denials.listeners.append(listener)
+
+
+def report_permission_denied(redis: Redis, command: str, exc: ResponseError) -> None:
+    """For callers that read replies themselves (the receiver's packed writes)."""
+    denials: _Denials | None = getattr(redis, "denials", None)
+    if denials is not None:
+        denials.report(command, exc)
 
 
 def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
@@ -32,15 +201,22 @@ def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
     read_timeout_s = max(settings.redis_timeout.total_seconds(), settings.block.total_seconds() + 5)
     common: dict[str, Any] = {
         "socket_timeout": read_timeout_s,
-        "socket_connect_timeout": 5.0,
+        "socket_connect_timeout": _CONNECT_TIMEOUT_S,
         "health_check_interval": 15,
     }
+    if settings.redis_password is not None:
+        url = _with_password(url, settings.redis_password)
     parts = urlsplit(url)
-    if parts.scheme == "redis+cluster":
-        cluster = RedisCluster.from_url("redis://" + parts.netloc + parts.path, **common)
-        # Cluster and single-node clients share the command API used here.
-        return cast(Redis, cluster)
-    if parts.scheme in {"redis+sentinel", "rediss+sentinel"}:
+    tls = parts.scheme in TLS_SCHEMES
+    tls_options = _tls_options(settings) if tls else {}
+    denials = _Denials(settings, url)
+    client: Any
+    if parts.scheme in {"redis+cluster", "rediss+cluster"}:
+        scheme = "rediss" if tls else "redis"
+        client = _ReportingCluster.from_url(
+            f"{scheme}://{parts.netloc}{parts.path}", **common, **tls_options
+        )
+    elif parts.scheme in {"redis+sentinel", "rediss+sentinel"}:
         hosts = []
         for hostport in parts.netloc.rsplit("@", 1)[-1].split(","):
             host, _, port = hostport.partition(":")
@@ -48,12 +224,154 @@ def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
         path = parts.path.strip("/").split("/")
         master = path[0] if path and path[0] else "mymaster"
         db = int(path[1]) if len(path) > 1 else 0
+        password = unquote(parts.password) if parts.password is not None else None
+        username = unquote(parts.username) if parts.username else None
+        ssl_options = {"ssl": True, **tls_options} if tls else {}
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts,
-            password=parts.password,
-            ssl=parts.scheme.startswith("rediss"),
+            # The sentinels speak TLS too when the URL says rediss+sentinel.
+            sentinel_kwargs={
+                "socket_timeout": read_timeout_s,
+                "socket_connect_timeout": _CONNECT_TIMEOUT_S,
+                **ssl_options,
+            },
+            username=username,
+            password=password,
             db=db,
             **common,
+            **ssl_options,
         )
-        return cast(Redis, sentinel.master_for(master))
-    return Redis.from_url(url, **common)
+        client = sentinel.master_for(master, redis_class=_ReportingRedis)
+    else:
+        client = _ReportingRedis.from_url(url, **common, **tls_options)
+    client.denials = denials
+    return cast(Redis, client)
+
+
+def _with_password(url: str, password: str) -> str:
+    """The URL with `password` in it (redis-py lets a URL's password win over keywords)."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    netloc = f"{user}:{quote(password, safe='')}@{hosts}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc.rsplit("@", 1)[-1] or mask_url(url)
+
+
+def explain_redis_error(
+    exc: BaseException, settings: Settings, url: str | None = None
+) -> str | None:
+    """One line naming the setting to change, for a refusal waiting will not cure; None
+    for a Redis that is merely down or slow (or an error this does not recognise)."""
+    url = url or settings.redis_url or ""
+    where = f"Redis at {_address(url)}"
+    tls = urlsplit(url).scheme in TLS_SCHEMES
+    if isinstance(exc, PermissionDenied | RedisRefused):
+        return str(exc)
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"{where} refused user {redis_user(settings, url)!r} ({exc}): check the user and "
+            f"password in RTT_REDIS_URL (or RTT_REDIS_PASSWORD)"
+        )
+    if is_permission_denied(exc):
+        return f"{where}: NOPERM {exc}: grant it to the user's ACL (README: Managed Redis)"
+    text = " ".join(str(part) for part in (exc, exc.__cause__ or exc.__context__) if part)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        if "expired" in text:
+            return (
+                f"{where}: its TLS certificate has expired; renew it on the server "
+                f"(RTT_REDIS_TLS_VERIFY=false skips the check, for tests only)"
+            )
+        if "Hostname mismatch" in text or "IP address mismatch" in text:
+            return (
+                f"{where}: its TLS certificate is not for this host name; connect by a name "
+                f"the certificate holds (RTT_REDIS_URL)"
+            )
+        reason = _ssl_reason(text)
+        ca = settings.redis_tls_ca_path
+        return f"{where}: its TLS certificate is not trusted ({reason}): " + (
+            f"RTT_REDIS_TLS_CA_PATH ({ca}) does not hold the CA that signed it"
+            if ca
+            else "set RTT_REDIS_TLS_CA_PATH to the CA bundle that signed it"
+        )
+    if "CERTIFICATE_REQUIRED" in text:
+        return (
+            f"{where} asks for a client certificate: set RTT_REDIS_TLS_CERT_PATH and "
+            f"RTT_REDIS_TLS_KEY_PATH"
+        )
+    if "ALERT_CERTIFICATE_EXPIRED" in text:
+        return (
+            f"{where} refused the client certificate: it has expired; renew "
+            f"RTT_REDIS_TLS_CERT_PATH ({settings.redis_tls_cert_path})"
+        )
+    if "ALERT_UNKNOWN_CA" in text or "ALERT_BAD_CERTIFICATE" in text:
+        return (
+            f"{where} refused the client certificate ({_ssl_reason(text)}): "
+            f"RTT_REDIS_TLS_CERT_PATH ({settings.redis_tls_cert_path}) is not signed by a CA "
+            f"the server trusts"
+        )
+    if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text:
+        return f"{where} does not speak TLS: use redis:// instead of rediss:// in RTT_REDIS_URL"
+    if isinstance(exc, ssl.SSLError) or "[SSL" in text:
+        return f"{where}: TLS failed ({_ssl_reason(text)}): check the RTT_REDIS_TLS_* settings"
+    if tls and _closed_at_once(text):
+        # TLS 1.3: the server judges the client certificate after the handshake; its alert
+        # may be lost to the reset that follows it.
+        cert = settings.redis_tls_cert_path
+        if cert is None:
+            return (
+                f"{where} closed the TLS connection at once: it probably asks for a client "
+                f"certificate: set RTT_REDIS_TLS_CERT_PATH and RTT_REDIS_TLS_KEY_PATH"
+            )
+        return (
+            f"{where} closed the TLS connection at once: it probably refused the client "
+            f"certificate RTT_REDIS_TLS_CERT_PATH ({cert}): expired, or not signed by a CA "
+            f"the server trusts"
+        )
+    if not tls and _closed_at_once(text):
+        return (
+            f"{where} closed the connection at once: a TLS port? then use rediss:// in "
+            f"RTT_REDIS_URL"
+        )
+    return None
+
+
+def plain_port_hint(exc: BaseException, settings: Settings, url: str | None = None) -> str:
+    """For a TLS client whose handshake timed out: the port may speak plain text (a plain
+    Redis waits for a command and never answers a TLS hello)."""
+    url = url or settings.redis_url or ""
+    if urlsplit(url).scheme in TLS_SCHEMES and isinstance(exc, RedisTimeoutError):
+        return "; a plain-text port? then use redis:// instead of rediss:// in RTT_REDIS_URL"
+    return ""
+
+
+def _closed_at_once(text: str) -> bool:
+    return "Connection closed by server" in text or (
+        "Connection reset by peer" in text and "reading from" in text
+    )
+
+
+def _ssl_reason(text: str) -> str:
+    match = re.search(r"\] ([^(]+?) \(_ssl", text)
+    return match[1].strip() if match else text.split(". ", 1)[-1][:200]
+
+
+async def check_redis(
+    redis: Redis, settings: Settings, timeout_s: float = _CONNECT_TIMEOUT_S
+) -> None:
+    """PING once; raise RedisRefused (one line naming the setting) on a refusal that
+    waiting will not cure. A Redis that is down, slow or frozen passes (after `timeout_s`
+    at most): callers wait for it as they always do."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await redis.ping()
+    except TimeoutError:
+        return
+    except (RedisError, OSError) as exc:
+        message = explain_redis_error(exc, settings)
+        if message is not None:
+            raise RedisRefused(message) from None

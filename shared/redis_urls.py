@@ -6,24 +6,39 @@ here it is one line naming the setting, at start.
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 __all__ = ["REDIS_SCHEMES", "check_redis_url", "mask_url"]
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster")
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, safe to print and log."""
+    """The URL with its password replaced by `***`, safe to print and log (also a password
+    given as a query parameter, which redis-py accepts: `?password=...`)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return url
-    if parts.password is None:
+    if parts.password is None and "password=" not in parts.query.lower():
         return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
+    if parts.password is not None:
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{user}:***@{hosts}")
+    if "password=" in parts.query.lower():
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return parts.geturl()
 
 
 def _check_hostport(hostport: str) -> str | None:

@@ -21,11 +21,15 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from .credentials import FILE_SUFFIX, SecretFileError, read_secret_files
 from .redis_urls import check_redis_url, mask_url
 
 __all__ = [
     "DURATION_FORMS",
     "ENV_PREFIX",
+    "REDIS_SETTINGS",
+    "SECRET_SETTINGS",
+    "SECRET_VARIABLES",
     "ConfigError",
     "Settings",
     "add_arguments",
@@ -70,7 +74,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         str | None,
         _doc(
             "redis://, rediss://, unix://, redis+sentinel://h:p[,h:p]/master or "
-            "redis+cluster://h:p; unset under `rtt serve` means the embedded server"
+            "redis+cluster://h:p (rediss+... for TLS); unset under `rtt serve` means the "
+            "embedded server"
         ),
     ] = None
     key_prefix: Annotated[str, _doc("prefix of every Redis key")] = "rtt"
@@ -88,6 +93,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     redis_timeout: Annotated[Timeout, _doc("socket read timeout for Redis commands")] = timedelta(
         seconds=30
     )
+
+    # --- Redis credentials and TLS (managed Redis) ---------------------------------------
+    redis_password: Annotated[
+        str | None, _doc("Redis password; replaces the one in RTT_REDIS_URL")
+    ] = None
+    redis_tls_ca_path: Annotated[
+        str | None, _doc("CA bundle (PEM) that signed the Redis server's certificate")
+    ] = None
+    redis_tls_cert_path: Annotated[
+        str | None, _doc("client certificate (PEM), for a Redis that asks for one")
+    ] = None
+    redis_tls_key_path: Annotated[str | None, _doc("private key (PEM) of that certificate")] = None
+    redis_tls_verify: Annotated[
+        bool, _doc("check the Redis server's certificate and host name (rediss:// URLs)")
+    ] = True
 
     # --- receiver -----------------------------------------------------------------------
     host: Annotated[str, _doc("address the receiver listens on")] = "0.0.0.0"
@@ -362,8 +382,24 @@ def _minimum_text(name: str) -> str:
     return "at least 0s" if not minimum else f"at least {format_duration(minimum)}"
 
 
-# Values never echoed in an error line: they are, or hold, credentials.
-_SECRET = frozenset({"basic_auth", "alert_slack_webhook_url", "alert_pagerduty_routing_key"})
+# Settings that may hold a credential: each can come from a file, `RTT_<NAME>_FILE`.
+SECRET_SETTINGS = tuple(
+    name
+    for name in (
+        "basic_auth",
+        "redis_url",
+        "redis_password",
+        "alert_webhook_url",
+        "alert_slack_webhook_url",
+        "alert_pagerduty_routing_key",
+        "alert_alertmanager_url",
+    )
+    if name in _FIELDS
+)
+SECRET_VARIABLES = tuple(ENV_PREFIX + name.upper() for name in SECRET_SETTINGS)
+# Values never echoed in an error line: they are, or hold, credentials (a Redis URL is
+# shown with its password masked).
+_SECRET = frozenset(SECRET_SETTINGS) - {"redis_url"}
 
 
 def _got(name: str, value: Any) -> str:
@@ -387,6 +423,17 @@ def load_settings(
     sources: dict[str, str] = {}
     given: dict[str, Any] = {}
     raw: dict[str, Any] = {}
+    try:
+        from_files = read_secret_files(
+            env, [ENV_PREFIX + name.upper() for name in SECRET_SETTINGS if name in wanted]
+        )
+    except SecretFileError as exc:
+        raise ConfigError(str(exc)) from None
+    for key, value in from_files.items():
+        name = key[len(ENV_PREFIX) :].lower()
+        raw[name] = _coerce(name, value)
+        sources[name] = key + FILE_SUFFIX
+        given[name] = value
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX):
             continue
@@ -432,6 +479,8 @@ def load_settings(
         problem = check(value) if check is not None else None
         if problem:
             raise fail(name, problem)
+    if wanted >= {"redis_url", *_TLS_PATHS}:
+        _check_redis_tls(settings, fail)
     for shorter, longer, strict in _ORDERED:
         if not {shorter, longer} <= wanted:
             continue
@@ -445,6 +494,31 @@ def load_settings(
         other = f"{ENV_PREFIX}{longer.upper()} ({format_duration(high)})"
         raise fail(shorter, f"expected {'shorter than' if strict else 'at most'} {other}")
     return settings
+
+
+_TLS_PATHS = ("redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path")
+
+
+def _check_redis_tls(settings: Settings, fail: Callable[[str, str], ConfigError]) -> None:
+    """The TLS files must be readable, and only make sense on a TLS URL."""
+    given = [name for name in _TLS_PATHS if getattr(settings, name) is not None]
+    for name in given:
+        path = getattr(settings, name)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise fail(name, f"cannot read it: {exc.strerror}") from None
+    if (settings.redis_tls_cert_path is None) != (settings.redis_tls_key_path is None):
+        raise ConfigError(
+            "RTT_REDIS_TLS_CERT_PATH and RTT_REDIS_TLS_KEY_PATH go together: set both or neither"
+        )
+    url = settings.redis_url
+    if given and url and not url.partition("://")[0].startswith("rediss"):
+        raise fail(
+            given[0],
+            "RTT_REDIS_URL is not a TLS URL: use rediss:// (rediss+sentinel://, rediss+cluster://)",
+        )
 
 
 def _shown_default(name: str) -> str:
@@ -490,15 +564,24 @@ def overrides_from(args: argparse.Namespace, names: Iterable[str]) -> dict[str, 
     return result
 
 
+# How to reach Redis: every command that talks to Redis takes these.
+REDIS_SETTINGS = (
+    "redis_url",
+    "redis_password",
+    "redis_tls_ca_path",
+    "redis_tls_cert_path",
+    "redis_tls_key_path",
+    "redis_tls_verify",
+)
 RECEIVER_SETTINGS = (
-    "redis_url", "key_prefix", "shards", "host", "port", "path", "processes", "basic_auth",
+    *REDIS_SETTINGS, "key_prefix", "shards", "host", "port", "path", "processes", "basic_auth",
     "auth_realm", "allow_cidrs", "trusted_proxies", "max_body_size", "max_header_size",
     "read_timeout", "store_timeout", "spool_dir", "dedup_window", "forensic_max_len",
     "store_batch_max", "shutdown_timeout", "log_format", "log_level", "log_phone_numbers",
     "redis_timeout",
 )  # fmt: skip
 WORKER_SETTINGS = (
-    "redis_url", "key_prefix", "shards", "consumer", "worker_id", "batch_size", "block",
+    *REDIS_SETTINGS, "key_prefix", "shards", "consumer", "worker_id", "batch_size", "block",
     "concurrency", "max_deliveries", "retry_base", "retry_max", "heartbeat_interval",
     "heartbeat_ttl", "claim_idle", "shutdown_timeout", "stream_retention", "stream_max_len",
     "dlq_max_len", "stats_interval", "worker_metrics_port", "log_format", "log_level",

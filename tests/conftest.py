@@ -25,6 +25,9 @@ from shared.settings import Settings, load_settings
 # Markers left out of a plain `pytest` run, and the variable that lets each in.
 _OPT_IN = {"integrations": "RTT_TEST_INTEGRATIONS", "long": "RTT_TEST_LONG"}
 
+# Fixtures of a real TLS redis-server (Debian's), for the TLS and ACL tests.
+pytest_plugins = ["tests.tls_fixtures"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of Debian's real parts (promtool, Alertmanager) run under `make

@@ -9,7 +9,13 @@ import sys
 from collections.abc import Sequence
 
 from shared.cli_support import settings_from_args, settings_parser
-from shared.connections import create_redis
+from shared.connections import (
+    PermissionDenied,
+    RedisRefused,
+    check_redis,
+    create_redis,
+    on_permission_denied,
+)
 from shared.logs import get_logger
 from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
@@ -22,6 +28,9 @@ from .runtime import Worker
 
 __all__ = ["main", "run_worker"]
 
+# Exit status when Redis refuses these settings (TLS, password, ACL); 2 is a bad setting.
+REDIS_REFUSED = 3
+
 log = get_logger()
 
 
@@ -29,7 +38,22 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
     """Run until SIGTERM or SIGINT; in-flight handlers finish, the rest stays pending.
     A second signal stops at once, leaving in-flight entries pending too."""
     redis = create_redis(settings)
+    try:
+        # TLS, password and ACL mistakes stop the worker with one line; a Redis that is
+        # merely down is waited for.
+        await check_redis(redis, settings)
+    except RedisRefused:
+        await redis.aclose()
+        raise
     worker = Worker(settings, redis, consumers)
+    refused: list[PermissionDenied] = []
+
+    def on_denied(denied: PermissionDenied) -> None:
+        # A missing ACL grant does not heal by retrying: stop, handing work back.
+        refused.append(denied)
+        worker.stop()
+
+    on_permission_denied(redis, on_denied)
     signals = 0
 
     def on_signal() -> None:
@@ -51,6 +75,8 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
     finally:
         await redis.aclose()
         log.info("worker_stopped", worker_id=worker.worker_id)
+    if refused:
+        raise refused[0]
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
@@ -75,6 +101,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     except WorkerIdInUse as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    except RedisRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return REDIS_REFUSED
     except Exception as exc:
         log.error("worker_failed", error=repr(exc), exc_info=exc)
         return 1

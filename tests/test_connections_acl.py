@@ -1,0 +1,142 @@
+"""A NOPERM from Redis is reported as such, once, with the command and the user.
+
+The worker stops (the grant will not appear by retrying); the receiver keeps every event
+in its spool and drains it once the ACL allows. Runs on the session's Valkey, whose ACLs
+behave as Redis's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from shared.connections import PermissionDenied
+from shared.keys import Keys
+from shared.settings import Settings
+from tests.conftest import LogLines
+from tests.fixtures import sample_body
+from tests.receiver.harness import live_receiver
+from tests.worker.support import wait_until
+from worker.alerts import alerts_consumer
+from worker.entry import run_worker
+
+pytestmark = pytest.mark.managed_redis
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def acl_user(sync_redis: SyncRedis, prefix: str) -> Iterator[Callable[..., str]]:
+    """Make an ACL user with every right on the test's keys except the commands named."""
+    made: list[str] = []
+
+    def make(*denied: str) -> str:
+        name = f"u-{uuid.uuid4().hex[:8]}"
+        rules = ["on", ">pw", f"~{prefix}:*", "+@all", *(f"-{command}" for command in denied)]
+        sync_redis.execute_command("ACL", "SETUSER", name, *rules)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        sync_redis.execute_command("ACL", "DELUSER", name)
+
+
+def _as(redis_url: str, user: str) -> str:
+    return redis_url.replace("redis://", f"redis://{user}:pw@", 1)
+
+
+async def test_worker_without_a_grant_says_which_command_and_user_once_and_stops(
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    acl_user: Callable[..., str],
+    logs: LogLines,
+) -> None:
+    user = acl_user("xreadgroup")
+    settings = make_settings(redis_url=_as(redis_url, user))
+    async with asyncio.timeout(30):
+        with pytest.raises(PermissionDenied) as refused:
+            await run_worker(settings, [alerts_consumer])
+    assert refused.value.command == "XREADGROUP"
+    assert refused.value.user == user
+    assert f"Redis user '{user}' may not run XREADGROUP" in str(refused.value)
+    [line] = logs.named("redis_permission_denied")
+    assert line["level"] == "error"
+    assert line["command"] == "XREADGROUP"
+    assert line["user"] == user
+    # Not the generic "Redis is down, retrying" line.
+    assert not [x for x in logs.named("redis_unavailable") if "NOPERM" in str(x)]
+
+
+@pytest.mark.slow
+def test_worker_process_exits_3_with_one_line(
+    redis_url: str, acl_user: Callable[..., str], prefix: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    user = acl_user("xautoclaim", "xreadgroup")
+    env = {
+        "RTT_REDIS_URL": _as(redis_url, user),
+        "RTT_KEY_PREFIX": prefix,
+        "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0",
+        "RTT_BLOCK": "100ms",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "worker"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 3, done.stderr
+    [line] = done.stderr.decode().strip().splitlines()
+    assert line.startswith("python -m worker: Redis user ")
+    assert "NOPERM" in line
+    denials = [
+        msgspec.json.decode(raw)
+        for raw in done.stdout.splitlines()
+        if b"redis_permission_denied" in raw
+    ]
+    assert len({d["command"] for d in denials}) == len(denials) >= 1
+    assert b"Traceback" not in done.stdout + done.stderr
+
+
+async def test_receiver_spools_while_xadd_is_denied_and_drains_once_granted(
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    acl_user: Callable[..., str],
+    sync_redis: SyncRedis,
+    logs: LogLines,
+    prefix: str,
+) -> None:
+    user = acl_user("xadd")
+    settings = make_settings(redis_url=_as(redis_url, user))
+    bodies = [
+        sample_body("stopped", call_id=f"c-{n}", transcription_id=f"t-{n}") for n in range(20)
+    ]
+    stream = Keys(prefix).events()
+    async with live_receiver(settings) as live, aiohttp.ClientSession() as http:
+        for body in bodies:
+            async with http.post(live.events_url, data=body, headers=JSON) as resp:
+                assert resp.status == 204
+        assert await redis.xlen(stream) == 0
+        [line] = logs.named("redis_permission_denied")
+        assert line["command"] == "XADD"
+        assert line["user"] == user
+        sync_redis.execute_command("ACL", "SETUSER", user, "+xadd")
+        await wait_until(lambda: redis.xlen(stream), what="drained")
+        await wait_until(
+            lambda: asyncio.sleep(0, logs.named("spool_drained")), what="spool drained"
+        )
+    entries = await redis.xrange(stream)
+    stored = [msgspec.json.decode(fields[b"body"])["callId"] for _, fields in entries]
+    assert sorted(stored) == sorted(f"c-{n}" for n in range(20))  # each once, none lost
+    assert len(logs.named("redis_permission_denied")) == 1

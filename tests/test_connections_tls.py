@@ -230,14 +230,15 @@ async def test_refused_tls_raises_redis_refused(
 
 def test_tls_files_on_a_plain_url_are_a_configuration_error(certs: Certificates) -> None:
     env = {"RTT_REDIS_URL": "redis://h:6379/0", "RTT_REDIS_TLS_CA_PATH": str(certs.ca)}
-    with pytest.raises(ConfigError, match=r"^RTT_REDIS_TLS_CA_PATH: .*RTT_REDIS_URL is not a TLS URL: use rediss://"):
+    expected = r"^RTT_REDIS_TLS_CA_PATH: .*RTT_REDIS_URL is not a TLS URL: use rediss://"
+    with pytest.raises(ConfigError, match=expected):
         load_settings(env=env)
 
 
 def test_unreadable_tls_file_names_the_variable(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     env = {"RTT_REDIS_URL": "rediss://h:6380/0", "RTT_REDIS_TLS_CA_PATH": str(missing)}
-    with pytest.raises(ConfigError, match=rf"^RTT_REDIS_TLS_CA_PATH: got .*; cannot read it"):
+    with pytest.raises(ConfigError, match=r"^RTT_REDIS_TLS_CA_PATH: got .*; cannot read it"):
         load_settings(env=env)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shared.keys import Keys
-from shared.settings import ConfigError, Settings, load_settings
+from shared.settings import REDIS_SETTINGS, ConfigError, Settings, load_settings
 
 __all__ = ["main"]
 
@@ -30,7 +30,7 @@ _WILDCARDS = {"", "0.0.0.0", "::"}
 # What each check reads: a setting the check does not use cannot fail it.
 _READS = {
     "receiver": ("host", "port"),
-    "worker": ("redis_url", "key_prefix", "shards", "worker_id", "redis_timeout", "block"),
+    "worker": (*REDIS_SETTINGS, "key_prefix", "shards", "worker_id", "redis_timeout", "block"),
 }
 
 

@@ -26,7 +26,7 @@ from tests.conftest import LogLines
 from tests.fixtures import sample_body
 from tests.receiver.harness import live_receiver
 from tests.worker.support import wait_until
-from worker.alerts import alerts_consumer
+from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
 pytestmark = pytest.mark.managed_redis
@@ -65,7 +65,7 @@ async def test_worker_without_a_grant_says_which_command_and_user_once_and_stops
     settings = make_settings(redis_url=_as(redis_url, user))
     async with asyncio.timeout(30):
         with pytest.raises(PermissionDenied) as refused:
-            await run_worker(settings, [alerts_consumer])
+            await run_worker(settings, [make_alerts_consumer(settings)])
     assert refused.value.command == "XREADGROUP"
     assert refused.value.user == user
     assert f"Redis user '{user}' may not run XREADGROUP" in str(refused.value)

@@ -28,7 +28,7 @@ from tests.receiver.harness import live_receiver
 from tests.tls_fixtures import cert_paths
 from tests.tlsredis import Certificates, TlsRedis
 from tests.worker.support import running, wait_until
-from worker.alerts import alerts_consumer
+from worker.alerts import make_alerts_consumer
 
 pytestmark = pytest.mark.managed_redis
 JSON = {"Content-Type": "application/json"}
@@ -62,7 +62,7 @@ async def test_receiver_stores_and_worker_alerts_over_tls_with_a_client_certific
         stream = Keys(settings.key_prefix).events()
         [(_, fields)] = await redis.xrange(stream)
         assert fields[b"body"] == body
-        async with running(settings, redis, [alerts_consumer]):
+        async with running(settings, redis, [make_alerts_consumer(settings)]):
             await wait_until(
                 lambda: asyncio.sleep(0, logs.named("transcription_alert")), what="alert"
             )

@@ -83,8 +83,11 @@ def _tls_options(settings: Settings) -> dict[str, Any]:
 
 def is_permission_denied(exc: BaseException) -> bool:
     """NOPERM, or its form from inside a script (`ACL failure in script: ...`)."""
+    text = str(exc)
     return isinstance(exc, NoPermissionError) or (
-        isinstance(exc, ResponseError) and str(exc).startswith("ACL failure in script")
+        isinstance(exc, ResponseError)
+        # Redis 7.2+ and Valkey; Redis 7.0 words it the second way.
+        and (text.startswith("ACL failure in script") or "can't run this command" in text)
     )
 
 

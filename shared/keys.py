@@ -123,6 +123,24 @@ class Keys:
     def rate_state(self) -> str:
         return f"{self._alerts}:rate:state"
 
+    # Stale transcriptions: all in the alerts' slot, so each script stays on one node.
+    def alert_open(self, transcription_id: str) -> str:
+        """A Started still waiting for its Stopped or Rejected (its stale alert, ready)."""
+        return f"{self._alerts}:open:{transcription_id}"
+
+    @property
+    def alert_open_due(self) -> str:
+        """Open transcriptions by the time they become stale (a sorted set)."""
+        return f"{self._alerts}:open:due"
+
+    def alert_closed(self, transcription_id: str) -> str:
+        """A Stopped or Rejected was seen: a Started that comes later opens nothing."""
+        return f"{self._alerts}:closed:{transcription_id}"
+
+    def alert_stale(self, transcription_id: str) -> str:
+        """The stale alert raised for a transcription, or `resolved` once it has been."""
+        return f"{self._alerts}:stale:{transcription_id}"
+
     @property
     def silence_hits(self) -> str:
         return f"{self.prefix}:silences:hits"

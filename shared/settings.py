@@ -236,6 +236,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alert_rate_window: Annotated[Period, _doc("sliding window of the rate rule")] = timedelta(
         minutes=5
     )
+    # --- alerts on what never arrived ---
+    alert_stale_after: Annotated[
+        Grace, _doc("alert on a Started with no Stopped or Rejected after this; 0: off")
+    ] = timedelta(hours=4)
 
     @property
     def basic_auth_pairs(self) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ import msgspec
 from structlog.typing import FilteringBoundLogger
 
 from .delivery import Poster
-from .notifications import Notification, RateChange, Summary
+from .notifications import Notification, RateChange, StaleResolved, Summary
 from .rules import Alert
 
 __all__ = ["AlertmanagerSink", "alertmanager_alerts"]
@@ -35,12 +35,16 @@ def _parse(stamp: str) -> datetime:
         return datetime.now(UTC)
 
 
-def _alert(alert: Alert, resolve_after: timedelta, generator: str) -> dict[str, Any]:
-    starts = _parse(alert.event_time)
+def _alert(
+    alert: Alert, resolve_after: timedelta, generator: str, ends: datetime | None = None
+) -> dict[str, Any]:
+    stale = alert.cause == "stale"
+    # A stale alert starts when it is raised: its Started is already `stale_after` old.
+    starts = datetime.now(UTC) if stale else _parse(alert.event_time)
     if starts.tzinfo is None:
         starts = starts.replace(tzinfo=UTC)
     labels = {
-        "alertname": "TranscriptionFailed",
+        "alertname": "TranscriptionStale" if stale else "TranscriptionFailed",
         "severity": alert.severity,
         "cause": alert.cause,
         "event_type": alert.event_type,
@@ -62,8 +66,8 @@ def _alert(alert: Alert, resolve_after: timedelta, generator: str) -> dict[str, 
     return {
         "labels": {k: v for k, v in labels.items() if v},
         "annotations": {k: v for k, v in annotations.items() if v},
-        "startsAt": _iso(starts),
-        "endsAt": _iso(starts + resolve_after),
+        "startsAt": _iso(starts if ends is None else min(starts, ends)),
+        "endsAt": _iso(starts + resolve_after if ends is None else ends),
         "generatorURL": generator,
     }
 
@@ -96,6 +100,9 @@ def alertmanager_alerts(
         return [_alert(notification, resolve_after, generator)]
     if isinstance(notification, RateChange):
         return [_rate(notification, generator)]
+    if isinstance(notification, StaleResolved):
+        # The same labels as the stale alert, ending now: Alertmanager resolves it.
+        return [_alert(notification.alert, resolve_after, generator, _parse(notification.at))]
     return []
 
 

@@ -1,6 +1,6 @@
 """The built-in `alerts` consumer: rules, silences, once-only delivery, grouping, rate rule.
 
-For each failed Stopped or Rejected event:
+For each failed Stopped or Rejected event (and each stale transcription, see `stale`):
 
 1. a matching silence mutes it (logged at info and counted, nothing sent);
 2. the structured log gets `transcription_alert`, once per alert key;
@@ -9,7 +9,8 @@ For each failed Stopped or Rejected event:
    finally dead-lettered, never dropped. Later alerts of the group wait for the summary.
 
 A background upkeep task closes group windows into summaries, slides the rate rule's
-window and, on the worker that holds the lease, delivers summaries and rate changes.
+window and, on the worker that holds the lease, raises stale transcriptions and delivers
+summaries, rate changes and resolves.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
-from shared.events import Event, Rejected, Stopped
+from shared.events import Event, Rejected, Started, Stopped
 from shared.keys import Keys
 from shared.settings import Settings
 from worker.consumers import Consumer, Context, SetupContext, consumer
@@ -39,6 +40,7 @@ from .rate import RateRule
 from .rules import Alert, alert_for, check_group_by
 from .silences import count_hit, matching_silence
 from .sinks import LogSink, Sink, http_sinks
+from .stale import StaleRule
 
 __all__ = ["AlertsConsumer", "make_alerts_consumer"]
 
@@ -64,6 +66,7 @@ class _Running:
     once: Once
     groups: Groups
     rate: RateRule
+    stale: StaleRule
     lease: Lease
     outbox: Outbox
     stopping: asyncio.Event
@@ -145,6 +148,7 @@ class AlertsConsumer:
             log_sink=log_sink, sinks=sinks, once=once,
             groups=Groups(ctx.redis, ctx.keys, settings),
             rate=RateRule(ctx.redis, ctx.keys, settings),
+            stale=StaleRule(ctx.redis, ctx.keys, settings),
             lease=lease, outbox=outbox, stopping=stopping, log=ctx.log,
             alertmanager=alertmanager,
         )  # fmt: skip
@@ -172,33 +176,14 @@ class AlertsConsumer:
         run = self._run
         if run is None:
             raise RuntimeError("alerts consumer used before setup")
+        if isinstance(event, Started | Stopped | Rejected):
+            await run.stale.record(event)
         if isinstance(event, Stopped):
             at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
             await run.rate.record(event, at_ms)
         alert = alert_for(event, run.settings)
-        if alert is None:
-            return
-        silence = await matching_silence(run.redis, run.keys, alert)
-        if silence is not None:
-            if await run.once.send("silenced", alert.alert_key, _nothing):
-                await count_hit(run.redis, run.keys, silence.id)
-                ALERTS.labels(alert.severity, "silenced").inc()
-                ctx.log.info(
-                    "transcription_alert_silenced", silence_id=silence.id,
-                    silence_comment=silence.comment, **_fields(alert),
-                )  # fmt: skip
-            return
-
-        async def log_alert() -> None:
-            await run.log_sink.send(alert, ctx.log)
-
-        await run.once.send(run.log_sink.name, alert.alert_key, log_alert)
-        if run.alertmanager is not None:
-            await _send_to_alertmanager(run, run.alertmanager, alert, ctx)
-        if await run.groups.register(alert) == "grouped":
-            ALERTS.labels(alert.severity, "grouped").inc()
-            return
-        await _send_first(run, alert, ctx)
+        if alert is not None:
+            await _raise(run, alert, ctx.log, ctx.deliveries)
 
     async def _upkeep(self, run: _Running, tick_s: float) -> None:
         """Close due windows, slide the rate window, hold the lease; deliver while held."""
@@ -212,6 +197,8 @@ class AlertsConsumer:
                     await run.lease.renew()
                     await run.groups.close_due()
                     await run.rate.evaluate()
+                    if run.lease.held:
+                        await _raise_stale(run)
                     due = loop.time() >= next_resend
                     if run.alertmanager is not None and run.lease.held and due:
                         next_resend = loop.time() + resend_s
@@ -230,29 +217,71 @@ async def _nothing() -> None:
     return None
 
 
+async def _raise(run: _Running, alert: Alert, log: FilteringBoundLogger, deliveries: int) -> bool:
+    """One alert through silences, the log, Alertmanager, its group and the sinks, once;
+    False if a silence muted it."""
+    silence = await matching_silence(run.redis, run.keys, alert)
+    if silence is not None:
+        if await run.once.send("silenced", alert.alert_key, _nothing):
+            await count_hit(run.redis, run.keys, silence.id)
+            ALERTS.labels(alert.severity, "silenced").inc()
+            log.info(
+                "transcription_alert_silenced", silence_id=silence.id,
+                silence_comment=silence.comment, **_fields(alert),
+            )  # fmt: skip
+        return False
+
+    async def log_alert() -> None:
+        await run.log_sink.send(alert, log)
+
+    await run.once.send(run.log_sink.name, alert.alert_key, log_alert)
+    if run.alertmanager is not None:
+        await _send_to_alertmanager(run, run.alertmanager, alert, log, deliveries)
+    if await run.groups.register(alert) == "grouped":
+        ALERTS.labels(alert.severity, "grouped").inc()
+        return True
+    await _send_first(run, alert, log, deliveries)
+    return True
+
+
+async def _raise_stale(run: _Running) -> None:
+    """On the lease holder: raise each stale alert that is due; one that a sink did not
+    take stays due and is tried again next tick."""
+    for alert in await run.stale.due():
+        if run.stopping.is_set() or not run.lease.held:
+            return
+        try:
+            sent = await _raise(run, alert, run.log, 1)
+        except SinkFailed:
+            continue  # logged by _raise; still due
+        await run.stale.raised(alert, silenced=not sent)
+
+
 async def _send_to_alertmanager(
-    run: _Running, sink: AlertmanagerSink, alert: Alert, ctx: Context
+    run: _Running,
+    sink: AlertmanagerSink,
+    alert: Alert,
+    log: FilteringBoundLogger,
+    deliveries: int,
 ) -> None:
     """Every alert, once; a failure (or a pause) retries the entry like any sink failure."""
 
     async def send() -> None:
-        await sink.send(alert, ctx.log)
+        await sink.send(alert, log)
 
     try:
         sent = await run.once.send(sink.name, alert.alert_key, send)
     except (SinkError, SinkPaused, RedisError, TimeoutError) as exc:
         ALERTS.labels(alert.severity, "sink_failed").inc()
-        ctx.log.warning(
+        log.warning(
             "alert_sink_failed",
             alert_key=alert.alert_key,
             sinks={sink.name: str(exc)},
-            deliveries=ctx.deliveries,
+            deliveries=deliveries,
         )
         raise SinkFailed(f"alert {alert.alert_key} not taken by {sink.name}") from exc
     if sent:
-        ctx.log.info(
-            "alert_notification_sent", sink=sink.name, kind="alert", alert_key=alert.alert_key
-        )
+        log.info("alert_notification_sent", sink=sink.name, kind="alert", alert_key=alert.alert_key)
 
 
 async def _resend_firing_rate(run: _Running, sink: AlertmanagerSink) -> None:
@@ -269,12 +298,14 @@ def _fields(alert: Alert) -> dict[str, object]:
     return {f: getattr(alert, f) for f in alert.__struct_fields__}
 
 
-async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
+async def _send_first(
+    run: _Running, alert: Alert, log: FilteringBoundLogger, deliveries: int
+) -> None:
     """The group's first alert, to every sink at once; raise if any sink did not take it."""
 
     async def one(sink: Sink) -> bool:
         async def send() -> None:
-            await sink.send(alert, ctx.log)
+            await sink.send(alert, log)
 
         return await run.once.send(sink.name, alert.alert_key, send)
 
@@ -289,13 +320,13 @@ async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
                 raise result
             failed[sink.name] = str(result)
         elif result:
-            ctx.log.info("alert_notification_sent", sink=sink.name, kind="alert",
+            log.info("alert_notification_sent", sink=sink.name, kind="alert",
                          alert_key=alert.alert_key)  # fmt: skip
     if paused:
         # Delayed, not failed: the outbox sends it when the pause ends, however long.
         outbox_id = await run.outbox.defer(alert, sorted(paused))
         ALERTS.labels(alert.severity, "deferred").inc()
-        ctx.log.warning(
+        log.warning(
             "alert_deferred",
             alert_key=alert.alert_key,
             sinks=paused,
@@ -303,8 +334,8 @@ async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
         )
     if failed:
         ALERTS.labels(alert.severity, "sink_failed").inc()
-        ctx.log.warning("alert_sink_failed", alert_key=alert.alert_key, sinks=failed,
-                        deliveries=ctx.deliveries)  # fmt: skip
+        log.warning("alert_sink_failed", alert_key=alert.alert_key, sinks=failed,
+                        deliveries=deliveries)  # fmt: skip
         raise SinkFailed(f"alert {alert.alert_key} not taken by {', '.join(sorted(failed))}")
     if not paused:
         ALERTS.labels(alert.severity, "sent").inc()
@@ -312,4 +343,4 @@ async def _send_first(run: _Running, alert: Alert, ctx: Context) -> None:
 
 def make_alerts_consumer(settings: Settings) -> Consumer:
     """A fresh `alerts` consumer with its own session and upkeep (one per worker)."""
-    return consumer("alerts", events=[Stopped, Rejected])(AlertsConsumer(settings))
+    return consumer("alerts", events=[Started, Stopped, Rejected])(AlertsConsumer(settings))

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import msgspec
 
-from .notifications import Notification, RateChange, Summary
+from .notifications import Notification, RateChange, StaleResolved, Summary
 from .rules import Alert
 
 __all__ = ["pagerduty_event", "slack_message"]
@@ -21,6 +21,8 @@ _MAX_EXAMPLES_SHOWN: Final = 3
 
 
 def _verb(alert: Alert) -> str:
+    if alert.cause == "stale":  # raised on a Started whose end never came
+        return "open too long"
     return _VERBS.get(alert.event_type, alert.event_type)
 
 
@@ -42,6 +44,8 @@ def headline(notification: Notification) -> str:
     if isinstance(notification, Summary):
         noun = "failure" if notification.count == 1 else "failures"
         return f"{notification.count} more transcription {noun} ({_labels(notification.group)})"
+    if isinstance(notification, StaleResolved):
+        return f"Transcription {notification.alert.transcription_id} ended after all: resolved"
     if notification.status == "firing":
         return (
             f"Transcription failure rate {notification.share:.1%}: {notification.failed} of "
@@ -132,6 +136,11 @@ def slack_message(notification: Notification) -> dict[str, Any]:
         blocks = _alert_blocks(notification)
     elif isinstance(notification, Summary):
         blocks = _summary_blocks(notification)
+    elif isinstance(notification, StaleResolved):
+        blocks = [
+            _header(f":white_check_mark: {headline(notification)}"),
+            _context(f"alert key {_code(notification.dedup_key)} · {_esc(notification.at)}"),
+        ]
     else:
         blocks = _rate_blocks(notification)
     return {"text": _esc(headline(notification)), "blocks": blocks}
@@ -146,7 +155,9 @@ def _alert_source(alert: Alert) -> str:
 
 def pagerduty_event(notification: Notification, routing_key: str) -> dict[str, Any]:
     """A PagerDuty Events v2 `trigger` (or `resolve` for a recovered failure rate)."""
-    if isinstance(notification, RateChange) and notification.status == "resolved":
+    if isinstance(notification, StaleResolved) or (
+        isinstance(notification, RateChange) and notification.status == "resolved"
+    ):
         return {
             "routing_key": routing_key,
             "event_action": "resolve",

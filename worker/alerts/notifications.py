@@ -18,6 +18,7 @@ from .rules import Alert, Severity
 __all__ = [
     "Notification",
     "RateChange",
+    "StaleResolved",
     "Summary",
     "notification_decoder",
     "notification_key_of",
@@ -57,7 +58,17 @@ class RateChange(msgspec.Struct, frozen=True, kw_only=True, tag="rate", tag_fiel
     at: str
 
 
-Notification: TypeAlias = Alert | Summary | RateChange
+class StaleResolved(
+    msgspec.Struct, frozen=True, kw_only=True, tag="stale_resolved", tag_field="kind"
+):
+    """A stale transcription's Stopped (or Rejected) came after all: its alert is over."""
+
+    dedup_key: str  # the stale alert's key, as PagerDuty and the webhook saw it
+    alert: Alert  # the stale alert it resolves
+    at: str
+
+
+Notification: TypeAlias = Alert | Summary | RateChange | StaleResolved
 
 notification_decoder: msgspec.json.Decoder[Notification] = msgspec.json.Decoder(Notification)
 
@@ -68,4 +79,6 @@ def notification_key_of(notification: Notification) -> str:
         return notification.alert_key
     if isinstance(notification, Summary):
         return notification.summary_key
+    if isinstance(notification, StaleResolved):
+        return f"{notification.dedup_key}-resolved"
     return f"{notification.dedup_key}-{notification.status}"

@@ -36,6 +36,7 @@ from .once import Once
 from .rate import rate_change_from_outbox
 from .rules import Alert
 from .sinks import Sink
+from .stale import stale_resolved_from_outbox
 
 __all__ = ["Lease", "Outbox"]
 
@@ -123,6 +124,8 @@ class Outbox:
         notification: Notification
         if kind == b"rate":
             notification = rate_change_from_outbox(fields, self._settings)
+        elif kind == b"stale_resolved":
+            notification = stale_resolved_from_outbox(fields)
         else:
             notification = summary_from_outbox(entry_id, fields)
         return OutboxEntry(notification, f"outbox:{entry_id}", None)

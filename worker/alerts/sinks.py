@@ -11,7 +11,7 @@ from shared.settings import Settings
 
 from .delivery import Poster
 from .formats import pagerduty_event, slack_message
-from .notifications import Notification, Summary, notification_key_of
+from .notifications import Notification, StaleResolved, Summary, notification_key_of
 from .rules import Alert
 
 __all__ = [
@@ -55,6 +55,13 @@ class LogSink:
                 window_end=notification.window_end,
                 example_alert_keys=[a.alert_key for a in notification.examples],
             )
+        elif isinstance(notification, StaleResolved):
+            log.info(
+                "transcription_alert_resolved", alert_key=notification.dedup_key,
+                resolved_at=notification.at, cause=notification.alert.cause,
+                call_id=notification.alert.call_id,
+                transcription_id=notification.alert.transcription_id,
+            )  # fmt: skip
         else:
             rate_log = log.error if notification.status == "firing" else log.info
             rate_log("transcription_failure_rate", **msgspec.structs.asdict(notification))

@@ -8,8 +8,10 @@ everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -17,7 +19,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.connection import Connection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,6 +31,7 @@ from .settings import Settings
 
 __all__ = [
     "REDIS_DOWN",
+    "FollowingSentinelPool",
     "PermissionDenied",
     "RedisRefused",
     "check_redis",
@@ -192,6 +196,36 @@ def report_permission_denied(redis: Redis, command: str, exc: ResponseError) -> 
         denials.report(command, exc)
 
 
+# How often a client asks the sentinels which node is the master.
+MASTER_CHECK_S = 0.5
+
+
+class FollowingSentinelPool(SentinelConnectionPool):
+    """Asks the sentinels for the master at most every MASTER_CHECK_S, not only when a
+    connection breaks.
+
+    A forced failover (`SENTINEL FAILOVER`) leaves the old master running, still a master,
+    until the sentinels reconfigure it as a replica some seconds later. redis-py keeps
+    its connections to it meanwhile, and every write it acknowledges is then discarded
+    when it resynchronises from the new master. Asking again moves the idle connections
+    to the new master (connections in use are dropped when they come back to the pool).
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._next_check = 0.0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        now = time.monotonic()
+        if self.master_address is not None and now >= self._next_check:
+            self._next_check = now + MASTER_CHECK_S
+            # Sentinels unreachable: the connection below says what is wrong.
+            with contextlib.suppress(RedisError, OSError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        connection: Connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return connection
+
+
 def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
     """Open a client for `url` (default `settings.redis_url`).
 
@@ -244,7 +278,9 @@ def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
             **common,
             **ssl_options,
         )
-        client = sentinel.master_for(master, redis_class=_ReportingRedis)
+        client = sentinel.master_for(
+            master, redis_class=_ReportingRedis, connection_pool_class=FollowingSentinelPool
+        )
     else:
         client = _ReportingRedis.from_url(url, **common, **tls_options)
     client.denials = denials

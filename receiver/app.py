@@ -287,6 +287,8 @@ def create_app(
         dedup_ttl_s=settings.dedup_window.total_seconds(),
         timeout_s=settings.store_timeout.total_seconds(),
         batch_max=settings.store_batch_max,
+        replicas=settings.store_replicas,
+        replicas_timeout_s=settings.store_replicas_timeout.total_seconds(),
         close_timeout_s=settings.shutdown_timeout.total_seconds(),
     )
     app[METRICS] = app[STORE].metrics

@@ -15,14 +15,17 @@ refused: nothing one request carries can fail another's store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
 from shared.connections import is_permission_denied, report_permission_denied
 from shared.entries import Fields
@@ -101,6 +104,10 @@ class RedisFailed(Exception):
     """Redis did not acknowledge the item in time (down, frozen, out of memory...)."""
 
 
+class NotReplicated(RedisFailed):
+    """Written on the master, but not on enough replicas in time: a failover may lose it."""
+
+
 class ItemRefused(Exception):
     """This item cannot be written at all (it cannot be packed); Redis itself is fine."""
 
@@ -123,8 +130,15 @@ class RedisWriter:
         timeout_s: float,
         batch_max: int,
         max_in_flight: int = 4,
+        replicas: int = 0,
+        replicas_timeout_ms: int = 500,
     ) -> None:
         self._redis = redis
+        # With replicas, each exchange ends with WAIT on its connection: the items count
+        # as stored only once that many replicas have them (RTT_STORE_REPLICAS).
+        self._wait: tuple[object, ...] | None = (
+            ("WAIT", replicas, max(1, replicas_timeout_ms)) if replicas else None
+        )
         self._pool = redis.connection_pool if isinstance(redis, Redis) else None
         self._dedup_ttl_ms = dedup_ttl_ms
         self._timeout_s = timeout_s
@@ -232,13 +246,14 @@ class RedisWriter:
         for index, item in enumerate(items):
             groups.setdefault(item.stream, []).append(index)
         calls = [self._call([items[i] for i in indexes]) for indexes in groups.values()]
+        streams = list(groups)
         try:
             async with asyncio.timeout(self._timeout_s):
-                replies = await self._send(calls)
+                replies = await self._send(calls, streams)
                 if any(isinstance(reply, NoScriptError) for reply in replies):
                     # A restarted (or failed-over) server forgot the script; nothing ran.
                     await self._redis.script_load(_STORE_SCRIPT)
-                    replies = await self._send(calls)
+                    replies = await self._send(calls, streams)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisFailed(_describe(exc)) from exc
         results: list[Reply] = [None] * len(items)
@@ -265,7 +280,11 @@ class RedisWriter:
                 args += (name, value)
         return ("EVALSHA", _STORE_SHA, len(keys), *keys, *args)
 
-    async def _send(self, calls: Sequence[tuple[object, ...]]) -> list[object]:
+    async def _send(
+        self, calls: Sequence[tuple[object, ...]], streams: Sequence[str]
+    ) -> list[object]:
+        if self._pool is None and self._wait is not None:
+            return await self._send_per_node(calls, streams)
         if self._pool is None:
             # Redis Cluster: its pipeline sends each call to the node of its slot.
             pipe = self._redis.pipeline(transaction=False)
@@ -278,12 +297,23 @@ class RedisWriter:
         # Python: through it the receiver measured 109 us of CPU per request instead of 82-99
         # (`python -m bench receiver`: ratio 0.71 instead of 0.78-0.82).
         # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
-        packed = b"".join(hiredis.pack_command(call) for call in calls)  # type: ignore[arg-type]
         connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+            return await self._exchange(connection, calls)
+        finally:
+            await self._pool.release(connection)
+
+    async def _exchange(
+        self, connection: Connection, calls: Sequence[tuple[object, ...]]
+    ) -> list[object]:
+        """Send the calls (then WAIT, with replicas) in one write; read every reply."""
+        sent = [*calls, self._wait] if self._wait is not None else list(calls)
+        # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
+        packed = b"".join(hiredis.pack_command(call) for call in sent)  # type: ignore[arg-type]
+        try:
             await connection.send_packed_command(packed, check_health=False)
-            replies = []
-            for _ in calls:
+            replies: list[object] = []
+            for _ in sent:
                 try:
                     # No per-reply timer: the flush's deadline bounds the whole exchange.
                     reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
@@ -295,8 +325,55 @@ class RedisWriter:
             # Cancelled (deadline) or broken mid-way: replies may still be on their way.
             await connection.disconnect()
             raise
-        finally:
-            await self._pool.release(connection)
+        if self._wait is None:
+            return replies
+        acked, wanted = replies.pop(), self._wait[1]
+        if isinstance(acked, int) and isinstance(wanted, int) and acked >= wanted:
+            return replies
+        failed = NotReplicated(
+            f"WAIT: {acked} of {wanted} replicas within {self._wait[2]} ms"
+            if isinstance(acked, int)
+            else f"WAIT: {acked!r}"
+        )
+        return [reply if isinstance(reply, Exception) else failed for reply in replies]
+
+    async def _send_per_node(
+        self, calls: Sequence[tuple[object, ...]], streams: Sequence[str]
+    ) -> list[object]:
+        """Redis Cluster with replicas: WAIT must follow the writes on the connection that
+        made them, so each node's calls go packed on one of its connections, then WAIT.
+        A redirection or a lost node fails its items (to the spool) and reloads the slots."""
+        cluster = cast(RedisCluster, self._redis)
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for index, stream in enumerate(streams):
+            node = cluster.get_node_from_key(stream)
+            if node is None:
+                raise RedisFailed(f"no cluster node serves the slot of {stream}")
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+
+        async def on_node(node: Any, indexes: list[int]) -> list[object]:
+            connection = node.acquire_connection()
+            try:
+                return await self._exchange(connection, [calls[i] for i in indexes])
+            except (RedisError, OSError) as exc:
+                return [RedisFailed(_describe(exc))] * len(indexes)
+            finally:
+                node.release(connection)
+
+        results = await asyncio.gather(*(on_node(n, ix) for n, ix in by_node.values()))
+        replies: list[object] = [None] * len(calls)
+        stale = False
+        for (_, indexes), node_replies in zip(by_node.values(), results, strict=True):
+            for index, reply in zip(indexes, node_replies, strict=True):
+                replies[index] = reply
+                # A lost node or moved slots, not replicas that are slow: reload the slots.
+                stale = stale or (
+                    isinstance(reply, RedisFailed | MovedError | AskError)
+                    and not isinstance(reply, NotReplicated)
+                )
+        if stale:
+            with contextlib.suppress(RedisError, OSError):
+                await cluster.nodes_manager.initialize()
         return replies
 
     async def ping(self) -> None:

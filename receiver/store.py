@@ -92,13 +92,20 @@ class Store:
         dedup_ttl_s: float = 86_400,
         timeout_s: float = 2.0,
         batch_max: int = 512,
+        replicas: int = 0,
+        replicas_timeout_s: float = 0.5,
         orphan_spool_dirs: Sequence[str | Path] = (),
         metrics: ReceiverMetrics | None = None,
         report_interval_s: float = 10.0,
         close_timeout_s: float = 30.0,
     ) -> None:
         self._writer = RedisWriter(
-            redis, dedup_ttl_ms=int(dedup_ttl_s * 1000), timeout_s=timeout_s, batch_max=batch_max
+            redis,
+            dedup_ttl_ms=int(dedup_ttl_s * 1000),
+            timeout_s=timeout_s,
+            batch_max=batch_max,
+            replicas=replicas,
+            replicas_timeout_ms=int(replicas_timeout_s * 1000),
         )
         self._spool = Spool(spool_dir)
         # Spools left by processes that no longer exist (a smaller --processes): drained only.

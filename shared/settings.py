@@ -144,6 +144,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         10_000
     )
     store_batch_max: Annotated[Positive, _doc("most events sent to Redis in one round trip")] = 512
+    # Replication: what a 204 promises when the master fails over.
+    store_replicas: Annotated[
+        int, Meta(ge=0), _doc("replicas that must have an event before its 204 (WAIT); 0: off")
+    ] = 0
+    store_replicas_timeout: Annotated[
+        Timeout, _doc("wait for them this long, then the spool takes the event")
+    ] = timedelta(milliseconds=500)
 
     # --- worker -------------------------------------------------------------------------
     consumer: Annotated[list[str], _doc("extra consumers to run, as pkg.module:name")] = []
@@ -497,6 +504,12 @@ def load_settings(
             raise fail(longer, f"expected {relation} {other}")
         other = f"{ENV_PREFIX}{longer.upper()} ({format_duration(high)})"
         raise fail(shorter, f"expected {'shorter than' if strict else 'at most'} {other}")
+    # Only with replicas: WAIT must answer before the store deadline gives up on Redis.
+    if settings.store_replicas and {"store_replicas_timeout", "store_timeout"} <= wanted:
+        wait, deadline = settings.store_replicas_timeout, settings.store_timeout
+        if wait >= deadline:
+            other = f"{ENV_PREFIX}STORE_TIMEOUT ({format_duration(deadline)})"
+            raise fail("store_replicas_timeout", f"expected shorter than {other}")
     return settings
 
 
@@ -581,8 +594,8 @@ RECEIVER_SETTINGS = (
     *REDIS_SETTINGS, "key_prefix", "shards", "host", "port", "path", "processes", "basic_auth",
     "auth_realm", "allow_cidrs", "trusted_proxies", "max_body_size", "max_header_size",
     "read_timeout", "store_timeout", "spool_dir", "dedup_window", "forensic_max_len",
-    "store_batch_max", "shutdown_timeout", "log_format", "log_level", "log_phone_numbers",
-    "redis_timeout",
+    "store_batch_max", "store_replicas", "store_replicas_timeout", "shutdown_timeout",
+    "log_format", "log_level", "log_phone_numbers", "redis_timeout",
 )  # fmt: skip
 WORKER_SETTINGS = (
     *REDIS_SETTINGS, "key_prefix", "shards", "consumer", "worker_id", "batch_size", "block",

@@ -1,9 +1,13 @@
-"""What a 204 means: stored once, on the right shard, in Redis or in the spool."""
+"""What a 204 means: stored once, on the right shard, in Redis or in the spool.
+
+Each test runs against one Valkey and against a three-node Valkey Cluster.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +20,36 @@ from redis.asyncio import Redis
 from receiver.batching import RedisWriter, StoreItem
 from receiver.spool import Spool
 from receiver.store import Store
+from shared.connections import create_redis
 from shared.embedded import free_port
 from shared.keys import Keys
+from shared.settings import load_settings
+from tests.cluster import EmbeddedCluster
 from tests.conftest import LogLines
 from tests.fixtures import sample_body, sample_event
 from tests.receiver.harness import LiveReceiver, live_receiver, metric, post_all
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module", params=["valkey", "cluster"])
+def redis_url(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "valkey":
+        yield redis_url
+        return
+    with EmbeddedCluster(tmp_path_factory.mktemp("store-cluster")) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the kind the receiver uses: a cluster client for the cluster."""
+    client = create_redis(load_settings(env={}, overrides={"redis_url": redis_url}))
+    yield client
+    await client.aclose()
 
 
 async def test_concurrent_duplicate_deliveries_are_stored_once(

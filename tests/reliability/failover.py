@@ -33,7 +33,9 @@ from tests.receiver.harness import metric
 from tests.worker.support import worker_env
 from worker.alerts.rules import alert_for
 
-__all__ = ["Load", "Result", "run_failover"]
+__all__ = ["PREFIX", "Load", "Result", "run_failover"]
+
+PREFIX = "fo"
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ async def run_failover(
 ) -> Result:
     """Run `load` through a receiver and a worker on `redis_url`; call `fault` (in a thread)
     when `fault_at` of the load is due; count what was answered, stored and alerted."""
-    prefix = "fo"
+    prefix = PREFIX
     webhook = SinkServer()
     await webhook.start()
     port = free_port()

@@ -18,7 +18,7 @@ from tests.reliability.failover import PREFIX, Load, run_failover
 
 pytestmark = pytest.mark.slow
 
-QUICK = Load(count=800, rate=100)
+QUICK = Load(count=500, rate=100)
 FULL = Load(count=5000, rate=250)
 SHARDS = 3
 

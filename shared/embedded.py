@@ -23,6 +23,8 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from .lifeline import die_with_parent_preexec
+
 __all__ = ["EmbeddedValkey", "free_port", "running_url", "valkey_binary"]
 
 _URL_FILE = "url"
@@ -64,6 +66,7 @@ class EmbeddedValkey:
         appendfsync: str = "always",
         log_file: str | None = None,
         extra_args: Sequence[str] = (),
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
@@ -71,6 +74,7 @@ class EmbeddedValkey:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.log_file = log_file
+        self.pass_fds = tuple(pass_fds)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,9 +96,15 @@ class EmbeddedValkey:
             *self.extra_args,
         ]  # fmt: skip
         # Its own session: a Ctrl-C in the terminal must not stop the server before the
-        # receiver and worker have flushed into it; the owner stops it last.
+        # receiver and worker have flushed into it; the owner stops it last. And it dies
+        # with its owner, even a SIGKILLed one (Linux): no orphan keeps the AOF open.
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent_preexec(),
+            pass_fds=self.pass_fds,
         )
         self.wait_ready(timeout_s)
         (self.data_dir / _URL_FILE).write_text(self.url + "\n")
@@ -131,8 +141,7 @@ class EmbeddedValkey:
             self.process.wait()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        with contextlib.suppress(OSError):
-            (self.data_dir / _URL_FILE).unlink()
+        self._forget_url()
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -143,6 +152,13 @@ class EmbeddedValkey:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def _forget_url(self) -> None:
+        """Remove the URL file, unless it names another server (never another's)."""
+        path = self.data_dir / _URL_FILE
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == self.url:
+                path.unlink()
 
     def __enter__(self) -> EmbeddedValkey:
         return self.start()

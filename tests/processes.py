@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Program", "wait_for"]
+__all__ = ["Program", "console_script", "http_status", "processes_mentioning", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
@@ -28,8 +28,15 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = 
         time.sleep(0.05)
 
 
+def console_script(name: str = "rtt") -> str:
+    """The installed command itself, as a user runs it (not `python -m`, which puts the
+    current directory on the import path)."""
+    return str(Path(sys.executable).parent / name)
+
+
 class Program:
-    """A child process (`rtt ...` or `python -m ...`) whose stdout goes to a file."""
+    """A child process (`python -m ...`, or `script` run as it is) whose stdout goes to a
+    file."""
 
     def __init__(
         self,
@@ -39,12 +46,14 @@ class Program:
         *,
         new_session: bool = True,
         cwd: Path | None = None,
+        script: bool = False,
     ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **env}
+        command = [console_script(args[0]), *args[1:]] if script else [sys.executable, "-m", *args]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", *args],
+            command,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -96,3 +105,19 @@ def http_status(
         return int(exc.code)
     except OSError:
         return 0
+
+
+def processes_mentioning(*needles: str) -> list[int]:
+    """Pids (other than this one) whose command line or environment contains a needle:
+    with a test's own tmp path as the needle, the processes a test left behind."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(needle.encode() in blob for needle in needles):
+            found.append(int(proc.name))
+    return found

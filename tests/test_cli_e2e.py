@@ -13,7 +13,7 @@ import pytest
 
 from shared.embedded import free_port
 from tests.fixtures import SEED_EXAMPLES, sample_body
-from tests.processes import Program, http_status, wait_for
+from tests.processes import Program, http_status, processes_mentioning, wait_for
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -77,7 +77,7 @@ def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         code = serve.stop(signal.SIGINT)
     assert code == 0, serve.text()
     assert (tmp_path / "data" / "valkey").is_dir()
-    assert _processes_mentioning(f"RTT_PORT={port}", str(tmp_path)) == []
+    assert processes_mentioning(f"RTT_PORT={port}", str(tmp_path)) == []
 
 
 def _readme_quick_start_bodies() -> list[bytes]:
@@ -86,18 +86,3 @@ def _readme_quick_start_bodies() -> list[bytes]:
     bodies = [" ".join(body.split()) for body in re.findall(r"-d '(\{.*?\})'", quick_start, re.S)]
     assert len(bodies) == 2
     return [body.encode() for body in bodies]
-
-
-def _processes_mentioning(*needles: str) -> list[int]:
-    """Pids whose command line or environment contains one of `needles`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if any(needle.encode() in blob for needle in needles):
-            found.append(int(proc.name))
-    return found

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from shared.cli_support import settings_from_args, settings_parser
+from shared.lifeline import watch_parent
+from shared.listen import ListenError, check_listen
 from shared.loop import run
 from shared.settings import RECEIVER_SETTINGS, Settings
 from shared.tracing import configure_tracing, tracer
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt receiver") -> int:
     args, settings = settings_from_args(parser, argv, RECEIVER_SETTINGS, component="receiver")
     if not settings.redis_url:
         parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
+    watch_parent(_grace_s(settings))
     if settings.processes == 1 or args.slot is not None:
         try:
             configure_tracing("receiver", os.environ)
@@ -44,17 +47,32 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt receiver") -> int:
             print(f"{prog}: {exc}", file=sys.stderr)
             return 2
     try:
-        return _run(args, settings, argv)
+        return _run(args, settings, argv, prog)
+    except ListenError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     finally:
         tracer().shutdown()
 
 
-def _run(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+def _run(args: argparse.Namespace, settings: Settings, argv: list[str], prog: str) -> int:
     if args.slot is not None:
         index, processes = args.slot
         run(serve(settings, index=index, processes=processes, reuse_port=True))
         return 0
     if settings.processes > 1:
-        return supervise(settings, argv)
+        # The children bind with SO_REUSEPORT, which a busy port may not refuse them.
+        check_listen(settings.host, settings.port, "RTT_PORT")
+        return supervise(settings, argv, prog=prog)
     run(serve(settings))
     return 0
+
+
+def _grace_s(settings: Settings) -> float:
+    """How long a stop may take: requests in flight, then the last drain of the spool."""
+    return (
+        settings.shutdown_timeout.total_seconds()
+        + settings.store_timeout.total_seconds()
+        + settings.read_timeout.total_seconds()
+        + 10
+    )

@@ -12,6 +12,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from shared.connections import RedisRefused, check_redis, create_redis
+from shared.listen import listen_error
 from shared.logs import get_logger
 from shared.loop import loop_name
 from shared.settings import Settings
@@ -23,6 +24,8 @@ __all__ = ["make_runner", "serve", "spool_dirs"]
 
 log = get_logger()
 _SLOT_DIR = re.compile(r"^p(\d+)$")
+# SIGHUP too: a closed terminal stops the receiver as cleanly as Ctrl-C does.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def spool_dirs(settings: Settings, index: int = 0, processes: int = 1) -> tuple[Path, list[Path]]:
@@ -71,7 +74,9 @@ async def _say_if_refused(redis: Redis, settings: Settings) -> None:
 async def serve(
     settings: Settings, *, index: int = 0, processes: int = 1, reuse_port: bool = False
 ) -> None:
-    """Serve until a stop signal.
+    """Serve until a stop signal (SIGTERM, SIGINT, SIGHUP).
+
+    Raises ListenError (the message names the setting) if it cannot listen.
 
     On SIGTERM the listener closes first, requests in flight finish, then the store writes
     what it holds, tries a last drain of the spool into Redis and closes the spool.
@@ -82,13 +87,16 @@ async def serve(
     runner = make_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     check: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_error(exc, settings.host, settings.port, "RTT_PORT") from None
         log.info(
             "receiver_listening", host=settings.host, port=settings.port, path=settings.path,
             spool_dir=str(own), process=index, pid=os.getpid(), loop=loop_name(),
@@ -111,6 +119,6 @@ async def serve(
         # Stops accepting, waits for in-flight requests, then runs cleanup_ctx (store close).
         await runner.cleanup()
         await redis.aclose()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         log.info("receiver_stopped")

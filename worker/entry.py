@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -16,6 +17,8 @@ from shared.connections import (
     create_redis,
     on_permission_denied,
 )
+from shared.lifeline import watch_parent
+from shared.listen import listen_error
 from shared.logs import get_logger
 from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
@@ -62,7 +65,8 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
         worker.stop(force=signals > 1)
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too: a closed terminal stops the worker as cleanly as Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     log.info(
         "worker_started",
@@ -79,11 +83,23 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
         raise refused[0]
 
 
+def consumer_import_path(directory: str | None = None) -> None:
+    """Let `--consumer my_module:name` find `my_module.py` in the directory the worker
+    was started from, however it was started (`rtt worker`, `python -m worker`, or under
+    `rtt serve`, which starts it with `python -P`). Searched last, after the installed
+    packages, so a file there never replaces a module rtt-events itself uses."""
+    directory = os.path.abspath(directory or os.getcwd())
+    if directory not in (os.path.abspath(entry or os.curdir) for entry in sys.path):
+        sys.path.append(directory)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     parser = settings_parser(prog, "Run consumers on the event streams.", WORKER_SETTINGS)
     _, settings = settings_from_args(parser, argv, WORKER_SETTINGS, component="worker")
     if not settings.redis_url:
         parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
+    watch_parent(settings.shutdown_timeout.total_seconds() + 10)
+    consumer_import_path()
     try:
         consumers = load_consumers(settings.consumer, builtin=[make_alerts_consumer(settings)])
         for item in consumers:
@@ -104,6 +120,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     except RedisRefused as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return REDIS_REFUSED
+    except OSError as exc:
+        if exc.errno not in {errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL}:
+            log.error("worker_failed", error=repr(exc), exc_info=exc)
+            return 1
+        # The only socket the worker listens on: its /metrics.
+        port = settings.worker_metrics_port
+        error = listen_error(exc, settings.host, port, "RTT_WORKER_METRICS_PORT")
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
     except Exception as exc:
         log.error("worker_failed", error=repr(exc), exc_info=exc)
         return 1

@@ -18,7 +18,12 @@ from structlog.typing import FilteringBoundLogger
 from shared.connections import REDIS_DOWN
 from shared.keys import Keys
 
-__all__ = ["Heartbeat", "WorkerIdInUse", "alive"]
+__all__ = ["Heartbeat", "WorkerIdInUse", "alive", "holder_prefix"]
+
+
+def holder_prefix(pid: int) -> str:
+    """How the heartbeat keys of the process `pid` on this host begin."""
+    return f"{socket.gethostname()}:{pid}:"
 
 
 class WorkerIdInUse(Exception):
@@ -44,7 +49,7 @@ class Heartbeat:
         self.interval_s = interval_s
         self.ttl_ms = max(1, int(ttl_s * 1000))
         # Tells this process's keys from those of another process with the same id.
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.token = holder_prefix(os.getpid()) + secrets.token_hex(4)
 
     async def acquire(self, timeout_s: float) -> None:
         """Take the worker id. A crashed predecessor's keys expire within one TTL, so wait

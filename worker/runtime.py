@@ -30,9 +30,10 @@ from .stats import Snapshot, take_snapshot
 __all__ = ["Worker", "default_worker_id"]
 
 
-def default_worker_id() -> str:
-    """The member name without RTT_WORKER_ID: unique per process, not stable over restarts."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+def default_worker_id(pid: int | None = None) -> str:
+    """The member name without RTT_WORKER_ID: unique per process, not stable over restarts;
+    of this process, or of the child `pid` a supervisor started."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}"
 
 
 class Worker:

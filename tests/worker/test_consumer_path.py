@@ -1,0 +1,47 @@
+"""`--consumer my_consumers:name` finds `my_consumers.py` in the directory the worker is
+started from, the same way for `rtt worker`, `python -m worker` and `rtt serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from tests.processes import Program, wait_for
+from tests.worker.support import add_events_sync, worker_env
+
+pytestmark = pytest.mark.slow
+
+_CONSUMER = """
+from worker import consumer
+
+
+@consumer("local")
+async def handle(event, ctx):
+    await ctx.redis.sadd(ctx.settings.key_prefix + ":seen", ctx.entry_id)
+"""
+
+
+@pytest.mark.parametrize("script", [True, False], ids=["rtt worker", "python -m worker"])
+def test_consumer_module_in_the_current_directory_is_found(
+    script: bool, redis_url: str, prefix: str, tmp_path: Path, sync_redis: Redis
+) -> None:
+    (tmp_path / "my_consumers.py").write_text(_CONSUMER)
+    env = worker_env(redis_url, prefix)
+    env.pop("PYTHONPATH", None)
+    command = ["rtt", "worker"] if script else ["worker"]
+    worker = Program(
+        [*command, "--consumer", "my_consumers:handle"],
+        env,
+        tmp_path / "worker.log",
+        cwd=tmp_path,
+        script=script,
+    )
+    try:
+        wait_for(lambda: worker.named("worker_started") or worker.process.poll() is not None, 30)
+        assert worker.process.poll() is None, worker.text()
+        ids = add_events_sync(sync_redis, prefix, 3)
+        wait_for(lambda: sync_redis.scard(f"{prefix}:seen") == len(ids), 30, "events handled")
+    finally:
+        assert worker.stop() == 0, worker.text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,8 +109,9 @@ def http_status(
 
 
 def processes_mentioning(*needles: str) -> list[int]:
-    """Pids (other than this one) whose command line or environment contains a needle:
-    with a test's own tmp path as the needle, the processes a test left behind."""
+    """Pids (other than this one) whose command line, environment or working directory
+    contains a needle: with a test's own tmp path as the needle, the processes it left
+    behind (Valkey rewrites its command line, but works in its `--dir`)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -118,6 +120,8 @@ def processes_mentioning(*needles: str) -> list[int]:
             blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
         except OSError:
             continue
+        with contextlib.suppress(OSError):
+            blob += os.readlink(proc / "cwd").encode()
         if any(needle.encode() in blob for needle in needles):
             found.append(int(proc.name))
     return found

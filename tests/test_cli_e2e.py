@@ -54,7 +54,9 @@ def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
     serve = Program(["rtt", "serve"], env, tmp_path / "serve.log", new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/realTimeTranscriptionEvents"
-        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 30, "serve ready")
+        # The banner comes once the receiver is ready and the worker consumes.
+        wait_for(lambda: "rtt-events is running." in serve.text(), 60, "serve ready")
+        assert http_status(f"http://127.0.0.1:{port}/readyz") == 200
         assert (
             f"POST events to  http://127.0.0.1:{port}/realTimeTranscriptionEvents" in serve.text()
         )

@@ -159,7 +159,7 @@ def test_serve_listens_on_loopback_unless_told(tmp_path: Path) -> None:
         wait_for(lambda: BANNER in serve.text(), 60, "banner")
         [listening] = serve.named("receiver_listening")
         assert listening["host"] == "127.0.0.1"
-        assert _listening_addresses(port) == {"127.0.0.1"}
+        assert wait_for(lambda: _listening_addresses(port), what="listening") == {"127.0.0.1"}
         assert f"POST events to  http://127.0.0.1:{port}/" in serve.text()
     finally:
         assert serve.stop() == 0, serve.text()
@@ -171,7 +171,7 @@ def test_serve_listens_where_rtt_host_says(tmp_path: Path) -> None:
     serve = Program(["rtt", "serve"], env, tmp_path / "serve.log")
     try:
         wait_for(lambda: BANNER in serve.text(), 60, "banner")
-        assert _listening_addresses(port) == {"0.0.0.0"}
+        assert wait_for(lambda: _listening_addresses(port), what="listening") == {"0.0.0.0"}
     finally:
         assert serve.stop() == 0, serve.text()
 

@@ -98,20 +98,28 @@ def test_sighup_stops_serve_like_sigterm(tmp_path: Path) -> None:
     assert left_behind(tmp_path) == []
 
 
-def test_serve_whose_output_pipe_closes_stops_everything(tmp_path: Path) -> None:
-    """`rtt serve | tee log`, and tee is gone: nothing may go on running unseen."""
+@pytest.mark.parametrize("then", [None, signal.SIGINT], ids=["alone", "then-ctrl-c"])
+def test_serve_whose_output_pipe_closes_stops_everything(
+    then: signal.Signals | None, tmp_path: Path
+) -> None:
+    """`rtt serve | tee log`, and tee is gone (alone, or with the Ctrl-C that stopped it):
+    nothing may go on running unseen."""
     env = {**os.environ, **serve_env(tmp_path, free_port())}
     serve = subprocess.Popen(
         [console_script(), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert serve.stdout is not None
     seen = b""
-    while BANNER.encode() not in seen:
+    # Everything has started and said so: nothing writes to the pipe on its own now.
+    started = (BANNER.encode(), b"receiver_listening", b"consumer_group_created")
+    while not all(word in seen for word in started):
         line = serve.stdout.readline()
         assert line, seen.decode()
         seen += line
     serve.stdout.close()
     try:
+        if then is not None:
+            serve.send_signal(then)
         serve.wait(60)
     finally:
         if serve.poll() is None:

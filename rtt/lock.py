@@ -59,4 +59,4 @@ def _in_use_message(data_dir: Path, pid: int | None) -> str:
         )
     except PermissionError:
         pass
-    return f"{where} is in use by rtt serve pid {pid}; stop it first, or give this one its own"
+    return f"{where} is in use by rtt serve pid {pid}; stop it, or give this one another"

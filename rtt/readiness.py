@@ -31,11 +31,12 @@ _SLOW_START_S = 20.0
 
 
 class Readiness:
-    def __init__(self, settings: Settings, redis_url: str, *, worker_pid: int) -> None:
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        """Raises ValueError for a Redis URL that cannot be used, before anything starts."""
         self.settings = settings
-        self.redis_url = redis_url
-        self.worker_pid = worker_pid
-        self.worker_id = settings.worker_id or default_worker_id(worker_pid)
+        self.redis = create_redis(settings, url=redis_url)
+        self.worker_pid = 0
+        self.worker_id = ""
         self.keys = Keys(settings.key_prefix, settings.shards)
         host = settings.host
         if host in {"0.0.0.0", ""}:
@@ -47,9 +48,11 @@ class Readiness:
         self.receiver_ready = False
         self.worker_consuming = False
 
-    async def wait(self, keep_waiting: Callable[[], bool]) -> bool:
+    async def wait(self, worker_pid: int, keep_waiting: Callable[[], bool]) -> bool:
         """True once both are up; False if `keep_waiting()` turns false first."""
-        redis = create_redis(self.settings, url=self.redis_url)
+        self.worker_pid = worker_pid
+        self.worker_id = self.settings.worker_id or default_worker_id(worker_pid)
+        redis = self.redis
         loop = asyncio.get_running_loop()
         started = loop.time()
         reported = False

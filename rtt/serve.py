@@ -105,14 +105,17 @@ class _Run:
                     return 1
                 stack.callback(self._stop_embedded, embedded)
                 redis_url = embedded.url
+            try:
+                readiness = Readiness(self.settings, redis_url)
+            except ValueError as exc:
+                return _fail(f"RTT_REDIS_URL: {exc}")
             embedded_url = None if self.settings.redis_url else redis_url
             env = self.lifeline.child_env(self._child_env(embedded_url), prog=PROG)
             worker = self._spawn("worker", env)
             stack.callback(self._stop_child, "worker", worker)
             receiver = self._spawn("receiver", env)
             stack.callback(self._stop_child, "receiver", receiver)
-            readiness = Readiness(self.settings, redis_url, worker_pid=worker.pid)
-            if asyncio.run(readiness.wait(self._keep_going)):
+            if asyncio.run(readiness.wait(worker.pid, self._keep_going)):
                 self._banner(redis_url)
             while self._keep_going():
                 time.sleep(0.1)

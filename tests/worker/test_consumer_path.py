@@ -19,7 +19,7 @@ from worker import consumer
 
 @consumer("local")
 async def handle(event, ctx):
-    await ctx.redis.sadd(ctx.settings.key_prefix + ":seen", ctx.entry_id)
+    await ctx.redis.sadd(ctx.key_prefix + ":seen", ctx.entry_id)
 """
 
 

@@ -18,13 +18,14 @@ from shared.connections import create_redis
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.settings import Settings
-from worker.alerts import alerts_consumer
 from worker.heartbeat import holder_prefix
 from worker.runtime import default_worker_id
 
 __all__ = ["Readiness"]
 
 log = get_logger()
+# The built-in consumer's group: every worker runs it, whatever else it loads.
+_GROUP = "alerts"
 _POLL_S = 0.1
 # After this long without both answers, say what is still missing (once).
 _SLOW_START_S = 20.0
@@ -88,7 +89,7 @@ class Readiness:
             return False
 
     async def _worker_consuming(self, redis: Any) -> bool:
-        group = alerts_consumer.name
+        group = _GROUP
         try:
             holder = await redis.get(self.keys.heartbeat(group, self.worker_id))
             if holder is None or not _text(holder).startswith(holder_prefix(self.worker_pid)):

@@ -139,7 +139,7 @@ def test_serve_on_an_external_redis_from_a_file_masks_its_password(
     serve = Program(["rtt", "serve"], env, tmp_path / "serve.log")
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 30, "ready")
-        wait_for(lambda: "worker_started" in serve.text(), 30, "worker started")
+        wait_for(lambda: "rtt-events is running." in serve.text(), 60, "banner")
     finally:
         code = serve.stop(signal.SIGINT)
     assert code == 0, serve.text()

@@ -142,5 +142,10 @@ class Keys:
         return f"{self._alerts}:stale:{transcription_id}"
 
     @property
+    def quiet_state(self) -> str:
+        """Whether the whole feed is quiet (firing), its incident count, when it was seen."""
+        return f"{self._alerts}:quiet"
+
+    @property
     def silence_hits(self) -> str:
         return f"{self.prefix}:silences:hits"

@@ -247,6 +247,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alert_stale_after: Annotated[
         Grace, _doc("alert on a Started with no Stopped or Rejected after this; 0: off")
     ] = timedelta(hours=4)
+    alert_quiet_after: Annotated[
+        Grace, _doc("alert when no event at all was received for this; 0: off")
+    ] = timedelta(0)
 
     @property
     def basic_auth_pairs(self) -> list[tuple[str, str]]:

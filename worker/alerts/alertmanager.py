@@ -16,7 +16,7 @@ import msgspec
 from structlog.typing import FilteringBoundLogger
 
 from .delivery import Poster
-from .notifications import Notification, RateChange, StaleResolved, Summary
+from .notifications import Notification, QuietChange, RateChange, StaleResolved, Summary
 from .rules import Alert
 
 __all__ = ["AlertmanagerSink", "alertmanager_alerts"]
@@ -92,6 +92,21 @@ def _rate(change: RateChange, generator: str) -> dict[str, Any]:
     return payload
 
 
+def _quiet(change: QuietChange, generator: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "labels": {
+            "alertname": "EventsFeedQuiet",
+            "severity": "error",
+            "incident": str(change.incident),
+        },
+        "annotations": {"summary": f"No events received since {change.last_event_at}"},
+        "generatorURL": generator,
+    }
+    if change.status == "resolved":
+        payload["endsAt"] = _iso(_parse(change.at))
+    return payload
+
+
 def alertmanager_alerts(
     notification: Notification, resolve_after: timedelta, generator: str = ""
 ) -> list[dict[str, Any]]:
@@ -100,6 +115,8 @@ def alertmanager_alerts(
         return [_alert(notification, resolve_after, generator)]
     if isinstance(notification, RateChange):
         return [_rate(notification, generator)]
+    if isinstance(notification, QuietChange):
+        return [_quiet(notification, generator)]
     if isinstance(notification, StaleResolved):
         # The same labels as the stale alert, ending now: Alertmanager resolves it.
         return [_alert(notification.alert, resolve_after, generator, _parse(notification.at))]

@@ -36,6 +36,7 @@ from .delivery import MAX_WAIT_S, Poster, SinkError, SinkPaused
 from .grouping import Groups
 from .once import Once
 from .outbox import Lease, Outbox
+from .quiet import QuietRule
 from .rate import RateRule
 from .rules import Alert, alert_for, check_group_by
 from .silences import count_hit, matching_silence
@@ -67,6 +68,7 @@ class _Running:
     groups: Groups
     rate: RateRule
     stale: StaleRule
+    quiet: QuietRule
     lease: Lease
     outbox: Outbox
     stopping: asyncio.Event
@@ -149,6 +151,7 @@ class AlertsConsumer:
             groups=Groups(ctx.redis, ctx.keys, settings),
             rate=RateRule(ctx.redis, ctx.keys, settings),
             stale=StaleRule(ctx.redis, ctx.keys, settings),
+            quiet=QuietRule(ctx.redis, ctx.keys, settings),
             lease=lease, outbox=outbox, stopping=stopping, log=ctx.log,
             alertmanager=alertmanager,
         )  # fmt: skip
@@ -198,6 +201,7 @@ class AlertsConsumer:
                     await run.groups.close_due()
                     await run.rate.evaluate()
                     if run.lease.held:
+                        await run.quiet.evaluate()
                         await _raise_stale(run)
                     due = loop.time() >= next_resend
                     if run.alertmanager is not None and run.lease.held and due:
@@ -285,9 +289,10 @@ async def _send_to_alertmanager(
 
 
 async def _resend_firing_rate(run: _Running, sink: AlertmanagerSink) -> None:
-    """A firing rate incident, again: Alertmanager resolves an alert that is not re-sent."""
-    change = await run.rate.firing()
-    if change is not None:
+    """A firing rate or quiet incident, again: Alertmanager resolves an alert not re-sent."""
+    for change in (await run.rate.firing(), await run.quiet.firing()):
+        if change is None:
+            continue
         try:
             await sink.send(change, run.log)
         except (SinkError, SinkPaused) as exc:

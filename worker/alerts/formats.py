@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import msgspec
 
-from .notifications import Notification, RateChange, StaleResolved, Summary
+from .notifications import Notification, QuietChange, RateChange, StaleResolved, Summary
 from .rules import Alert
 
 __all__ = ["pagerduty_event", "slack_message"]
@@ -46,6 +46,13 @@ def headline(notification: Notification) -> str:
         return f"{notification.count} more transcription {noun} ({_labels(notification.group)})"
     if isinstance(notification, StaleResolved):
         return f"Transcription {notification.alert.transcription_id} ended after all: resolved"
+    if isinstance(notification, QuietChange):
+        if notification.status == "firing":
+            return (
+                f"No events received for {_seconds(notification.quiet_s)} "
+                f"(since {notification.last_event_at})"
+            )
+        return f"Events received again (at {notification.last_event_at})"
     if notification.status == "firing":
         return (
             f"Transcription failure rate {notification.share:.1%}: {notification.failed} of "
@@ -136,6 +143,12 @@ def slack_message(notification: Notification) -> dict[str, Any]:
         blocks = _alert_blocks(notification)
     elif isinstance(notification, Summary):
         blocks = _summary_blocks(notification)
+    elif isinstance(notification, QuietChange):
+        icon = ":rotating_light:" if notification.status == "firing" else ":white_check_mark:"
+        blocks = [
+            _header(f"{icon} {headline(notification)}"),
+            _context(f"feed quiet incident {notification.incident} · {_esc(notification.at)}"),
+        ]
     elif isinstance(notification, StaleResolved):
         blocks = [
             _header(f":white_check_mark: {headline(notification)}"),
@@ -156,7 +169,7 @@ def _alert_source(alert: Alert) -> str:
 def pagerduty_event(notification: Notification, routing_key: str) -> dict[str, Any]:
     """A PagerDuty Events v2 `trigger` (or `resolve` for a recovered failure rate)."""
     if isinstance(notification, StaleResolved) or (
-        isinstance(notification, RateChange) and notification.status == "resolved"
+        isinstance(notification, RateChange | QuietChange) and notification.status == "resolved"
     ):
         return {
             "routing_key": routing_key,
@@ -198,7 +211,16 @@ def pagerduty_event(notification: Notification, routing_key: str) -> dict[str, A
                 ],
             },
         }  # fmt: skip
-    else:
+    elif isinstance(notification, QuietChange):
+        dedup_key = notification.dedup_key
+        payload |= {
+            "source": "rtt-events",
+            "severity": "critical",
+            "timestamp": notification.at,
+            "class": "events-feed-quiet",
+            "custom_details": msgspec.structs.asdict(notification),
+        }
+    elif isinstance(notification, RateChange):
         dedup_key = notification.dedup_key
         payload |= {
             "source": "rtt-events",

@@ -17,6 +17,7 @@ from .rules import Alert, Severity
 
 __all__ = [
     "Notification",
+    "QuietChange",
     "RateChange",
     "StaleResolved",
     "Summary",
@@ -68,7 +69,19 @@ class StaleResolved(
     at: str
 
 
-Notification: TypeAlias = Alert | Summary | RateChange | StaleResolved
+class QuietChange(msgspec.Struct, frozen=True, kw_only=True, tag="quiet", tag_field="kind"):
+    """No event was received for `quiet_after_s` (`firing`), or events came again (`resolved`)."""
+
+    status: Literal["firing", "resolved"]
+    dedup_key: str  # the same for an incident's firing and resolved notifications
+    incident: int
+    last_event_at: str  # when the newest event was stored
+    quiet_s: float
+    quiet_after_s: float
+    at: str
+
+
+Notification: TypeAlias = Alert | Summary | RateChange | StaleResolved | QuietChange
 
 notification_decoder: msgspec.json.Decoder[Notification] = msgspec.json.Decoder(Notification)
 

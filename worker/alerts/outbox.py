@@ -33,6 +33,7 @@ from .delivery import SinkError
 from .grouping import summary_from_outbox
 from .notifications import Notification
 from .once import Once
+from .quiet import quiet_change_from_outbox
 from .rate import rate_change_from_outbox
 from .rules import Alert
 from .sinks import Sink
@@ -124,6 +125,8 @@ class Outbox:
         notification: Notification
         if kind == b"rate":
             notification = rate_change_from_outbox(fields, self._settings)
+        elif kind == b"quiet":
+            notification = quiet_change_from_outbox(fields, self._settings)
         elif kind == b"stale_resolved":
             notification = stale_resolved_from_outbox(fields)
         else:

@@ -11,7 +11,13 @@ from shared.settings import Settings
 
 from .delivery import Poster
 from .formats import pagerduty_event, slack_message
-from .notifications import Notification, StaleResolved, Summary, notification_key_of
+from .notifications import (
+    Notification,
+    QuietChange,
+    StaleResolved,
+    Summary,
+    notification_key_of,
+)
 from .rules import Alert
 
 __all__ = [
@@ -62,6 +68,9 @@ class LogSink:
                 call_id=notification.alert.call_id,
                 transcription_id=notification.alert.transcription_id,
             )  # fmt: skip
+        elif isinstance(notification, QuietChange):
+            quiet_log = log.error if notification.status == "firing" else log.info
+            quiet_log("events_feed_quiet", **msgspec.structs.asdict(notification))
         else:
             rate_log = log.error if notification.status == "firing" else log.info
             rate_log("transcription_failure_rate", **msgspec.structs.asdict(notification))

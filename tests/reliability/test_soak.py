@@ -25,7 +25,8 @@ from tests.fixtures import sample_body
 from tests.processes import Program, http_status, wait_for
 from tests.reliability.sizes import LONG
 
-pytestmark = pytest.mark.slow
+SOAK_S = float(os.environ.get("RTT_SOAK_S", "600" if LONG else "20"))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 JSON = {"Content-Type": "application/json"}
 RATE = 100  # events/s; one in ten alerts
 
@@ -42,7 +43,7 @@ def _post(url: str, body: bytes) -> int:
 
 
 def test_steady_load_with_a_worker_restarted_every_minute(tmp_path: Path) -> None:
-    soak_s = float(os.environ.get("RTT_SOAK_S", "600" if LONG else "20"))
+    soak_s = SOAK_S
     restart_every_s = 60.0 if LONG else 5.0
     with EmbeddedValkey(tmp_path / "valkey", appendonly=False) as valkey:
         assert valkey.process is not None

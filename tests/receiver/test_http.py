@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from tests.fixtures import SEED_EXAMPLES, sample_body
-from tests.test_events import BROKE_THE_DECODER
+from tests.shared.test_events import BROKE_THE_DECODER
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}

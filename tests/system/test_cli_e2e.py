@@ -83,7 +83,7 @@ def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
 
 
 def _readme_quick_start_bodies() -> list[bytes]:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     bodies = [" ".join(body.split()) for body in re.findall(r"-d '(\{.*?\})'", quick_start, re.S)]
     assert len(bodies) == 2

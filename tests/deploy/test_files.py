@@ -3,7 +3,7 @@ setting they name exists, every command they run is one `rtt` knows, every packa
 project ships is copied into the image, and the deployment's own rules hold (each role's
 health check, one spool per receiver, restart policies, stop grace periods).
 
-`make test-deploy` (tests/deploy/) runs the same files in real containers."""
+`make test-deploy` (test_compose.py beside this file) runs the same files in real containers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 from rtt.cli import COMMANDS
 from shared.settings import ENV_PREFIX, load_settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -115,7 +115,7 @@ PROGRAM = textwrap.dedent(
 
 
 def test_asyncio_warnings_and_uncaught_exceptions_are_json(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", PROGRAM], cwd=root, capture_output=True, text=True, timeout=60
     )

@@ -15,7 +15,7 @@ import yaml
 from shared.keys import Keys
 from shared.settings import ENV_PREFIX, Settings, load_settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 # The oldest release still widely run and the newest the package knows.
 VERSIONS = ("1.30.0", kubernetes_validate.latest_version())

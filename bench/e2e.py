@@ -20,11 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from bench._http import wait_up
 
 __all__ = ["main"]
 
@@ -89,17 +90,6 @@ def _alert_times(log: Path) -> dict[str, float]:
     return found
 
 
-def _wait_up(url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} not up in {timeout_s}s")
-
-
 def _wait_consuming(log: Path, timeout_s: float = 30) -> None:
     """Until the worker has started: alerts measure the pipeline, not the worker's start."""
     deadline = time.monotonic() + timeout_s
@@ -132,7 +122,7 @@ def _one_rate(rate: float, seconds: float, valkey_url: str, tmp: Path) -> dict[s
         )
         worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env, stdout=out)
         try:
-            _wait_up(f"http://127.0.0.1:{port}/readyz")
+            wait_up(f"http://127.0.0.1:{port}/readyz")
             _wait_consuming(worker_log)
             bodies, alerting = _bodies(int(rate * seconds), tag)
             sent_at = asyncio.run(_post_at_rate(f"http://127.0.0.1:{port}{PATH}", bodies, rate))

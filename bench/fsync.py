@@ -24,10 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from bench._http import wait_up
 
 __all__ = ["main"]
 
@@ -83,17 +84,6 @@ async def _load(url: str, seconds: float, concurrency: int, tag: str) -> dict[st
     }
 
 
-def _wait_up(url: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} not up in {timeout_s}s")
-
-
 def _run(args: argparse.Namespace) -> int:
     from redis import Redis
 
@@ -117,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         receiver = subprocess.Popen([sys.executable, "-m", "receiver"], env=env)
         redis = Redis.from_url(valkey.url)
         try:
-            _wait_up(f"http://127.0.0.1:{port}/healthz")
+            wait_up(f"http://127.0.0.1:{port}/healthz", timeout_s=20)
             # Rounds alternate the setting, so both see the same machine.
             for round_, concurrency, setting in itertools.product(
                 range(args.rounds), args.concurrency, SETTINGS

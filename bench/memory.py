@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench._http import wait_up
+
 __all__ = ["main"]
 
 PATH = "/realTimeTranscriptionEvents"
@@ -129,20 +131,6 @@ async def _steady(url: str, rate: float, seconds: float) -> int:
     return sent
 
 
-def _wait_up(url: str, timeout_s: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def _steady_receiver(env: dict[str, str], rate: float, seconds: float) -> list[float]:
     from shared.embedded import free_port
 
@@ -160,7 +148,7 @@ def _steady_receiver(env: dict[str, str], rate: float, seconds: float) -> list[f
                 samples.append(_rss_mb(receiver.pid))
                 await asyncio.sleep(seconds / 100)
 
-        await asyncio.to_thread(_wait_up, f"http://127.0.0.1:{port}/readyz")
+        await asyncio.to_thread(wait_up, f"http://127.0.0.1:{port}/readyz")
         sampler = asyncio.create_task(sample())
         try:
             return await _steady(f"http://127.0.0.1:{port}{PATH}", rate, seconds)

@@ -32,13 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import _wrk as wrk
+from bench._http import wait_up
 
 __all__ = ["main"]
 
@@ -261,17 +261,6 @@ def _pin(core: int) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, {core})
 
 
-def _wait_up(url: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} not up in {timeout_s}s")
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and its threads, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -290,7 +279,7 @@ def _measure(
         server, env=env, stdout=subprocess.DEVNULL, preexec_fn=_pin(SERVER_CORE)
     )
     try:
-        _wait_up(base + "/healthz")
+        wait_up(base + "/healthz", timeout_s=20)
         load(base + PATH, args.warmup, args.concurrency)
         before = time.perf_counter(), _cpu_s(process.pid), _cpu_s(valkey_pid)
         result = load(base + PATH, args.seconds, args.concurrency)

@@ -67,8 +67,10 @@ class EmbeddedValkey:
         log_file: str | None = None,
         extra_args: Sequence[str] = (),
         pass_fds: Sequence[int] = (),
+        binary: str | Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.binary = binary
         self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -81,11 +83,14 @@ class EmbeddedValkey:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> EmbeddedValkey:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(valkey_binary()),
-            "--port", str(self.port),
+    def listen_args(self) -> list[str]:
+        return ["--port", str(self.port)]
+
+    def command(self) -> list[str]:
+        """The server's command line (the tests' TLS servers and sentinels change it)."""
+        return [
+            str(self.binary or valkey_binary()),
+            *self.listen_args(),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()),
             "--save", "",
@@ -95,6 +100,14 @@ class EmbeddedValkey:
             "--daemonize", "no",
             *self.extra_args,
         ]  # fmt: skip
+
+    def client(self) -> Redis:
+        """A client of this server, for its readiness check."""
+        return Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedValkey:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = self.command()
         # Its own session: a Ctrl-C in the terminal must not stop the server before the
         # receiver and worker have flushed into it; the owner stops it last. And it dies
         # with its owner, even a SIGKILLed one (Linux): no orphan keeps the AOF open.
@@ -112,12 +125,13 @@ class EmbeddedValkey:
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
-        client = Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+        client = self.client()
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(
-                        f"valkey exited with {self.process.returncode}; see {self.data_dir}"
+                        f"{Path(self.binary or 'valkey').name} exited with "
+                        f"{self.process.returncode}; see {self.data_dir}"
                     )
                 try:
                     if client.ping():

@@ -6,9 +6,8 @@ mode), on free ports, owned by this object from start to stop.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -16,73 +15,142 @@ from redis import Redis
 
 from shared.embedded import EmbeddedValkey, valkey_binary
 
-__all__ = ["EmbeddedSentinel", "SentinelProcess"]
+__all__ = ["MASTER_NAME", "EmbeddedSentinel", "PasswordNode", "SentinelProcess"]
 
 MASTER_NAME = "rtt"
 
 
 class SentinelProcess(EmbeddedValkey):
-    """valkey-server in sentinel mode: it needs a config file it may rewrite."""
+    """A server in sentinel mode watching one master: it needs a config file it may rewrite
+    (the monitor lines); the rest is on its command line, as for any EmbeddedValkey."""
 
-    def __init__(self, data_dir: Path, master_port: int, *, down_after_ms: int) -> None:
-        super().__init__(data_dir, appendonly=False)
+    def __init__(
+        self,
+        data_dir: Path,
+        master_port: int,
+        *,
+        down_after_ms: int = 1000,
+        quorum: int = 2,
+        name: str = MASTER_NAME,
+        password: str | None = None,
+        master_password: str | None = None,
+        binary: str | Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            data_dir,
+            appendonly=False,
+            log_file="sentinel.log",
+            binary=binary,
+            extra_args=extra_args,
+        )
         self.master_port = master_port
         self.down_after_ms = down_after_ms
+        self.quorum = quorum
+        self.name = name
+        self.password = password
+        self.master_password = master_password
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> SentinelProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
+        name = self.name
+        monitor = [
+            f"sentinel monitor {name} 127.0.0.1 {self.master_port} {self.quorum}",
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+            f"sentinel failover-timeout {name} 10000",
+            f"sentinel parallel-syncs {name} 1",
+        ]
+        if self.master_password is not None:
+            monitor.append(f"sentinel auth-pass {name} {self.master_password}")
         config = self.data_dir / "sentinel.conf"
-        config.write_text(
-            f"port {self.port}\n"
-            "bind 127.0.0.1\n"
-            f"dir {self.data_dir.resolve()}\n"
-            "logfile sentinel.log\n"
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
-            f"sentinel failover-timeout {MASTER_NAME} 10000\n"
-            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+        config.write_text("\n".join(monitor) + "\n")
+        # A sentinel's own password; it gives the same one to its peers.
+        auth = ["--requirepass", self.password] if self.password is not None else []
+        return [
+            str(self.binary or valkey_binary()),
+            str(config),
+            "--sentinel",
+            *self.listen_args(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--logfile",
+            "sentinel.log",
+            *auth,
+            *self.extra_args,
+        ]
+
+    def client(self) -> Redis:
+        return Redis(
+            port=self.port, password=self.password, socket_connect_timeout=0.5, socket_timeout=2
         )
-        self.process = subprocess.Popen(
-            [str(valkey_binary()), str(config), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+
+
+class PasswordNode(EmbeddedValkey):
+    """A data node with `requirepass` (and the same password for its master)."""
+
+    def __init__(self, data_dir: Path, password: str | None, extra_args: Sequence[str]) -> None:
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        super().__init__(data_dir, appendonly=False, extra_args=[*extra_args, *auth])
+        self.password = password
+
+    def client(self) -> Redis:
+        return Redis(
+            port=self.port, password=self.password, socket_connect_timeout=0.5, socket_timeout=2
         )
-        self.wait_ready(timeout_s)
-        return self
 
 
 class EmbeddedSentinel:
-    """A master, one replica of it and three sentinels watching them (quorum 2)."""
+    """A master, one replica of it and three sentinels watching them (quorum 2).
 
-    def __init__(self, data_dir: Path, *, down_after_ms: int = 1000) -> None:
+    With `password` the data nodes ask for it; with `sentinel_password` the sentinels ask
+    for theirs (`requirepass` in sentinel mode), as a secured deployment has them.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         # A replica that comes back resynchronises at once (the default waits 5 s for
         # others to share the transfer).
         fast_sync = ["--repl-diskless-sync-delay", "0"]
-        master = EmbeddedValkey(data_dir / "node-0", appendonly=False, extra_args=fast_sync)
-        replica = EmbeddedValkey(
+        master = PasswordNode(data_dir / "node-0", password, fast_sync)
+        replica = PasswordNode(
             data_dir / "node-1",
-            appendonly=False,
-            extra_args=[*fast_sync, "--replicaof", "127.0.0.1", str(master.port)],
+            password,
+            [*fast_sync, "--replicaof", "127.0.0.1", str(master.port)],
         )
         self.nodes = [master, replica]
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.sentinels = [
-            SentinelProcess(data_dir / f"sentinel-{n}", master.port, down_after_ms=down_after_ms)
+            SentinelProcess(
+                data_dir / f"sentinel-{n}",
+                master.port,
+                down_after_ms=down_after_ms,
+                password=sentinel_password,
+                master_password=password,
+            )
             for n in range(3)
         ]
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER_NAME}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}"
 
     def master_port(self) -> int:
         """The master's port as the sentinels report it now."""
-        with Redis(port=self.sentinels[0].port, socket_timeout=2) as client:
+        with self.sentinels[0].client() as client:
             _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
             return int(port)
 
@@ -100,13 +168,13 @@ class EmbeddedSentinel:
     def replicas_in_sync(self, master_port: int) -> bool:
         """A write reaches the replica (online is not enough: the master streams to a
         replica after its first ACK, up to a second later)."""
-        with Redis(port=master_port, socket_timeout=2) as client:
+        with self.node(master_port).client() as client:
             return bool(client.set("ready", 1) and client.execute_command("WAIT", 1, 100))
 
     def sentinels_agree(self) -> bool:
         """Every sentinel knows the replica and its two peers, so a failover can start."""
         for sentinel in self.sentinels:
-            with Redis(port=sentinel.port, socket_timeout=2) as client:
+            with sentinel.client() as client:
                 info = client.sentinel_master(MASTER_NAME)
             if info["num-slaves"] < 1 or info["num-other-sentinels"] < 2:
                 return False

@@ -20,7 +20,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,6 +36,7 @@ __all__ = [
     "FollowingSentinelPool",
     "PermissionDenied",
     "RedisRefused",
+    "SentinelRefused",
     "check_redis",
     "create_redis",
     "explain_redis_error",
@@ -56,6 +59,14 @@ class RedisRefused(Exception):
     """Redis will not serve these settings (TLS, password, ACL): waiting will not help.
 
     The message is one line that names the setting to change.
+    """
+
+
+class SentinelRefused(RedisError):
+    """A sentinel refused these settings (its password, TLS).
+
+    A RedisError but not a ConnectionError: redis-py retries neither it nor the discovery
+    of the master that raised it, so a wrong setting is one line at once, not a wait.
     """
 
 
@@ -196,6 +207,53 @@ def report_permission_denied(redis: Redis, command: str, exc: ResponseError) -> 
         denials.report(command, exc)
 
 
+class _SentinelClient(Redis):
+    """A client of one sentinel that turns a refusal into SentinelRefused.
+
+    redis-py asks the next sentinel after any connection error and, when none answered,
+    raises "no master found", which reads like a Redis that is down and is retried.
+    """
+
+    settings: Settings
+    url: str
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            line = _explain_sentinel(exc, self.settings, self.url)
+            if line is None:
+                raise
+            raise SentinelRefused(line) from exc
+
+
+def _explain_sentinel(exc: BaseException, settings: Settings, url: str) -> str | None:
+    if isinstance(exc, AuthenticationError):
+        where = f"Sentinel at {_address(url)}"
+        if settings.redis_sentinel_password is None:
+            return (
+                f"{where} asks for a password: set RTT_REDIS_SENTINEL_PASSWORD to the "
+                f"sentinels' requirepass"
+            )
+        return (
+            f"{where} refused RTT_REDIS_SENTINEL_PASSWORD ({exc}): set it to the sentinels' "
+            f"requirepass, or unset it if they have none"
+        )
+    return explain_redis_error(exc, settings, url, what="Sentinel")
+
+
+def _sentinel_clients(
+    hosts: list[tuple[str, int]], settings: Settings, scheme: str, **options: Any
+) -> list[Redis]:
+    clients: list[Redis] = []
+    for host, port in hosts:
+        client = _SentinelClient(host=host, port=port, **options)
+        client.settings = settings
+        client.url = f"{scheme}://{host}:{port}"
+        clients.append(client)
+    return clients
+
+
 # How often a client asks the sentinels which node is the master.
 MASTER_CHECK_S = 0.5
 
@@ -264,19 +322,28 @@ def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
         password = unquote(parts.password) if parts.password is not None else None
         username = unquote(parts.username) if parts.username else None
         ssl_options = {"ssl": True, **tls_options} if tls else {}
+        sentinel_options: dict[str, Any] = {
+            "socket_timeout": read_timeout_s,
+            "socket_connect_timeout": _CONNECT_TIMEOUT_S,
+            # The sentinels have a password of their own, if any (not the master's).
+            "password": settings.redis_sentinel_password,
+            # One try each: the discovery moves on to the next sentinel, and the master's
+            # connection retries the whole round.
+            "retry": Retry(NoBackoff(), 0),
+            # The sentinels speak TLS too when the URL says rediss+sentinel.
+            **ssl_options,
+        }
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts,
-            # The sentinels speak TLS too when the URL says rediss+sentinel.
-            sentinel_kwargs={
-                "socket_timeout": read_timeout_s,
-                "socket_connect_timeout": _CONNECT_TIMEOUT_S,
-                **ssl_options,
-            },
+            sentinel_kwargs=sentinel_options,
             username=username,
             password=password,
             db=db,
             **common,
             **ssl_options,
+        )
+        sentinel.sentinels = _sentinel_clients(
+            hosts, settings, "rediss" if tls else "redis", **sentinel_options
         )
         client = sentinel.master_for(
             master, redis_class=_ReportingRedis, connection_pool_class=FollowingSentinelPool
@@ -302,14 +369,14 @@ def _address(url: str) -> str:
 
 
 def explain_redis_error(
-    exc: BaseException, settings: Settings, url: str | None = None
+    exc: BaseException, settings: Settings, url: str | None = None, *, what: str = "Redis"
 ) -> str | None:
     """One line naming the setting to change, for a refusal waiting will not cure; None
     for a Redis that is merely down or slow (or an error this does not recognise)."""
     url = url or settings.redis_url or ""
-    where = f"Redis at {_address(url)}"
+    where = f"{what} at {_address(url)}"
     tls = urlsplit(url).scheme in TLS_SCHEMES
-    if isinstance(exc, PermissionDenied | RedisRefused):
+    if isinstance(exc, PermissionDenied | RedisRefused | SentinelRefused):
         return str(exc)
     if isinstance(exc, AuthenticationError):
         return (

@@ -98,6 +98,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     redis_password: Annotated[
         str | None, _doc("Redis password; replaces the one in RTT_REDIS_URL")
     ] = None
+    redis_sentinel_password: Annotated[
+        str | None, _doc("password of the sentinels (their requirepass); Sentinel URLs only")
+    ] = None
     redis_tls_ca_path: Annotated[
         str | None, _doc("CA bundle (PEM) that signed the Redis server's certificate")
     ] = None
@@ -403,6 +406,7 @@ SECRET_SETTINGS = tuple(
         "basic_auth",
         "redis_url",
         "redis_password",
+        "redis_sentinel_password",
         "alert_webhook_url",
         "alert_slack_webhook_url",
         "alert_pagerduty_routing_key",
@@ -495,6 +499,12 @@ def load_settings(
             raise fail(name, problem)
     if wanted >= {"redis_url", *_TLS_PATHS}:
         _check_redis_tls(settings, fail)
+    sentinel_url = (settings.redis_url or "").partition("://")[0].endswith("+sentinel")
+    if settings.redis_sentinel_password is not None and settings.redis_url and not sentinel_url:
+        raise fail(
+            "redis_sentinel_password",
+            "RTT_REDIS_URL is not a Sentinel URL (redis+sentinel://, rediss+sentinel://)",
+        )
     for shorter, longer, strict in _ORDERED:
         if not {shorter, longer} <= wanted:
             continue
@@ -588,6 +598,7 @@ def overrides_from(args: argparse.Namespace, names: Iterable[str]) -> dict[str, 
 REDIS_SETTINGS = (
     "redis_url",
     "redis_password",
+    "redis_sentinel_password",
     "redis_tls_ca_path",
     "redis_tls_cert_path",
     "redis_tls_key_path",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -14,11 +15,13 @@ from shared.embedded import free_port
 from shared.redis_urls import mask_url
 from shared.settings import SECRET_SETTINGS, SECRET_VARIABLES, ConfigError, load_settings
 from tests.processes import Program, http_status, wait_for
+from tests.worker.support import REPO
 
 _VALUES = {
     "basic_auth": ("bw:s3cret-pass", ["bw:s3cret-pass"]),
     "redis_url": ("rediss://u:s3cret@redis.example.com:6380/0",) * 2,
     "redis_password": ("s3cret",) * 2,
+    "redis_sentinel_password": ("s3cret-sentinel",) * 2,
     "alert_webhook_url": ("https://hooks.example.com/T0K3N",) * 2,
     "alert_slack_webhook_url": ("https://hooks.slack.com/services/T/B/S3CR3T",) * 2,
     "alert_pagerduty_routing_key": ("R0UTINGKEY0123456789012345678901",) * 2,
@@ -36,6 +39,13 @@ def test_every_secret_setting_has_a_file_form() -> None:
         "alert_pagerduty_routing_key",
     }
     assert set(SECRET_SETTINGS) <= set(_VALUES)
+
+
+def test_readme_lists_every_secret_setting_and_its_file_form() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Secrets from files", 1)[1].split("\n#", 1)[0]
+    rows = set(re.findall(r"^\| `(RTT_\w+)` \| `(RTT_\w+)` \|$", table, re.M))
+    assert rows == {(variable, variable + "_FILE") for variable in SECRET_VARIABLES}
 
 
 @pytest.mark.parametrize("name", SECRET_SETTINGS)

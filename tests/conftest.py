@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import structlog
 from redis import Redis as SyncRedis
@@ -21,6 +20,7 @@ from shared import cli_support
 from shared.embedded import EmbeddedValkey
 from shared.logs import configure_logging, reset_logging
 from shared.settings import Settings, load_settings
+from tests.helpers import LogLines
 
 # Markers left out of a plain `pytest` run, and the variable that lets each in.
 _OPT_IN = {"integrations": "RTT_TEST_INTEGRATIONS", "long": "RTT_TEST_LONG"}
@@ -93,20 +93,6 @@ def sync_redis(redis_url: str) -> Iterator[SyncRedis]:
     """For tests that drive child processes and poll from plain (not async) code."""
     with SyncRedis.from_url(redis_url) as client:
         yield client
-
-
-class LogLines:
-    """The JSON lines this process logged, parsed."""
-
-    def __init__(self, buffer: io.BytesIO) -> None:
-        self._buffer = buffer
-
-    def all(self) -> list[dict[str, Any]]:
-        lines = self._buffer.getvalue().splitlines()
-        return [msgspec.json.decode(line) for line in lines if line.strip()]
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [line for line in self.all() if line.get("event") == event]
 
 
 @pytest.fixture(autouse=True)

@@ -20,13 +20,3 @@ async def sink_servers() -> AsyncIterator[dict[str, SinkServer]]:
     yield servers
     for server in servers.values():
         await server.stop()
-
-
-def sink_settings(servers: dict[str, SinkServer]) -> dict[str, str]:
-    """Settings overrides pointing every sink at its stand-in."""
-    return {
-        "alert_webhook_url": servers["webhook"].url,
-        "alert_slack_webhook_url": servers["slack"].url,
-        "alert_pagerduty_routing_key": "R0UTINGKEY0123456789012345678901",
-        "alert_pagerduty_url": servers["pagerduty"].url,
-    }

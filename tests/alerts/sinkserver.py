@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-__all__ = ["Received", "SinkServer", "eventually"]
+__all__ = ["Received", "SinkServer"]
 
 
 @dataclass(frozen=True)
@@ -91,20 +90,3 @@ class SinkServer:
         return Counter(
             r.headers.get("Idempotency-Key", "") for r in self.received if 200 <= r.status < 300
         )
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition"
-) -> Any:
-    """Poll without blocking the loop (the sink servers run on it)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                value = predicate()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return value
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}") from None

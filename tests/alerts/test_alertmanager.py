@@ -8,9 +8,9 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.harness import add_event, running_workers, wait_handled
+from tests.alerts.helpers import add_event, running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
-from tests.fixtures import sample_body
+from tests.bodies import sample_body
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ notification at a webhook receiver its route names, and a rate incident resolved
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -17,10 +16,10 @@ from redis.asyncio import Redis
 
 from shared.embedded import free_port
 from shared.settings import Settings
-from tests.alerts.harness import add_event, running_workers, wait_handled
+from tests.alerts.helpers import add_event, running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
-from tests.fixtures import sample_body
-from tests.processes import wait_for
+from tests.bodies import sample_body
+from tests.helpers import eventually, wait_for
 
 pytestmark = [pytest.mark.integrations, pytest.mark.slow]
 
@@ -89,15 +88,6 @@ def _get(url: str) -> Any:
         return body
 
 
-async def _until(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            value = predicate()
-            if value:
-                return value
-            await asyncio.sleep(0.2)
-
-
 async def test_alerts_reach_alertmanager_its_route_and_a_rate_incident_resolves(
     alertmanager: str, notified: SinkServer, make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
@@ -120,7 +110,9 @@ async def test_alerts_reach_alertmanager_its_route_and_a_rate_incident_resolves(
             found = _get(alertmanager + "/api/v2/alerts") or []
             return [a for a in found if a["labels"]["alertname"] == "TranscriptionFailed"]
 
-        alerts = await _until(lambda: len(in_api()) == 4 and in_api(), "4 alerts in the API")
+        alerts = await eventually(
+            lambda: len(in_api()) == 4 and in_api(), 30, "4 alerts in the API"
+        )
         for alert in alerts:
             assert alert["labels"]["cause"] == "error"
             assert alert["labels"]["severity"] == "error"
@@ -138,7 +130,7 @@ async def test_alerts_reach_alertmanager_its_route_and_a_rate_incident_resolves(
                 and len(n["alerts"]) == 4
             ]
 
-        [notification, *_] = await _until(grouped, "one notification for the 4 alerts")
+        [notification, *_] = await eventually(grouped, 30, "one notification for the 4 alerts")
         print("\nAlertmanager notified:", json.dumps(notification, indent=1)[:1500])
         assert notification["status"] == "firing"
         assert notification["groupLabels"] == {"alertname": "TranscriptionFailed", "cause": "error"}
@@ -152,7 +144,9 @@ async def test_alerts_reach_alertmanager_its_route_and_a_rate_incident_resolves(
             ]
 
         # 4 of 4 stops failed: the rate incident fires; with no stop for 3 s it resolves.
-        await _until(lambda: rate("firing"), "the rate incident firing")
-        [resolved, *_] = await _until(lambda: rate("resolved"), "the rate incident resolved")
+        await eventually(lambda: rate("firing"), 30, "the rate incident firing")
+        [resolved, *_] = await eventually(
+            lambda: rate("resolved"), 30, "the rate incident resolved"
+        )
         assert resolved["alerts"][0]["labels"]["incident"] == "1"
         assert resolved["alerts"][0]["endsAt"] > resolved["alerts"][0]["startsAt"]

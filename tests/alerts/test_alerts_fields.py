@@ -13,10 +13,9 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.conftest import sink_settings
-from tests.alerts.harness import add_event, running_workers, settled, wait_handled
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.conftest import LogLines
+from tests.alerts.helpers import add_event, running_workers, settled, sink_settings, wait_handled
+from tests.alerts.sinkserver import SinkServer
+from tests.helpers import LogLines, eventually
 
 
 def _failed_stop(destination: bytes, error_message: bytes = b'"boom"') -> bytes:

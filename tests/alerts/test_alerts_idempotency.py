@@ -13,10 +13,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.conftest import sink_settings
-from tests.alerts.harness import add_event, running_workers, settled, wait_handled
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.fixtures import sample_event
+from tests.alerts.helpers import add_event, running_workers, settled, sink_settings, wait_handled
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import eventually
 
 FAILURES = 20
 

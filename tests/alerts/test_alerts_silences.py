@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.harness import add_event, running_workers, wait_handled
+from tests.alerts.helpers import add_event, running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
-from tests.conftest import LogLines
-from tests.fixtures import sample_event
+from tests.bodies import sample_event
+from tests.helpers import LogLines
 from worker.alerts.silences import add_silence, list_silences, remove_silence
 
 

@@ -11,11 +11,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.conftest import sink_settings
-from tests.alerts.harness import add_event, running_workers, wait_handled
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.conftest import LogLines
-from tests.fixtures import sample_event
+from tests.alerts.helpers import add_event, running_workers, sink_settings, wait_handled
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import LogLines, eventually
 
 APP = "7fc9698a-b04a-468b-9e8f-91238c0d0086"
 ROUTING_KEY = "R0UTINGKEY0123456789012345678901"

@@ -29,7 +29,7 @@ from redis import Redis
 
 from shared.embedded import free_port
 from shared.keys import Keys
-from tests.processes import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(1800)
 

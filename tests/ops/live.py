@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.embedded import free_port
-from tests.fixtures import SEED_EXAMPLES, sample_body
-from tests.processes import Program, http_status, wait_for
+from tests.bodies import SEED_EXAMPLES, sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
 
 __all__ = ["LivePages", "run_live_pages"]
 

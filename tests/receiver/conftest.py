@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -9,8 +9,7 @@ from redis.asyncio import Redis
 
 from receiver.app import create_app
 from shared.settings import Settings
-
-ReceiverFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+from tests.receiver.helpers import ReceiverFactory
 
 
 @pytest.fixture

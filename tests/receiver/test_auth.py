@@ -10,8 +10,8 @@ from aiohttp import encode_basic_auth
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
+from tests.bodies import sample_body
+from tests.helpers import LogLines
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}

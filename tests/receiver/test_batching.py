@@ -14,7 +14,7 @@ from receiver.batching import RedisWriter, StoreItem
 from receiver.spool import Spool, read_records
 from receiver.store import Outcome, Store, StoreUnavailable
 from shared.keys import Keys
-from tests.conftest import LogLines
+from tests.helpers import LogLines, eventually
 
 
 def _item(keys: Keys, n: int, value: Any = b"body") -> StoreItem:
@@ -86,11 +86,9 @@ async def test_a_spooled_record_redis_cannot_take_is_set_aside_and_the_rest_drai
     store = Store(redis, spool_dir=directory)
     await store.start()
     try:
-        async with asyncio.timeout(30):
-            while True:  # the drainer runs in the background
-                if not store.spool_depth and store.mode == "redis":
-                    break
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: not store.spool_depth and store.mode == "redis", 30, "the spool drained"
+        )  # the drainer runs in the background
     finally:
         await store.close()
     stored = [int(fields[b"n"]) for _, fields in await redis.xrange(keys.events())]

@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 from shared.embedded import free_port
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver, metric, post_all, raw_post, stream_call_ids
+from tests.bodies import sample_body
+from tests.helpers import LogLines
+from tests.receiver.helpers import live_receiver, metric, post_all, raw_post, stream_call_ids
 
 JSON = (b"Content-Type", b"application/json")
 _VISIBLE_ASCII = re.compile(rb"^[\x21-\x7e]{1,128}$")

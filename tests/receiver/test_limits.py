@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver
+from tests.bodies import sample_body
+from tests.receiver.helpers import live_receiver
 
 PATH = "/realTimeTranscriptionEvents"
 

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.logs import configure_logging
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
+from tests.bodies import sample_body
+from tests.helpers import LogLines
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}

@@ -12,8 +12,7 @@ from receiver.auth import open_to_anyone
 from receiver.server import serve
 from shared.embedded import free_port
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import wait_until
+from tests.helpers import LogLines, eventually
 
 GAUGE = "rtt_receiver_open_to_anyone"
 
@@ -66,7 +65,7 @@ async def test_warning_line_at_start(
     task = asyncio.create_task(serve(settings))
     try:
         # The warning is logged in the same step as the listening line, before any await.
-        await wait_until(lambda: asyncio.sleep(0, logs.named("receiver_listening")), what="up")
+        await eventually(lambda: asyncio.sleep(0, logs.named("receiver_listening")), what="up")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -12,9 +12,9 @@ from redis import Redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver, metric, post_all
+from tests.bodies import sample_body
+from tests.helpers import LogLines
+from tests.receiver.helpers import live_receiver, metric, post_all
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from receiver.spool import Spool, SpoolError
-from tests.conftest import LogLines
+from tests.helpers import LogLines
 
 
 def _segments(directory: Path) -> list[Path]:

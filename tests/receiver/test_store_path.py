@@ -24,10 +24,10 @@ from shared.connections import create_redis
 from shared.embedded import free_port
 from shared.keys import Keys
 from shared.settings import load_settings
+from tests.bodies import sample_body, sample_event
 from tests.cluster import EmbeddedCluster
-from tests.conftest import LogLines
-from tests.fixtures import sample_body, sample_event
-from tests.receiver.harness import LiveReceiver, live_receiver, metric, post_all
+from tests.helpers import LogLines, eventually
+from tests.receiver.helpers import LiveReceiver, live_receiver, metric, post_all
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
@@ -269,11 +269,9 @@ async def test_a_forensic_record_spooled_by_the_previous_version_still_drains(
     store = Store(redis, spool_dir=tmp_path / "spool")
     await store.start()
     try:
-        async with asyncio.timeout(30):
-            while True:  # the drainer runs in the background
-                if not store.spool_depth and store.mode == "redis":
-                    break
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: not store.spool_depth and store.mode == "redis", 30, "the spool drained"
+        )  # the drainer runs in the background
     finally:
         await store.close()
     assert await redis.xlen(keys.rejected) == 1

@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.tracing import configure_tracing
-from tests.fixtures import sample_body
-from tests.receiver.conftest import ReceiverFactory
+from tests.bodies import sample_body
+from tests.receiver.helpers import ReceiverFactory
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402

@@ -29,8 +29,8 @@ from shared.keys import Keys
 from shared.settings import load_settings
 from tests.alerts.sinkserver import SinkServer
 from tests.processes import Program
-from tests.receiver.harness import metric
-from tests.worker.support import worker_env
+from tests.receiver.helpers import metric
+from tests.worker.helpers import worker_env
 from worker.alerts.rules import alert_for
 
 __all__ = ["PREFIX", "Load", "Result", "run_failover"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from tests.fixtures import SEED_EXAMPLES, sample_body, sample_event
+from tests.bodies import SEED_EXAMPLES, sample_body, sample_event
 
 __all__ = ["CREDENTIALS", "FuzzCase", "fuzz_body", "fuzz_case", "fuzz_cases_count"]
 

@@ -21,10 +21,11 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import load_settings
-from tests.alerts.harness import add_event, wait_handled, worker_processes
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.fixtures import sample_event
-from tests.worker.support import worker_env
+from tests.alerts.helpers import add_event, wait_handled, worker_processes
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import eventually
+from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
 # Comfortably above the survivor's takeover (heartbeat TTL 1 s, checked every 0.2 s) and

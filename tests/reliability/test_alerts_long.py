@@ -19,14 +19,14 @@ from redis.asyncio import Redis
 from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
-from tests.alerts.harness import settled, wait_handled
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.conftest import LogLines
-from tests.fixtures import sample_event
+from tests.alerts.helpers import settled, wait_handled
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import LogLines, eventually
 from tests.processes import Program
 from tests.reliability.test_alerts_redis_blip import blip_run
 from tests.reliability.test_alerts_throttled import throttled_run
-from tests.worker.support import worker_env
+from tests.worker.helpers import worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(900)]
 

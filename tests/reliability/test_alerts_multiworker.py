@@ -12,10 +12,11 @@ from redis.asyncio import Redis
 from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import load_settings
-from tests.alerts.harness import settled, wait_handled, worker_processes
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.fixtures import sample_event
-from tests.worker.support import worker_env
+from tests.alerts.helpers import settled, wait_handled, worker_processes
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import eventually
+from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
 FAILURES = 1000

@@ -21,10 +21,10 @@ from shared.connections import create_redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.harness import add_event, running_workers, wait_handled
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.conftest import LogLines
-from tests.fixtures import sample_event
+from tests.alerts.helpers import add_event, running_workers, wait_handled
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import LogLines, eventually
 
 pytestmark = pytest.mark.slow
 ALERTS = 40

@@ -18,17 +18,11 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
-from tests.alerts.harness import (
-    add_event,
-    running_workers,
-    settled,
-    wait_handled,
-    worker_processes,
-)
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.conftest import LogLines
-from tests.fixtures import sample_event
-from tests.worker.support import worker_env
+from tests.alerts.helpers import add_event, running_workers, settled, wait_handled, worker_processes
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
 

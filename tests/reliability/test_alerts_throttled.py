@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.harness import add_event, running_workers, settled, wait_handled
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.fixtures import sample_event
+from tests.alerts.helpers import add_event, running_workers, settled, wait_handled
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_event
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 

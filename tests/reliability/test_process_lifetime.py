@@ -17,8 +17,9 @@ from redis import Redis
 
 from shared.embedded import free_port, running_url
 from shared.keys import Keys
-from tests.fixtures import sample_body
-from tests.processes import Program, console_script, http_status, processes_mentioning, wait_for
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, console_script, http_status, processes_mentioning
 
 # /proc to find what is left, and PR_SET_PDEATHSIG for Valkey.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="Linux")]

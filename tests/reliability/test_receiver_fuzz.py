@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from shared.events import DecodeFailure, decode_event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.receiver.harness import metric, raw_post
+from tests.receiver.helpers import metric, raw_post
 from tests.reliability.fuzz import CREDENTIALS, FuzzCase, fuzz_body, fuzz_case, fuzz_cases_count
 from tests.reliability.test_receiver_processes import Receiver
 

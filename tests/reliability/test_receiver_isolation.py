@@ -20,9 +20,10 @@ from redis.asyncio import Redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.fixtures import sample_body
-from tests.processes import http_status, wait_for
-from tests.receiver.harness import RawAnswer, live_receiver, raw_post
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+from tests.processes import http_status
+from tests.receiver.helpers import RawAnswer, live_receiver, raw_post
 from tests.reliability.sizes import size
 from tests.reliability.test_receiver_processes import Receiver
 

@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver, metric, post_all, stream_call_ids
+from tests.bodies import sample_body
+from tests.helpers import LogLines, eventually
+from tests.receiver.helpers import live_receiver, metric, post_all, stream_call_ids
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +52,12 @@ def _bodies(count: int, seed: int) -> list[bytes]:
 
 async def _wait_drained(url: str, redis: Redis, keys: Keys, expected: int) -> None:
     """Bounded wait until the spool is empty and every accepted event is on the stream."""
-    async with asyncio.timeout(30):
-        while True:
-            depth = await metric(url, "rtt_receiver_spool_depth")
-            if depth == 0 and sum((await stream_call_ids(redis, keys)).values()) >= expected:
-                return
-            await asyncio.sleep(0.1)
+
+    async def drained() -> bool:
+        depth = await metric(url, "rtt_receiver_spool_depth")
+        return depth == 0 and sum((await stream_call_ids(redis, keys)).values()) >= expected
+
+    await eventually(drained, 30, "the spool drained onto the stream")
 
 
 async def test_redis_killed_and_restarted_under_load_loses_and_duplicates_nothing(

@@ -21,8 +21,9 @@ from redis import Redis
 
 from shared.embedded import EmbeddedValkey, free_port
 from shared.keys import Keys
-from tests.fixtures import sample_body
-from tests.processes import Program, http_status, wait_for
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
 from tests.reliability.sizes import LONG
 
 SOAK_S = float(os.environ.get("RTT_SOAK_S", "600" if LONG else "20"))

@@ -11,9 +11,9 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.processes import wait_for
+from tests.helpers import wait_for
+from tests.worker.helpers import add_events_sync, start_worker, worker_env
 from tests.worker.plugins import handled_key, log_key, parse, started_key
-from tests.worker.support import add_events_sync, start_worker, worker_env
 
 pytestmark = pytest.mark.slow
 

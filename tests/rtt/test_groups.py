@@ -14,8 +14,8 @@ from rtt.groups import main as groups_main
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.dlq import now_ms
@@ -52,7 +52,7 @@ async def test_a_group_with_a_live_member_is_kept_unless_forced(
             groups = {g["name"]: g for g in await redis.xinfo_groups(stream)}
             return b"billing" in groups and groups[b"billing"]["lag"] == 0
 
-        await wait_until(consumed)
+        await eventually(consumed)
         capsys.readouterr()
         assert await _cli(["list", "--json", *_flags(settings)]) == 0
         listed = {

@@ -11,7 +11,8 @@ import pytest
 
 from rtt.health import main_process_role
 from shared.embedded import free_port
-from tests.processes import Program, http_status, wait_for
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from redis import Redis as SyncRedis
 from shared.embedded import free_port
 from shared.entries import StreamEntry
 from shared.keys import Keys
-from tests.fixtures import sample_body
+from tests.bodies import sample_body
 from worker.dlq import DeadLetter
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,9 @@ import pytest
 from redis import Redis
 
 from shared.embedded import free_port, running_url
-from tests.fixtures import sample_body
-from tests.processes import Program, console_script, http_status, processes_mentioning, wait_for
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, console_script, http_status, processes_mentioning
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}

@@ -15,8 +15,8 @@ from rtt.stats import main as stats_main
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
@@ -58,7 +58,7 @@ async def _dead_letters(
         async def all_dead() -> bool:
             return len(await read_all(redis, keys.dlq)) == count * len(groups)
 
-        await wait_until(all_dead)
+        await eventually(all_dead)
     return settings
 
 
@@ -152,8 +152,8 @@ async def test_a_replayed_entry_reaches_only_its_group(
         async def crm_done() -> bool:
             return handled["crm"] == [1]
 
-        await wait_until(crm_done)
-        await wait_until(lambda: _acked(redis, stream, "billing"))
+        await eventually(crm_done)
+        await eventually(lambda: _acked(redis, stream, "billing"))
     assert handled == {"crm": [1], "billing": []}
     assert await read_all(redis, Keys(settings.key_prefix).dlq) == []
 

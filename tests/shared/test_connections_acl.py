@@ -22,10 +22,9 @@ from redis.asyncio import Redis
 from shared.connections import PermissionDenied
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver
-from tests.worker.support import wait_until
+from tests.bodies import sample_body
+from tests.helpers import LogLines, eventually
+from tests.receiver.helpers import live_receiver
 from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
@@ -132,8 +131,8 @@ async def test_receiver_spools_while_xadd_is_denied_and_drains_once_granted(
         assert line["command"] == "XADD"
         assert line["user"] == user
         sync_redis.execute_command("ACL", "SETUSER", user, "+xadd")
-        await wait_until(lambda: redis.xlen(stream), what="drained")
-        await wait_until(
+        await eventually(lambda: redis.xlen(stream), what="drained")
+        await eventually(
             lambda: asyncio.sleep(0, logs.named("spool_drained")), what="spool drained"
         )
     entries = await redis.xrange(stream)

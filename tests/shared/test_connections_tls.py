@@ -22,12 +22,12 @@ from shared.connections import RedisRefused, check_redis, create_redis
 from shared.embedded import free_port
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver
+from tests.bodies import sample_body
+from tests.helpers import LogLines, eventually
+from tests.receiver.helpers import live_receiver
 from tests.tls_fixtures import cert_paths
 from tests.tlsredis import Certificates, TlsRedis
-from tests.worker.support import running, wait_until
+from tests.worker.helpers import running
 from worker.alerts import make_alerts_consumer
 
 pytestmark = pytest.mark.managed_redis
@@ -63,7 +63,7 @@ async def test_receiver_stores_and_worker_alerts_over_tls_with_a_client_certific
         [(_, fields)] = await redis.xrange(stream)
         assert fields[b"body"] == body
         async with running(settings, redis, [make_alerts_consumer(settings)]):
-            await wait_until(
+            await eventually(
                 lambda: asyncio.sleep(0, logs.named("transcription_alert")), what="alert"
             )
         [alert] = logs.named("transcription_alert")
@@ -192,7 +192,7 @@ async def test_receiver_start_logs_one_line_naming_the_setting(
     settings = tls_settings(redis_tls_ca_path=certs.other_ca, host="127.0.0.1", port=free_port())
     task = asyncio.create_task(serve_receiver(settings))
     try:
-        await wait_until(lambda: asyncio.sleep(0, logs.named("redis_refused")), what="line")
+        await eventually(lambda: asyncio.sleep(0, logs.named("redis_refused")), what="line")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from shared.embedded import free_port
-from tests.fixtures import sample_body
-from tests.processes import Program, http_status, wait_for
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
 from tests.tlsredis import Certificates, TlsCluster, TlsSentinel
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]

@@ -14,8 +14,9 @@ from shared.credentials import read_secret_files
 from shared.embedded import free_port
 from shared.redis_urls import mask_url
 from shared.settings import SECRET_SETTINGS, SECRET_VARIABLES, ConfigError, load_settings
-from tests.processes import Program, http_status, wait_for
-from tests.worker.support import REPO
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
+from tests.worker.helpers import REPO
 
 _VALUES = {
     "basic_auth": ("bw:s3cret-pass", ["bw:s3cret-pass"]),

@@ -17,7 +17,7 @@ from shared.events import (
     decode_event,
     event_identity,
 )
-from tests.fixtures import SEED_EXAMPLES, sample_event
+from tests.bodies import SEED_EXAMPLES, sample_event
 
 
 def _body(**changes: object) -> bytes:

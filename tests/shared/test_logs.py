@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from shared.embedded import free_port
-from tests.processes import http_status, wait_for
+from tests.helpers import wait_for
+from tests.processes import http_status
 
 pytestmark = pytest.mark.slow
 

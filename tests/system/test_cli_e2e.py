@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from shared.embedded import free_port
-from tests.fixtures import SEED_EXAMPLES, sample_body
-from tests.processes import Program, http_status, processes_mentioning, wait_for
+from tests.bodies import SEED_EXAMPLES, sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, http_status, processes_mentioning
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}

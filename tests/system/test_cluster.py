@@ -11,9 +11,10 @@ from redis.cluster import RedisCluster
 
 from shared.embedded import free_port
 from shared.keys import Keys
+from tests.bodies import sample_body
 from tests.cluster import EmbeddedCluster
-from tests.fixtures import sample_body
-from tests.processes import Program, http_status, wait_for
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}

@@ -25,12 +25,13 @@ from aiohttp import encode_basic_auth
 
 from shared.embedded import free_port
 from shared.keys import Keys
-from tests.alerts.sinkserver import SinkServer, eventually
-from tests.fixtures import sample_body
+from tests.alerts.sinkserver import SinkServer
+from tests.bodies import sample_body
+from tests.helpers import eventually
 from tests.processes import Program
 from tests.tls_fixtures import tls_env
 from tests.tlsredis import Certificates, TlsRedis
-from tests.worker.support import REPO
+from tests.worker.helpers import REPO
 
 pytestmark = [pytest.mark.integrations, pytest.mark.slow]
 JSON = {"Content-Type": "application/json"}

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, group_info, pending_ids, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, group_info, pending_ids, running
 from worker.consumers import (
     ConsumerLoadError,
     ConsumerOptions,
@@ -55,8 +55,8 @@ async def test_a_hung_handler_times_out_frees_its_lane_and_is_retried_then_dead_
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [hangs]):
         stuck, *others = await add_events(redis, settings, 3)
-        letters = await wait_until(lambda: read_all(redis, keys.dlq), what="a dead letter")
-        await wait_until(lambda: _settled(redis, keys.events(), "hangs", 3))
+        letters = await eventually(lambda: read_all(redis, keys.dlq), what="a dead letter")
+        await eventually(lambda: _settled(redis, keys.events(), "hangs", 3))
     # One lane only: the two others could run only because the hung call was cut off.
     assert Counter(entry_id for entry_id, _ in attempts if entry_id != stuck) == dict.fromkeys(
         others, 1
@@ -89,7 +89,7 @@ async def test_the_handler_timeout_defaults_to_the_setting(
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [sleepy]):
         [entry_id] = await add_events(redis, settings, 1)
-        [letter] = await wait_until(lambda: read_all(redis, keys.dlq), what="a dead letter")
+        [letter] = await eventually(lambda: read_all(redis, keys.dlq), what="a dead letter")
     assert cancelled == [entry_id]
     assert (letter.original_id, letter.attempts) == (entry_id, 1)
     assert "TimeoutError" in letter.error
@@ -114,7 +114,7 @@ async def test_a_handler_that_swallows_the_timeout_is_cancelled_again(
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [stubborn]):
         [entry_id] = await add_events(redis, settings, 1)
-        [letter] = await wait_until(lambda: read_all(redis, keys.dlq), what="a dead letter")
+        [letter] = await eventually(lambda: read_all(redis, keys.dlq), what="a dead letter")
     assert cancellations == [1, 2]
     assert letter.original_id == entry_id
     assert "TimeoutError" in letter.error
@@ -140,7 +140,7 @@ async def test_max_deliveries_per_consumer_overrides_the_setting(
 
     async with running(settings, redis, [failing("strict", max_deliveries=2), failing("patient")]):
         [entry_id] = await add_events(redis, settings, 1)
-        await wait_until(two_letters)
+        await eventually(two_letters)
     assert attempts == {"strict": [1, 2], "patient": [1, 2, 3]}
     letters = {letter.group: letter for letter in await read_all(redis, keys.dlq)}
     assert {g: (lt.original_id, lt.attempts) for g, lt in letters.items()} == {
@@ -173,11 +173,11 @@ async def test_concurrency_per_consumer_overrides_the_setting(
         async def both_full() -> bool:
             return now["narrow"] == 2 and now["wide"] == 6
 
-        await wait_until(both_full)
+        await eventually(both_full)
         await asyncio.sleep(0.2)  # time for a third narrow handler to start, were it allowed
         release.set()
-        await wait_until(lambda: _settled(redis, stream, "narrow", 10))
-        await wait_until(lambda: _settled(redis, stream, "wide", 10))
+        await eventually(lambda: _settled(redis, stream, "narrow", 10))
+        await eventually(lambda: _settled(redis, stream, "wide", 10))
     assert peak == {"narrow": 2, "wide": 6}
 
 
@@ -200,16 +200,16 @@ async def test_a_new_consumer_starts_with_the_oldest_kept_event_or_with_new_ones
         async def both_groups() -> bool:
             return len(logs.named("consumer_group_created")) == 2
 
-        await wait_until(both_groups)
+        await eventually(both_groups)
         new = await add_events(redis, settings, 2)
-        await wait_until(lambda: _caught_up(redis, stream, "fresh"))
-        await wait_until(lambda: _caught_up(redis, stream, "backlog"))
+        await eventually(lambda: _caught_up(redis, stream, "fresh"))
+        await eventually(lambda: _caught_up(redis, stream, "backlog"))
     assert sorted(seen["backlog"]) == sorted(old + new)
     assert sorted(seen["fresh"]) == sorted(new)
     # Only where the group is created: once it exists, it goes on from where it was.
     later = await add_events(redis, settings, 2)
     async with running(settings, redis, [backlog, fresh]):
-        await wait_until(lambda: _caught_up(redis, stream, "fresh"))
+        await eventually(lambda: _caught_up(redis, stream, "fresh"))
     assert sorted(seen["fresh"]) == sorted(new + later)
 
 
@@ -285,7 +285,7 @@ async def test_a_consumer_gets_its_own_options_and_no_other_components_credentia
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [Inspect]):
         await add_events(redis, settings, 1)
-        await wait_until(lambda: _settled(redis, stream, "inspect", 1))
+        await eventually(lambda: _settled(redis, stream, "inspect", 1))
     setup_ctx, ctx = given
     assert isinstance(setup_ctx, SetupContext)
     assert isinstance(ctx, Context)

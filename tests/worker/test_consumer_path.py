@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.processes import Program, wait_for
-from tests.worker.support import add_events_sync, worker_env
+from tests.helpers import wait_for
+from tests.processes import Program
+from tests.worker.helpers import add_events_sync, worker_env
 
 pytestmark = pytest.mark.slow
 

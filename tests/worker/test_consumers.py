@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from shared.events import Event, Rejected, Stopped
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, group_info, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, group_info, running
 from worker.consumers import (
     Consumer,
     ConsumerLoadError,
@@ -128,7 +128,7 @@ async def test_setup_runs_before_and_teardown_after_handling(
             return bool(info) and info["pending"] == 0 and info["entries-read"] == 1
 
         await add_events(redis, settings, 1)
-        await wait_until(handled)
+        await eventually(handled)
     assert calls == ["setup:True", "handle", "teardown"]
 
 

@@ -19,9 +19,9 @@ from shared.entries import StreamEntry
 from shared.events import Available
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.fixtures import sample_event
-from tests.worker.support import group_info, running, wait_until
+from tests.bodies import sample_event
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import group_info, running
 from worker.consumers import consumer
 from worker.dlq import read_all
 
@@ -52,7 +52,7 @@ async def test_minutes_adds_up_per_account_and_counts_a_redelivery_once(
         # The same Stopped event again, as after a worker died before acknowledging it.
         await _add(redis, settings, _stopped("111", "t-b", "PT3M"))
         await _add(redis, settings, sample_event("started", accountId="111"))
-        await wait_until(lambda: _settled(redis, settings, "minutes", 5))
+        await eventually(lambda: _settled(redis, settings, "minutes", 5))
     totals = await redis.hgetall(totals_key(settings.key_prefix))
     assert {k.decode(): float(v) for k, v in totals.items()} == {"111": 4.5, "222": 0.75}
     assert len(logs.named("minutes_already_counted")) == 1
@@ -128,7 +128,7 @@ async def test_transcripts_waits_out_the_first_404s_then_stores_the_text(
     transcripts = consumer("transcripts", events=[Available])(fetcher)
     async with running(settings, redis, [transcripts]):
         await _add(redis, settings, _available(base, "t-42"))
-        await wait_until(lambda: _settled(redis, settings, "transcripts", 1))
+        await eventually(lambda: _settled(redis, settings, "transcripts", 1))
     stored = msgspec.json.decode(await redis.get(transcript_key(settings.key_prefix, "t-42")))
     assert [t["transcript"] for t in stored["tracks"]] == ["hello, I need help", "how can I help"]
     assert fake.requests == {"t-42": 3}  # two 404s, then the text, in one delivery
@@ -148,7 +148,7 @@ async def test_a_transcript_never_ready_is_retried_later_then_dead_lettered(
     )
     async with running(settings, redis, [transcripts]):
         await _add(redis, settings, _available(base, "t-never"))
-        [letter] = await wait_until(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
+        [letter] = await eventually(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
     assert "TranscriptNotReady" in letter.error
     assert letter.attempts == 2
     assert fake.requests == {"t-never": 4}  # two deliveries of two tries each

@@ -13,8 +13,8 @@ from shared.embedded import free_port
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, running
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 
@@ -39,7 +39,7 @@ async def test_metrics_expose_outcomes_latency_deliveries_lag_pending_and_dlq(
     stream = keys.events()
     async with running(settings, redis, [measured]):
         await add_events(redis, settings, 10)
-        await wait_until(lambda: read_all(redis, keys.dlq))
+        await eventually(lambda: read_all(redis, keys.dlq))
 
         async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             async with (
@@ -59,7 +59,7 @@ async def test_metrics_expose_outcomes_latency_deliveries_lag_pending_and_dlq(
             key = ("rtt_worker_entries_total", (("consumer", "measured"), ("outcome", "processed")))
             return found if found.get(key) == 8 else {}
 
-        metrics = await wait_until(eight_processed)
+        metrics = await eventually(eight_processed)
         gate.set()
 
     def value(name: str, **labels: str) -> float:
@@ -86,7 +86,7 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
     """A plugin's prometheus-client metrics and the built-in alert counter reach /metrics."""
     from prometheus_client import Counter
 
-    from tests.fixtures import sample_body
+    from tests.bodies import sample_body
     from worker.alerts import make_alerts_consumer
 
     port = free_port()
@@ -119,6 +119,6 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
             }
             return found if found.get(f"{name}_total[]") == 1 else {}
 
-        metrics = await wait_until(scraped)
+        metrics = await eventually(scraped)
     sent = metrics.get("rtt_alerts_total[('outcome', 'sent'), ('severity', 'error')]", 0)
     assert sent >= 1

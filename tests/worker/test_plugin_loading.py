@@ -16,8 +16,9 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.processes import Program, wait_for
-from tests.worker.support import REPO, add_events_sync, worker_env
+from tests.helpers import wait_for
+from tests.processes import Program
+from tests.worker.helpers import REPO, add_events_sync, worker_env
 
 pytestmark = pytest.mark.slow
 

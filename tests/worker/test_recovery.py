@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, group_info, pending_ids, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, group_info, pending_ids, running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
@@ -47,13 +47,13 @@ async def test_a_dead_workers_entries_are_taken_over_without_waiting_for_claim_i
     orphaned = await _read_as(redis, stream, "rec", "ghost-1", 6)  # no heartbeat: dead
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
-        await wait_until(lambda: _all_seen(seen, orphaned))
+        await eventually(lambda: _all_seen(seen, orphaned))
 
         async def ghost_removed() -> bool:
             names = [m.name for m in await recovery.members(redis, stream, "rec")]
             return "ghost-1" not in names
 
-        await wait_until(ghost_removed)
+        await eventually(ghost_removed)
     assert seen == dict.fromkeys(orphaned, 2)  # the second delivery, counted by Redis
     assert await pending_ids(redis, stream, "rec") == []
     [line] = logs.named("pending_taken_over")
@@ -74,16 +74,16 @@ async def test_a_live_workers_entries_stay_with_it_until_its_heartbeat_stops(
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
         [fresh] = await add_events(redis, settings, 1)
-        await wait_until(lambda: _all_seen(seen, [fresh]))
+        await eventually(lambda: _all_seen(seen, [fresh]))
 
         async def checked_five_times() -> bool:
             checks = [line for line in logs.named("members_checked") if line["alive"] == 1]
             return len(checks) >= 5
 
-        await wait_until(checked_five_times)
+        await eventually(checked_five_times)
         assert set(seen) == {fresh}
         await redis.delete(keys.heartbeat("rec", "busy-1"))
-        await wait_until(lambda: _all_seen(seen, held))
+        await eventually(lambda: _all_seen(seen, held))
     assert {seen[entry_id] for entry_id in held} == {2}
 
 
@@ -96,7 +96,7 @@ async def test_a_restarted_worker_first_handles_what_it_held(
     held = await _read_as(redis, stream, "rec", "stable-7", 4)
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
-        await wait_until(lambda: _all_seen(seen, held))
+        await eventually(lambda: _all_seen(seen, held))
     assert seen == dict.fromkeys(held, 2)
 
 
@@ -113,8 +113,8 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_unrun(
         await redis.xclaim(stream, "rec", member, 0, [entry_id])
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
-        [letter] = await wait_until(lambda: read_all(redis, keys.dlq))
-        await wait_until(lambda: _no_pending(redis, stream, "rec"))
+        [letter] = await eventually(lambda: read_all(redis, keys.dlq))
+        await eventually(lambda: _no_pending(redis, stream, "rec"))
     assert seen == {}
     assert letter.original_id == entry_id
     assert letter.attempts == 4
@@ -132,7 +132,7 @@ async def test_entries_idle_past_claim_idle_are_taken_even_from_a_live_worker(
     held = await _read_as(redis, stream, "rec", "hung-1", 2)
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
-        await wait_until(lambda: _all_seen(seen, held))
+        await eventually(lambda: _all_seen(seen, held))
     assert seen == dict.fromkeys(held, 2)
     assert [line["reason"] for line in logs.named("pending_taken_over")] == ["idle"]
 
@@ -158,7 +158,7 @@ async def test_a_second_process_with_the_same_worker_id_is_refused(
     settings = make_settings(worker_id="twin", heartbeat_interval="50ms", heartbeat_ttl="200ms")
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
-        await wait_until(lambda: redis.exists(Keys(settings.key_prefix).heartbeat("rec", "twin")))
+        await eventually(lambda: redis.exists(Keys(settings.key_prefix).heartbeat("rec", "twin")))
         twin = Worker(settings, redis, [_recorder("rec", seen)])
         with pytest.raises(WorkerIdInUse, match="twin"):
             await twin.run()

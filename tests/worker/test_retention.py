@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.dlq import now_ms
@@ -114,7 +114,7 @@ async def test_the_worker_trims_on_its_own_and_reports_capped_entries(
         async def trimmed_to_one() -> bool:
             return int(await redis.xlen(stream)) == 1
 
-        await wait_until(trimmed_to_one)
+        await eventually(trimmed_to_one)
         # A group that stopped reading: the cap, not retention, bounds the stream now.
         await recovery.create_group(redis, stream, "stalled", "$")
         await add_events(redis, settings, 12)
@@ -124,7 +124,7 @@ async def test_the_worker_trims_on_its_own_and_reports_capped_entries(
         async def capped() -> bool:
             return bool(logs.named("stream_capped")) and int(await redis.xlen(stream)) <= 8
 
-        await wait_until(capped, what="the stream capped to 8")
+        await eventually(capped, what="the stream capped to 8")
         assert int(await redis.xlen(stream)) <= 8
         dropped = sum(line["dropped"] for line in logs.named("stream_capped"))
         assert worker.capped == {stream: dropped}

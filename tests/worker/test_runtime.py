@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from shared.events import Event, Started, Stopped
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.support import add_events, group_info, pending_ids, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, group_info, pending_ids, running
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 from worker.retry import backoff_s
@@ -33,7 +33,7 @@ async def test_every_entry_is_handled_once_then_acknowledged(
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [recorder]):
         ids = await add_events(redis, settings, 40)
-        await wait_until(lambda: _settled(redis, stream, "recorder", 40))
+        await eventually(lambda: _settled(redis, stream, "recorder", 40))
     assert sorted(entry_id for entry_id, *_ in seen) == sorted(ids)
     assert {(deliveries, s) for _, deliveries, s, _ in seen} == {(1, stream)}
     assert sorted(received for *_, received in seen) == [1_700_000_000_000 + n for n in range(40)]
@@ -52,7 +52,7 @@ async def test_consumer_gets_only_the_event_types_it_declared(
     async with running(settings, redis, [stops]):
         await add_events(redis, settings, 3, event_type="realTimeTranscriptionStarted")
         await add_events(redis, settings, 2, event_type="realTimeTranscriptionStopped")
-        await wait_until(lambda: _settled(redis, stream, "stops", 5))
+        await eventually(lambda: _settled(redis, stream, "stops", 5))
     assert got == ["realTimeTranscriptionStopped"] * 2
 
 
@@ -72,8 +72,8 @@ async def test_every_consumer_sees_every_event_in_its_own_group(
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [first, second]):
         await add_events(redis, settings, 10)
-        await wait_until(lambda: _settled(redis, stream, "first", 10))
-        await wait_until(lambda: _settled(redis, stream, "second", 10))
+        await eventually(lambda: _settled(redis, stream, "first", 10))
+        await eventually(lambda: _settled(redis, stream, "second", 10))
     assert seen == {"first": 10, "second": 10}
 
 
@@ -99,11 +99,11 @@ async def test_handlers_run_concurrently_up_to_the_limit(
         async def four_waiting() -> bool:
             return running_now == 4
 
-        await wait_until(four_waiting)
+        await eventually(four_waiting)
         await asyncio.sleep(0.2)  # time for a fifth handler to start, were it allowed
         assert peak == 4
         release.set()
-        await wait_until(lambda: _settled(redis, stream, "slowish", 12))
+        await eventually(lambda: _settled(redis, stream, "slowish", 12))
     assert peak == 4
 
 
@@ -121,7 +121,7 @@ async def test_failing_handler_is_retried_with_growing_delays_then_dead_lettered
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [flaky]):
         [entry_id] = await add_events(redis, settings, 1, cause="error")
-        letters = await wait_until(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
+        letters = await eventually(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
         assert await pending_ids(redis, stream, "flaky") == []
     assert [deliveries for _, deliveries in attempts] == [1, 2, 3, 4]
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(attempts)]
@@ -162,7 +162,7 @@ async def test_a_poison_entry_does_not_stall_its_group(
         async def all_good_handled() -> bool:
             return len(handled) == 29
 
-        await wait_until(all_good_handled)
+        await eventually(all_good_handled)
         # The poison waits for its retry, still pending, while everything after it is done.
         assert await pending_ids(redis, stream, "picky") == [poison]
     assert sorted(handled) == sorted(f"c-{n}" for n in range(1, 30))
@@ -186,11 +186,11 @@ async def test_a_slow_consumer_does_not_delay_another_group(
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [slow, fast]):
         await add_events(redis, settings, 50)
-        await wait_until(lambda: _settled(redis, stream, "fast", 50))
+        await eventually(lambda: _settled(redis, stream, "fast", 50))
         slow_group = await group_info(redis, stream, "slow")
         assert slow_group["pending"] + slow_group["lag"] == 50  # none of it done yet
         gate.set()
-        await wait_until(lambda: _settled(redis, stream, "slow", 50))
+        await eventually(lambda: _settled(redis, stream, "slow", 50))
     assert len(fast_seen) == 50
 
 
@@ -215,13 +215,13 @@ async def test_stop_finishes_in_flight_handlers_and_leaves_the_rest_pending(
         async def two_started() -> bool:
             return len(started) == 2
 
-        await wait_until(two_started)
+        await eventually(two_started)
         worker.stop()
 
         async def stopping() -> bool:
             return bool(logs.named("consumer_stopping"))
 
-        await wait_until(stopping)
+        await eventually(stopping)
         gate.set()
     assert sorted(finished) == sorted(started)
     assert len(started) == 2
@@ -267,14 +267,14 @@ async def test_a_lost_group_is_recreated_loudly_and_work_goes_on(
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [survivor]):
         first = await add_events(redis, settings, 3)
-        await wait_until(lambda: _settled(redis, stream, "survivor", 3))
+        await eventually(lambda: _settled(redis, stream, "survivor", 3))
         await redis.xgroup_destroy(stream, "survivor")
         later = await add_events(redis, settings, 3)
 
         async def later_handled() -> bool:
             return set(later) <= set(handled)
 
-        await wait_until(later_handled)
+        await eventually(later_handled)
     # Re-created where this worker had read to: the first three are not handled again.
     assert sorted(handled) == sorted(first + later)
     [line] = logs.named("consumer_group_recreated")
@@ -293,7 +293,7 @@ async def test_handler_log_lines_carry_the_entry_context(
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [chatty]):
         [entry_id] = await add_events(redis, settings, 1, transcription_id="t-9")
-        await wait_until(lambda: _settled(redis, stream, "chatty", 1))
+        await eventually(lambda: _settled(redis, stream, "chatty", 1))
     [line] = logs.named("chatty_saw")
     assert line["answer"] == 42
     assert (line["consumer"], line["stream_id"], line["call_id"]) == ("chatty", entry_id, "c-0")
@@ -314,8 +314,8 @@ async def test_an_undecodable_entry_is_dead_lettered_without_running_the_handler
     async with running(settings, redis, [strict]):
         bad = (await redis.xadd(keys.events(), {"type": "x", "body": b"{not json"})).decode()
         [good] = await add_events(redis, settings, 1)
-        letters = await wait_until(lambda: read_all(redis, keys.dlq))
-        await wait_until(lambda: _settled(redis, keys.events(), "strict", 2))
+        letters = await eventually(lambda: read_all(redis, keys.dlq))
+        await eventually(lambda: _settled(redis, keys.events(), "strict", 2))
     assert calls == [good]
     [letter] = letters
     assert letter.original_id == bad
@@ -334,13 +334,13 @@ async def test_worker_stats_line_reports_what_was_done(
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [counted]):
         await add_events(redis, settings, 7)
-        await wait_until(lambda: _settled(redis, stream, "counted", 7))
+        await eventually(lambda: _settled(redis, stream, "counted", 7))
 
         async def stats_logged() -> bool:
             lines = logs.named("worker_stats")
             return sum(line["processed"] for line in lines) == 7 and lines[-1]["pending"] == 0
 
-        await wait_until(stats_logged)
+        await eventually(stats_logged)
     line = logs.named("worker_stats")[-1]
     assert {"failed", "retried", "dead_lettered", "lag", "pending"} <= set(line)
     assert line["consumer"] == "counted"
@@ -379,5 +379,5 @@ async def test_every_shard_is_read_and_acknowledged_on_its_own_stream(
             ids = await add_events(redis, settings, 4, shard=shard)
             added += [(keys.events(shard), entry_id) for entry_id in ids]
         for stream in keys.event_streams():
-            await wait_until(lambda s=stream: _settled(redis, s, "sharded", 4))
+            await eventually(lambda s=stream: _settled(redis, s, "sharded", 4))
     assert sorted(seen) == sorted(added)

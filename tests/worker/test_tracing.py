@@ -12,8 +12,9 @@ from receiver.app import create_app
 from shared.events import Event
 from shared.settings import Settings
 from shared.tracing import configure_tracing
-from tests.fixtures import sample_body
-from tests.worker.support import running, wait_until
+from tests.bodies import sample_body
+from tests.helpers import eventually
+from tests.worker.helpers import running
 from worker.consumers import Context, consumer
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
@@ -58,7 +59,7 @@ async def test_post_then_a_failed_and_a_retried_handler_call_make_one_trace(
     finally:
         await client.close()
     async with running(settings, redis, [flaky]):
-        await wait_until(lambda: _async(calls == [1, 2]), what="a failure, then a retry")
+        await eventually(lambda: _async(calls == [1, 2]), what="a failure, then a retry")
     spans = exported.get_finished_spans()
     [post] = [span for span in spans if span.name.startswith("POST ")]
     handled = [span for span in spans if span.name == "flaky process"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.fixtures import sample_body
+from tests.bodies import sample_body
 from tests.processes import Program
 from worker.consumers import Consumer
 from worker.runtime import Worker
@@ -26,7 +26,6 @@ __all__ = [
     "pending_ids",
     "running",
     "start_worker",
-    "wait_until",
     "worker_env",
 ]
 
@@ -49,18 +48,6 @@ async def add_events(
         entry = StreamEntry(event_type, body, 1_700_000_000_000 + n, f"req-{n}")
         ids.append((await redis.xadd(stream, entry.to_fields())).decode())
     return ids
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[Any]], *, timeout_s: float = 15, what: str = "condition"
-) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-    raise AssertionError(what)  # unreachable: the timeout raises first
 
 
 async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any]:

@@ -16,11 +16,20 @@ from redis.asyncio import Redis
 from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.alerts.sinkserver import SinkServer
+from tests.helpers import eventually
 from tests.processes import Program
 from worker.alerts import make_alerts_consumer
 from worker.runtime import Worker
 
-__all__ = ["add_event", "running_workers", "settled", "wait_handled", "worker_processes"]
+__all__ = [
+    "add_event",
+    "running_workers",
+    "settled",
+    "sink_settings",
+    "wait_handled",
+    "worker_processes",
+]
 
 
 async def add_event(
@@ -41,13 +50,13 @@ def _event_type(body: bytes) -> str:
 async def wait_handled(redis: Redis, settings: Settings, count: int, timeout_s: float = 20) -> None:
     """Until the `alerts` group has read `count` entries and has none pending."""
     stream = Keys(settings.key_prefix).events()
-    async with asyncio.timeout(timeout_s):
-        while True:
-            groups = {g["name"]: g for g in await redis.xinfo_groups(stream)}
-            info = groups.get(b"alerts")
-            if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
-                return
-            await asyncio.sleep(0.02)
+
+    async def handled() -> bool:
+        groups = {g["name"]: g for g in await redis.xinfo_groups(stream)}
+        info = groups.get(b"alerts")
+        return bool(info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count)
+
+    await eventually(handled, timeout_s, f"the alerts group to handle {count} entries")
 
 
 @contextlib.asynccontextmanager
@@ -115,3 +124,13 @@ async def settled(redis: Redis, settings: Settings) -> bool:
     )
     cursors = await redis.hvals(keys.alert_cursors)
     return len(cursors) == sinks and all(c == last[0][0] for c in cursors)
+
+
+def sink_settings(servers: dict[str, SinkServer]) -> dict[str, str]:
+    """Settings overrides pointing every sink at its stand-in."""
+    return {
+        "alert_webhook_url": servers["webhook"].url,
+        "alert_slack_webhook_url": servers["slack"].url,
+        "alert_pagerduty_routing_key": "R0UTINGKEY0123456789012345678901",
+        "alert_pagerduty_url": servers["pagerduty"].url,
+    }

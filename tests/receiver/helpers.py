@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import msgspec
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from receiver.app import create_app
@@ -24,6 +26,7 @@ __all__ = [
     "LiveReceiver",
     "Posted",
     "RawAnswer",
+    "ReceiverFactory",
     "live_receiver",
     "metric",
     "post_all",
@@ -35,6 +38,8 @@ PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
 # Bandwidth waits this long for an answer before it gives up on a delivery.
 BANDWIDTH_TIMEOUT_S = 15
+# What the `start_receiver` fixture gives: start the app with these overrides, get a client.
+ReceiverFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @dataclass

@@ -17,8 +17,9 @@ import pytest
 from rtt.stats import main as stats_main
 from shared.embedded import free_port
 from shared.settings import ConfigError, load_settings
-from tests.fixtures import sample_body
-from tests.processes import Program, http_status, wait_for
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+from tests.processes import Program, http_status
 from tests.sentinel import EmbeddedSentinel
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -181,8 +181,39 @@ class _ReportingRedis(Redis):
         return pipe
 
 
+class _ClusterConnection(Connection):
+    """A cluster node's connection that says it is down when it was closed under a command.
+
+    redis-py's cluster client disconnects a node's connections, those in use included,
+    when it refreshes its view of the cluster (a node down, a failover). A command then
+    writes to a connection closed under it: uvloop raises RuntimeError ("the handler is
+    closed"), or redis-py AttributeError once it has dropped the stream, and neither the
+    cluster client nor its callers take that for a node being down. A ConnectionError
+    instead makes the client refresh the topology and retry, and callers back off.
+    """
+
+    async def _send_packed_command(self, command: Any) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise RedisConnectionError(f"Connection to {self._host_error()} closed while in use")
+        await super()._send_packed_command(command)
+
+
+class _ClusterSSLConnection(_ClusterConnection, SSLConnection):
+    pass
+
+
 class _ReportingCluster(RedisCluster):
     denials: _Denials
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # RedisCluster takes no connection class: set it where it makes the nodes.
+        options = self.nodes_manager.connection_kwargs
+        ssl_used = options.get("connection_class") is SSLConnection
+        options["connection_class"] = _ClusterSSLConnection if ssl_used else _ClusterConnection
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = options["connection_class"]
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -64,11 +64,16 @@ def _settings(url: str, prefix: str, worker_id: str) -> Settings:
     return load_settings(
         env={},
         overrides={
-            "redis_url": url, "key_prefix": prefix, "block": "100ms", "worker_metrics_port": 0,
-            "stats_interval": "1h", "worker_id": worker_id,
-            "alert_group_interval": "1s", "alert_rate_min_stops": 1_000_000_000,
+            "redis_url": url,
+            "key_prefix": prefix,
+            "block": "100ms",
+            "worker_metrics_port": 0,
+            "stats_interval": "1h",
+            "worker_id": worker_id,
+            "alert_group_interval": "1s",
+            "alert_rate_min_stops": 1_000_000_000,
         },
-    )  # fmt: skip
+    )
 
 
 async def _drain(url: str, prefix: str, item: Consumer, count: int) -> float:
@@ -120,9 +125,12 @@ async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool
 
 def _renamed(item: Consumer, name: str) -> Consumer:
     return Consumer(
-        name=name, handle=item.handle, event_types=item.event_types, setup=item.setup,
+        name=name,
+        handle=item.handle,
+        event_types=item.event_types,
+        setup=item.setup,
         teardown=item.teardown,
-    )  # fmt: skip
+    )
 
 
 async def _bench(events: int, rounds: int) -> dict[str, list[float]]:

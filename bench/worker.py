@@ -71,10 +71,14 @@ async def _runtime(url: str, prefix: str, group: str, count: int) -> float:
     settings = load_settings(
         env={},
         overrides={
-            "redis_url": url, "key_prefix": prefix, "block": "100ms", "worker_metrics_port": 0,
-            "stats_interval": "1h", "worker_id": "bench",
+            "redis_url": url,
+            "key_prefix": prefix,
+            "block": "100ms",
+            "worker_metrics_port": 0,
+            "stats_interval": "1h",
+            "worker_id": "bench",
         },
-    )  # fmt: skip
+    )
     handled = 0
     all_handled = asyncio.Event()
 

@@ -82,9 +82,11 @@ def _printable(text: str) -> str:
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(
-        status=status, body=_encode({"error": message, "path": "$"}),
-        content_type="application/json", headers=headers,
-    )  # fmt: skip
+        status=status,
+        body=_encode({"error": message, "path": "$"}),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 class _Events:
@@ -174,12 +176,14 @@ class _Events:
             identity = hashlib.blake2b(body, digest_size=16).hexdigest()
             stream = self.keys.unknown
             item = StoreItem(
-                stream, StreamEntry(
+                stream,
+                StreamEntry(
                     event_type, body, received_at_ms, request_id, traceparent=traceparent
                 ).to_fields(),
-                dedup_key=self.keys.forensic_markers(stream), max_len=self.forensic_max_len,
+                dedup_key=self.keys.forensic_markers(stream),
+                max_len=self.forensic_max_len,
                 marker=identity,
-            )  # fmt: skip
+            )
         else:
             structlog.contextvars.bind_contextvars(
                 call_id=decoded.call_id, transcription_id=decoded.transcription_info.id
@@ -210,9 +214,11 @@ class _Events:
             self.metrics.dedup_hits.inc()
         if self.log_accepted and not isinstance(decoded, UnknownEvent):
             log.debug(
-                "event_accepted", event_type=event_type, outcome=outcome.value,
+                "event_accepted",
+                event_type=event_type,
+                outcome=outcome.value,
                 **{"from": decoded.from_, "to": decoded.to},
-            )  # fmt: skip
+            )
         return web.Response(status=204)
 
     async def _reject(
@@ -227,9 +233,13 @@ class _Events:
         self.metrics.decode_errors.inc()
         self._count("invalid")
         rejected: Fields = {
-            "body": body[:_REJECTED_BODY_BYTES], "error": failure.error, "path": failure.path,
-            "peer": client or "", "received_at": received_at_ms, "request_id": request_id,
-        }  # fmt: skip
+            "body": body[:_REJECTED_BODY_BYTES],
+            "error": failure.error,
+            "path": failure.path,
+            "peer": client or "",
+            "received_at": received_at_ms,
+            "request_id": request_id,
+        }
         stream = self.keys.rejected
         # Every 400 is kept once: a fresh identity, so only a retry of this write is a repeat.
         markers = self.keys.forensic_markers(stream)
@@ -239,9 +249,10 @@ class _Events:
         except StoreUnavailable as exc:
             log.error("rejected_body_not_kept", error=str(exc))
         return web.Response(
-            status=400, body=_encode({"error": failure.error, "path": failure.path}),
+            status=400,
+            body=_encode({"error": failure.error, "path": failure.path}),
             content_type="application/json",
-        )  # fmt: skip
+        )
 
 
 async def healthz(_: web.Request) -> web.Response:

@@ -98,9 +98,15 @@ async def serve(
         except OSError as exc:
             raise listen_error(exc, settings.host, settings.port, "RTT_PORT") from None
         log.info(
-            "receiver_listening", host=settings.host, port=settings.port, path=settings.path,
-            spool_dir=str(own), process=index, pid=os.getpid(), loop=loop_name(),
-        )  # fmt: skip
+            "receiver_listening",
+            host=settings.host,
+            port=settings.port,
+            path=settings.path,
+            spool_dir=str(own),
+            process=index,
+            pid=os.getpid(),
+            loop=loop_name(),
+        )
         if index == 0 and open_to_anyone(settings.host, settings.basic_auth, settings.allow_cidrs):
             log.warning(
                 "receiver_open_to_anyone",

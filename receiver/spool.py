@@ -160,9 +160,11 @@ class Spool:
             self._depth += segment.remaining
             if torn_at is not None:
                 log.warning(
-                    "spool_record_torn", segment=segment.path.name, offset=torn_at,
+                    "spool_record_torn",
+                    segment=segment.path.name,
+                    offset=torn_at,
                     kept=segment.remaining,
-                )  # fmt: skip
+                )
         log.info(
             "spool_found", directory=str(self.directory), depth=sum(s.remaining for s, _ in found)
         )

@@ -152,9 +152,11 @@ class Store:
         self.update_gauges()
         if self.spool_depth:
             log.warning(
-                "spool_left", depth=self.spool_depth, directory=str(self._spool.directory),
+                "spool_left",
+                depth=self.spool_depth,
+                directory=str(self._spool.directory),
                 note="drained at the next start",
-            )  # fmt: skip
+            )
 
     # --- state -------------------------------------------------------------------------
 
@@ -306,6 +308,8 @@ class Store:
             self.update_gauges()
             if self.spool_depth:
                 log.warning(
-                    "spool_backlog", depth=self.spool_depth,
-                    oldest_age_s=round(self.spool_oldest_age_s(), 3), mode=self.mode,
-                )  # fmt: skip
+                    "spool_backlog",
+                    depth=self.spool_depth,
+                    oldest_age_s=round(self.spool_oldest_age_s(), 3),
+                    mode=self.mode,
+                )

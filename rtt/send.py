@@ -125,10 +125,13 @@ async def send_events(options: SendOptions) -> Report:
         headers["Authorization"] = f"Basic {token}"
     timeout = aiohttp.ClientTimeout(total=options.timeout_s)
     bar = tqdm(
-        total=options.count, unit="ev", file=sys.stderr, dynamic_ncols=True,
+        total=options.count,
+        unit="ev",
+        file=sys.stderr,
+        dynamic_ncols=True,
         # None: only on a terminal.
         disable=None if options.progress and options.count >= _PROGRESS_FROM else True,
-    )  # fmt: skip
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
 

@@ -51,9 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True, metavar="{add,list,remove}")
     add = actions.add_parser("add", help="add a silence; prints its id")
     add.add_argument(
-        "--match", action="append", default=[], metavar="FIELD=VALUE", required=True,
+        "--match",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        required=True,
         help="alert field and value (repeat: all must match)",
-    )  # fmt: skip
+    )
     add.add_argument("--for", dest="duration", required=True, help="how long: 30m, 2h, 1d")
     add.add_argument("--comment", default="", help="why, for the next person on call")
     add.add_argument("--author", default=None, help="who (default: your user name)")
@@ -85,9 +89,13 @@ async def _run(args: argparse.Namespace, redis: Redis, settings: Settings) -> in
     keys = Keys(settings.key_prefix, settings.shards)
     if args.action == "add":
         silence = await add_silence(
-            redis, keys, parse_matchers(args.match), _duration(args.duration),
-            comment=args.comment, created_by=args.author or getpass.getuser(),
-        )  # fmt: skip
+            redis,
+            keys,
+            parse_matchers(args.match),
+            _duration(args.duration),
+            comment=args.comment,
+            created_by=args.author or getpass.getuser(),
+        )
         ends = silence.ends_at.isoformat(timespec="seconds")
         print(f"{silence.id}  silenced until {ends} ({_remaining(silence)})")
         return 0

@@ -91,15 +91,22 @@ class EmbeddedValkey:
         return [
             str(self.binary or valkey_binary()),
             *self.listen_args(),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir.resolve()),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.appendfsync,
-            "--logfile", self.log_file or "valkey.log",
-            "--daemonize", "no",
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--logfile",
+            self.log_file or "valkey.log",
+            "--daemonize",
+            "no",
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
     def client(self) -> Redis:
         """A client of this server, for its readiness check."""

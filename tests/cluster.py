@@ -26,8 +26,14 @@ class EmbeddedCluster:
         total = nodes * (1 + replicas)
         # Explicit bus ports: the default (port + 10000) overflows for high free ports.
         self.bus_ports = [free_port() for _ in range(total)]
-        args = ["--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
-                "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            str(node_timeout_ms),
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
         self.nodes = [
             EmbeddedValkey(
                 data_dir / f"node-{n}",
@@ -101,8 +107,9 @@ class EmbeddedCluster:
     @staticmethod
     def _wait_synced(master: Redis, first_slot: int, timeout_s: float) -> None:
         """A write reaches its replica (online is not enough: streaming starts at its ACK)."""
-        key = next(f"ready-{n}" for n in range(100_000) if key_slot(f"ready-{n}".encode())
-                   == first_slot)  # fmt: skip
+        key = next(
+            f"ready-{n}" for n in range(100_000) if key_slot(f"ready-{n}".encode()) == first_slot
+        )
         deadline = time.monotonic() + timeout_s
         while not (master.set(key, 1) and master.execute_command("WAIT", 1, 100)):
             if time.monotonic() > deadline:

@@ -439,9 +439,11 @@ class GroupReader:
         if isinstance(event, UnknownEvent):
             # Written by a newer receiver that knows more event types: not ours to handle.
             self.log.warning(
-                "entry_type_unknown", stream=stream, stream_id=entry_id.decode(),
+                "entry_type_unknown",
+                stream=stream,
+                stream_id=entry_id.decode(),
                 event_type=event.event_type,
-            )  # fmt: skip
+            )
             self._ack(stream, entry_id)
             self.stats.skipped += 1
             return
@@ -493,17 +495,21 @@ class GroupReader:
             await dead_letter(self.redis, self.keys.dlq, letter, self.settings.dlq_max_len)
         except (*REDIS_DOWN, ResponseError) as exc:
             # Still pending: it comes back as a retry and is dead-lettered then.
-            self.log.error("dead_letter_failed", stream=stream, stream_id=letter.original_id,
-                           error=repr(exc))  # fmt: skip
+            self.log.error(
+                "dead_letter_failed", stream=stream, stream_id=letter.original_id, error=repr(exc)
+            )
             self._schedule_retry(stream, entry_id, deliveries, self._retry_base_s)
             return
         self.stats.dead_lettered += 1
         if deliveries > 1:
             self.stats.redeliveries.observe(deliveries)
         self.log.error(
-            "entry_dead_lettered", stream=stream, stream_id=letter.original_id,
-            attempts=deliveries, error=error,
-        )  # fmt: skip
+            "entry_dead_lettered",
+            stream=stream,
+            stream_id=letter.original_id,
+            attempts=deliveries,
+            error=error,
+        )
 
     # --- acknowledgements ---------------------------------------------------------------
 
@@ -561,9 +567,12 @@ class GroupReader:
     async def _redis_down(self, operation: str, exc: BaseException, failures: int) -> None:
         delay_s = backoff_s(failures, _RECONNECT_BASE_S, _RECONNECT_MAX_S)
         self.log.warning(
-            "redis_unavailable", operation=operation, error=repr(exc), attempt=failures,
+            "redis_unavailable",
+            operation=operation,
+            error=repr(exc),
+            attempt=failures,
             retry_in_s=round(delay_s, 3),
-        )  # fmt: skip
+        )
         await asyncio.sleep(delay_s)
 
     async def _retrying(self, operation: str, make: Callable[[], Awaitable[T]]) -> T:
@@ -597,9 +606,12 @@ class GroupReader:
             await self._wait_for_space()
             try:
                 reply: Any = await self.redis.xreadgroup(
-                    self.group, self.worker_id, {stream: ">"},
-                    count=self._batch, block=self._block_ms,
-                )  # fmt: skip
+                    self.group,
+                    self.worker_id,
+                    {stream: ">"},
+                    count=self._batch,
+                    block=self._block_ms,
+                )
             except ResponseError as exc:
                 if _is_nogroup(exc):
                     await self._recreate_group(stream, str(exc))
@@ -640,9 +652,12 @@ class GroupReader:
             self._retries = [r for r in self._retries if r.stream != stream]
             heapq.heapify(self._retries)
             self.log.error(
-                "consumer_group_recreated", stream=stream, start_id=start_text,
-                created_here=created, reason=reason,
-            )  # fmt: skip
+                "consumer_group_recreated",
+                stream=stream,
+                start_id=start_text,
+                created_here=created,
+                reason=reason,
+            )
 
     def _held_ids(self, stream: str) -> set[bytes]:
         held = {item.entry_id for item in self._queue if item.stream == stream}
@@ -714,9 +729,12 @@ class GroupReader:
             start = "(" + page[-1].entry_id.decode()
         if taken:
             self.log.warning(
-                "pending_taken_over", stream=stream, from_worker=member, entries=taken,
+                "pending_taken_over",
+                stream=stream,
+                from_worker=member,
+                entries=taken,
                 reason=reason,
-            )  # fmt: skip
+            )
         return taken
 
     def _pending_page(
@@ -759,16 +777,19 @@ class GroupReader:
 
     async def _recover_dead(self, stream: str) -> None:
         others = [
-            m for m in await recovery.members(self.redis, stream, self.group)
+            m
+            for m in await recovery.members(self.redis, stream, self.group)
             if m.name != self.worker_id
-        ]  # fmt: skip
+        ]
         if not others:
             return
         living = await alive(self.redis, self.keys, self.group, (m.name for m in others))
         self.log.debug(
-            "members_checked", stream=stream, alive=sum(living.values()),
+            "members_checked",
+            stream=stream,
+            alive=sum(living.values()),
             dead=[m.name for m in others if not living[m.name]],
-        )  # fmt: skip
+        )
         for member in others:
             if living[member.name]:
                 continue
@@ -776,9 +797,11 @@ class GroupReader:
                 # Two workers may see the same death: once one has claimed an entry, its
                 # idle time is reset and the other's claim (min idle > 0) leaves it alone.
                 await self._take_over(
-                    stream, member.name, reason="worker_dead",
+                    stream,
+                    member.name,
+                    reason="worker_dead",
                     min_idle_ms=int(self._heartbeat_s * 1000),
-                )  # fmt: skip
+                )
             elif member.idle_ms > self._ttl_ms and await recovery.remove_member(
                 self.redis, stream, self.group, member.name
             ):
@@ -801,8 +824,9 @@ class GroupReader:
             if fresh:
                 counts = await self._delivery_counts(stream, [eid for eid, _ in fresh])
                 self._push([Item(stream, eid, f, counts.get(eid, 2)) for eid, f in fresh])
-                self.log.warning("pending_taken_over", stream=stream, entries=len(fresh),
-                                 reason="idle")  # fmt: skip
+                self.log.warning(
+                    "pending_taken_over", stream=stream, entries=len(fresh), reason="idle"
+                )
             if start in (b"0-0", "0-0"):
                 return
 
@@ -810,9 +834,13 @@ class GroupReader:
         """Delivery counts of entries just claimed (XAUTOCLAIM does not return them)."""
         lowest, highest = min(ids, key=_id_key), max(ids, key=_id_key)
         rows: Any = await self.redis.xpending_range(
-            stream, self.group, min=lowest, max=highest, count=len(ids) * 4 + 100,
+            stream,
+            self.group,
+            min=lowest,
+            max=highest,
+            count=len(ids) * 4 + 100,
             consumername=self.worker_id,
-        )  # fmt: skip
+        )
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}
 
 

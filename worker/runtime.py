@@ -130,8 +130,13 @@ class Worker:
             except REDIS_DOWN as exc:
                 failures += 1
                 delay_s = backoff_s(failures, 0.1, 5.0)
-                self.log.warning("redis_unavailable", operation="start", error=repr(exc),
-                            attempt=failures, retry_in_s=round(delay_s, 3))  # fmt: skip
+                self.log.warning(
+                    "redis_unavailable",
+                    operation="start",
+                    error=repr(exc),
+                    attempt=failures,
+                    retry_in_s=round(delay_s, 3),
+                )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay_s):
                         await self._stopping.wait()

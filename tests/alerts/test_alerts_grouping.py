@@ -20,9 +20,12 @@ APP = "7fc9698a-b04a-468b-9e8f-91238c0d0086"
 
 def _failure(n: int, destination: str | None = "wss://asr.example.com/live", **over: Any) -> bytes:
     event = sample_event(
-        "stopped", cause="connection-error", call_id=f"c-{n}", transcription_id=f"t-{n}",
+        "stopped",
+        cause="connection-error",
+        call_id=f"c-{n}",
+        transcription_id=f"t-{n}",
         destination=destination,
-    )  # fmt: skip
+    )
     event.update(over)
     return msgspec.json.encode(event)
 
@@ -108,9 +111,16 @@ async def test_summary_payload_field_by_field(
     [first, summary] = sink_servers["webhook"].accepted
     assert first["call_id"] == "c-0"
     assert set(summary) == {
-        "kind", "summary_key", "dedup_key", "severity", "group", "count", "examples",
-        "window_start", "window_end",
-    }  # fmt: skip
+        "kind",
+        "summary_key",
+        "dedup_key",
+        "severity",
+        "group",
+        "count",
+        "examples",
+        "window_start",
+        "window_end",
+    }
     assert summary["kind"] == "summary"
     assert summary["count"] == 2
     assert [e["call_id"] for e in summary["examples"]] == ["c-1", "c-2"]
@@ -132,10 +142,13 @@ async def test_summary_payload_field_by_field(
     assert page["payload"]["source"] == "asr.example.com"
     assert page["payload"]["custom_details"]["count"] == 2
     assert page["payload"]["custom_details"]["examples"] == [
-        {"call_id": f"c-{n}", "transcription_id": f"t-{n}",
-         "error_message": "Websocket connection to destination timed out"}
+        {
+            "call_id": f"c-{n}",
+            "transcription_id": f"t-{n}",
+            "error_message": "Websocket connection to destination timed out",
+        }
         for n in (1, 2)
-    ]  # fmt: skip
+    ]
 
 
 async def test_groups_are_per_destination_host_or_application(

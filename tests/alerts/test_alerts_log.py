@@ -64,9 +64,10 @@ async def test_duration_is_reported_in_seconds(
 ) -> None:
     settings = make_settings()
     body = sample_body(
-        "stopped", cause="error",
+        "stopped",
+        cause="error",
         realTimeTranscription={"id": "t-1", "name": "n", "duration": "PT1M52.217257456S"},
-    )  # fmt: skip
+    )
     async with running(settings, redis, [make_alerts_consumer(settings)]):
         await add_event(redis, settings, body)
         await wait_handled(redis, settings, 1)

@@ -71,16 +71,23 @@ async def test_off_by_default(make_settings: Callable[..., Settings], redis: Red
 
 def test_alertmanager_gets_the_quiet_incident_with_an_end_once_resolved() -> None:
     change = QuietChange(
-        status="firing", dedup_key="rtt-feed-quiet-3", incident=3,
-        last_event_at="2026-01-02T03:00:00.000+00:00", quiet_s=900.0, quiet_after_s=900.0,
+        status="firing",
+        dedup_key="rtt-feed-quiet-3",
+        incident=3,
+        last_event_at="2026-01-02T03:00:00.000+00:00",
+        quiet_s=900.0,
+        quiet_after_s=900.0,
         at="2026-01-02T03:15:00.000+00:00",
-    )  # fmt: skip
+    )
     [firing] = alertmanager_alerts(change, timedelta(hours=1))
     [ended] = alertmanager_alerts(
         msgspec.structs.replace(change, status="resolved"), timedelta(hours=1)
     )
-    assert firing["labels"] == {"alertname": "EventsFeedQuiet", "severity": "error",
-                                "incident": "3"}  # fmt: skip
+    assert firing["labels"] == {
+        "alertname": "EventsFeedQuiet",
+        "severity": "error",
+        "incident": "3",
+    }
     assert "endsAt" not in firing
     assert ended["labels"] == firing["labels"]
     assert ended["endsAt"] == "2026-01-02T03:15:00.000Z"

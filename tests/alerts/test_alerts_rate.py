@@ -58,8 +58,10 @@ async def test_fires_past_the_threshold_and_resolves_below_it(
 ) -> None:
     settings = make_settings(
         **sink_settings(sink_servers),
-        alert_rate_threshold="0.05", alert_rate_min_stops="20", alert_rate_window="5m",
-    )  # fmt: skip
+        alert_rate_threshold="0.05",
+        alert_rate_min_stops="20",
+        alert_rate_window="5m",
+    )
     webhook, pagerduty = sink_servers["webhook"], sink_servers["pagerduty"]
     feed = Feed(redis, settings)
     async with running_workers(settings, redis):
@@ -83,14 +85,26 @@ async def test_fires_past_the_threshold_and_resolves_below_it(
     firing, resolved = _rate(webhook)
     dedup_key = f"{prefix}-failure-rate-1"
     assert firing == {
-        "kind": "rate", "status": "firing", "dedup_key": dedup_key, "incident": 1,
-        "failed": 2, "stops": 21, "share": 2 / 21, "threshold": 0.05, "min_stops": 20,
-        "window_s": 300.0, "at": firing["at"],
-    }  # fmt: skip
+        "kind": "rate",
+        "status": "firing",
+        "dedup_key": dedup_key,
+        "incident": 1,
+        "failed": 2,
+        "stops": 21,
+        "share": 2 / 21,
+        "threshold": 0.05,
+        "min_stops": 20,
+        "window_s": 300.0,
+        "at": firing["at"],
+    }
     assert resolved == {
-        **firing, "status": "resolved", "failed": 5, "stops": 100, "share": 0.05,
+        **firing,
+        "status": "resolved",
+        "failed": 5,
+        "stops": 100,
+        "share": 0.05,
         "at": resolved["at"],
-    }  # fmt: skip
+    }
     assert firing["at"] <= resolved["at"]
     trigger, resolve = _pd_rate(pagerduty, prefix)
     assert trigger["event_action"] == "trigger"
@@ -121,8 +135,10 @@ async def test_resolves_when_failures_slide_out_of_the_window(
 ) -> None:
     webhook = sink_servers["webhook"]
     settings = make_settings(
-        alert_webhook_url=webhook.url, alert_rate_min_stops="5", alert_rate_window="1s",
-    )  # fmt: skip
+        alert_webhook_url=webhook.url,
+        alert_rate_min_stops="5",
+        alert_rate_window="1s",
+    )
     feed = Feed(redis, settings)
     async with running_workers(settings, redis):
         await feed.stops("error", 5)

@@ -47,10 +47,21 @@ def test_add_list_and_remove_from_the_command_line(
     redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     where = ["--redis-url", redis_url, "--key-prefix", prefix, "--log-format", "json"]
-    code = rtt([
-        "silence", "add", "--match", "cause=connection-error", "--match",
-        "application_id=7fc9698a-*", "--for", "2h", "--comment", "ASR maintenance", *where,
-    ])  # fmt: skip
+    code = rtt(
+        [
+            "silence",
+            "add",
+            "--match",
+            "cause=connection-error",
+            "--match",
+            "application_id=7fc9698a-*",
+            "--for",
+            "2h",
+            "--comment",
+            "ASR maintenance",
+            *where,
+        ]
+    )
     assert code == 0
     silence_id = capsys.readouterr().out.split()[0]
     assert rtt(["silence", "list", "--json", *where]) == 0
@@ -73,10 +84,20 @@ def test_add_list_and_remove_from_the_command_line(
 def test_an_unknown_field_is_refused_with_the_fields_to_use(
     redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = rtt([
-        "silence", "add", "--match", "kause=error", "--for", "1h", "--redis-url", redis_url,
-        "--key-prefix", prefix,
-    ])  # fmt: skip
+    code = rtt(
+        [
+            "silence",
+            "add",
+            "--match",
+            "kause=error",
+            "--for",
+            "1h",
+            "--redis-url",
+            redis_url,
+            "--key-prefix",
+            prefix,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown field 'kause'" in err
@@ -93,9 +114,12 @@ async def test_silenced_alerts_are_logged_at_info_counted_and_not_sent(
     settings = make_settings(alert_webhook_url=webhook.url)
     keys = Keys(settings.key_prefix)
     silence = await add_silence(
-        redis, keys, {"cause": "connection-error", "destination_host": "asr.example.com"},
-        timedelta(hours=1), comment="maintenance",
-    )  # fmt: skip
+        redis,
+        keys,
+        {"cause": "connection-error", "destination_host": "asr.example.com"},
+        timedelta(hours=1),
+        comment="maintenance",
+    )
 
     def failure(n: int, cause: str, destination: str) -> bytes:
         event = sample_event(

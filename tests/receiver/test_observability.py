@@ -115,14 +115,19 @@ async def test_phone_numbers_unmasked_when_configured(start_receiver: Any) -> No
     receiver = await start_receiver(log_level="debug", log_phone_numbers=True)
     buffer = io.BytesIO()
     configure_logging(
-        component="receiver", level="debug", fmt="json", stream=buffer, phone_numbers=True,
+        component="receiver",
+        level="debug",
+        fmt="json",
+        stream=buffer,
+        phone_numbers=True,
         cache=False,
-    )  # fmt: skip
+    )
     assert (await receiver.post(PATH, data=sample_body("stopped"), headers=JSON)).status == 204
     [accepted] = [
-        line for line in map(msgspec.json.decode, buffer.getvalue().splitlines())
+        line
+        for line in map(msgspec.json.decode, buffer.getvalue().splitlines())
         if line["event"] == "event_accepted"
-    ]  # fmt: skip
+    ]
     assert (accepted["from"], accepted["to"]) == ("+15551112222", "+15553334444")
 
 

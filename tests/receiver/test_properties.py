@@ -31,9 +31,21 @@ json_values = st.recursive(
     max_leaves=12,
 )
 FIELDS = [
-    "eventType", "accountId", "applicationId", "callId", "eventTime", "from", "to", "cause",
-    "answerTime", "startTime", "tag", "errorMessage", "realTimeTranscription", "transcription",
-]  # fmt: skip
+    "eventType",
+    "accountId",
+    "applicationId",
+    "callId",
+    "eventTime",
+    "from",
+    "to",
+    "cause",
+    "answerTime",
+    "startTime",
+    "tag",
+    "errorMessage",
+    "realTimeTranscription",
+    "transcription",
+]
 INNER = ["id", "name", "tracks", "duration", "stabilized", "startTime", "status", "completedTime"]
 KINDS = ["started", "stopped", "rejected", "available"]
 

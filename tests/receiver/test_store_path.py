@@ -119,9 +119,12 @@ async def test_shards_spread_calls_and_keep_each_call_in_order(
             seen.setdefault(event["callId"], []).append(event["eventType"])
     assert sorted(seen) == sorted(calls)
     assert {tuple(types) for types in seen.values()} == {
-        ("realTimeTranscriptionStarted", "realTimeTranscriptionStopped",
-         "realTimeTranscriptionAvailable")
-    }  # fmt: skip
+        (
+            "realTimeTranscriptionStarted",
+            "realTimeTranscriptionStopped",
+            "realTimeTranscriptionAvailable",
+        )
+    }
     lengths = [await redis.xlen(stream) for stream in keys.event_streams()]
     assert sum(1 for length in lengths if length) > 1
     assert not await redis.exists(Keys(prefix).events())

@@ -77,12 +77,29 @@ class Result:
 
 async def _send(url: str, load: Load, log: Path) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rtt", "send", "--url", url, "--type", "all",
-        "--count", str(load.count), "--rate", str(load.rate),
-        "--concurrency", str(load.concurrency), "--seed", str(load.seed),
-        "--timeout", "15", "--json", "--no-progress",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "rtt",
+        "send",
+        "--url",
+        url,
+        "--type",
+        "all",
+        "--count",
+        str(load.count),
+        "--rate",
+        str(load.rate),
+        "--concurrency",
+        str(load.concurrency),
+        "--seed",
+        str(load.seed),
+        "--timeout",
+        "15",
+        "--json",
+        "--no-progress",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await process.communicate()
     await asyncio.to_thread(log.write_bytes, out)
     report: dict[str, Any] = msgspec.json.decode(out.splitlines()[-1])
@@ -145,12 +162,16 @@ async def run_failover(
     await webhook.start()
     port = free_port()
     values = {
-        "host": "127.0.0.1", "port": str(port), "spool_dir": str(tmp_path / "spool"),
-        "store_timeout": "1s", "alert_webhook_url": webhook.url,
+        "host": "127.0.0.1",
+        "port": str(port),
+        "spool_dir": str(tmp_path / "spool"),
+        "store_timeout": "1s",
+        "alert_webhook_url": webhook.url,
         # One group per transcription: every failure is a first alert, counted by its key.
-        "alert_group_by": "transcription_id", "alert_rate_min_stops": "100000000",
+        "alert_group_by": "transcription_id",
+        "alert_rate_min_stops": "100000000",
         "heartbeat_ttl": "10s",
-    }  # fmt: skip
+    }
     env = worker_env(redis_url, prefix, **{**values, **settings})
     keys = Keys(prefix, int(env.get("RTT_SHARDS", "1")))
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
@@ -159,8 +180,9 @@ async def run_failover(
     redis = create_redis(load_settings(env={"RTT_REDIS_URL": redis_url}))
     try:
         await _until(lambda: _healthy(base), 20, "the receiver")
-        sending = asyncio.create_task(_send(base + "/realTimeTranscriptionEvents", load,
-                                            tmp_path / "send.log"))  # fmt: skip
+        sending = asyncio.create_task(
+            _send(base + "/realTimeTranscriptionEvents", load, tmp_path / "send.log")
+        )
         # The fault strikes when the receiver has answered that share of the load (rtt send
         # takes a moment to start on a busy machine).
         await _until(lambda: _answered(base, load.count * fault_at), 30, "the load under way")

@@ -28,9 +28,15 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
     webhook = SinkServer()
     await webhook.start()
     env = worker_env(
-        redis_url, prefix, batch_size="50", heartbeat_ttl="10s", alert_webhook_url=webhook.url,
-        alert_group_interval="300ms", alert_repeat_interval="1h", alert_rate_min_stops="1000000",
-    )  # fmt: skip
+        redis_url,
+        prefix,
+        batch_size="50",
+        heartbeat_ttl="10s",
+        alert_webhook_url=webhook.url,
+        alert_group_interval="300ms",
+        alert_repeat_interval="1h",
+        alert_rate_min_stops="1000000",
+    )
     settings = load_settings(env=env)
     stream = Keys(prefix).events()
     try:
@@ -38,9 +44,12 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
             async with redis.pipeline(transaction=False) as pipe:
                 for n in range(FAILURES):
                     body = sample_event(
-                        "stopped", cause="connection-error", call_id=f"c-{n}",
-                        transcription_id=f"t-{n}", destination=f"wss://asr.example.com/s/{n}",
-                    )  # fmt: skip
+                        "stopped",
+                        cause="connection-error",
+                        call_id=f"c-{n}",
+                        transcription_id=f"t-{n}",
+                        destination=f"wss://asr.example.com/s/{n}",
+                    )
                     entry = StreamEntry(
                         "realTimeTranscriptionStopped", msgspec.json.encode(body), 0, f"r-{n}"
                     )
@@ -55,9 +64,11 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
     summaries = [b for b in webhook.accepted if b["kind"] == "summary"]
     counts = [s["count"] for s in summaries]
     per_worker = [len(lines) for lines in alert_lines]
-    print(f"\nfirst alerts: {len(alerts)}; summaries: {len(summaries)} with counts {counts} "
-          f"(1 + {sum(counts)} = {1 + sum(counts)}); transcription_alert lines per worker: "
-          f"{per_worker}")  # fmt: skip
+    print(
+        f"\nfirst alerts: {len(alerts)}; summaries: {len(summaries)} with counts {counts} "
+        f"(1 + {sum(counts)} = {1 + sum(counts)}); transcription_alert lines per worker: "
+        f"{per_worker}"
+    )
     assert len(alerts) == 1
     assert summaries
     # Every failure is counted in exactly one notification: the first alert stands for

@@ -43,10 +43,15 @@ async def test_dead_letter_then_replay_delivers_once(
     await webhook.start()
     await pagerduty.start()
     settings = make_settings(
-        alert_webhook_url=webhook.url, alert_pagerduty_routing_key="R" * 32,
-        alert_pagerduty_url=pagerduty.url, alert_sink_retries="1", alert_sink_timeout="1s",
-        max_deliveries="3", retry_base="50ms", retry_max="200ms",
-    )  # fmt: skip
+        alert_webhook_url=webhook.url,
+        alert_pagerduty_routing_key="R" * 32,
+        alert_pagerduty_url=pagerduty.url,
+        alert_sink_retries="1",
+        alert_sink_timeout="1s",
+        max_deliveries="3",
+        retry_base="50ms",
+        retry_max="200ms",
+    )
     dlq = Keys(prefix).dlq
     try:
         async with running_workers(settings, redis):
@@ -63,9 +68,17 @@ async def test_dead_letter_then_replay_delivers_once(
 
             webhook.default_status = 200
             replay = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "rtt", "dlq", "replay", "--all",
-                "--redis-url", redis_url, "--key-prefix", prefix,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "rtt",
+                "dlq",
+                "replay",
+                "--all",
+                "--redis-url",
+                redis_url,
+                "--key-prefix",
+                prefix,
+            )
             assert await asyncio.wait_for(replay.wait(), 60) == 0
             await eventually(lambda: webhook.accepted, what="delivery after replay")
             await wait_handled(redis, settings, 2)
@@ -85,10 +98,16 @@ async def test_a_summary_survives_a_sink_outage_and_its_deliverer_being_killed(
     webhook = SinkServer()
     await webhook.start()
     env = worker_env(
-        redis_url, prefix, alert_webhook_url=webhook.url, alert_group_interval="200ms",
-        alert_sink_retries="0", alert_sink_timeout="1s", retry_base="50ms", retry_max="300ms",
+        redis_url,
+        prefix,
+        alert_webhook_url=webhook.url,
+        alert_group_interval="200ms",
+        alert_sink_retries="0",
+        alert_sink_timeout="1s",
+        retry_base="50ms",
+        retry_max="300ms",
         alert_rate_min_stops="1000000",
-    )  # fmt: skip
+    )
     settings = load_settings(env=env)
     keys = Keys(prefix)
     try:

@@ -44,9 +44,14 @@ def _kill_master(cluster: EmbeddedCluster) -> None:
 
 async def _run(cluster: EmbeddedCluster, tmp_path: Path, replicas: int, load: Load) -> None:
     result = await run_failover(
-        f"cluster master SIGKILL, RTT_STORE_REPLICAS={replicas}", cluster.url, tmp_path, load,
-        lambda: _kill_master(cluster), store_replicas=str(replicas), shards=str(SHARDS),
-    )  # fmt: skip
+        f"cluster master SIGKILL, RTT_STORE_REPLICAS={replicas}",
+        cluster.url,
+        tmp_path,
+        load,
+        lambda: _kill_master(cluster),
+        store_replicas=str(replicas),
+        shards=str(SHARDS),
+    )
     print("\n" + result.line())
     assert result.statuses == {"204": load.count}
     if replicas:

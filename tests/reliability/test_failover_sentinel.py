@@ -52,9 +52,13 @@ async def _run(
     sentinel: EmbeddedSentinel, tmp_path: Path, fault: str, replicas: int, load: Load
 ) -> None:
     result = await run_failover(
-        f"sentinel {fault}, RTT_STORE_REPLICAS={replicas}", sentinel.url, tmp_path, load,
-        lambda: FAULTS[fault](sentinel), store_replicas=str(replicas),
-    )  # fmt: skip
+        f"sentinel {fault}, RTT_STORE_REPLICAS={replicas}",
+        sentinel.url,
+        tmp_path,
+        load,
+        lambda: FAULTS[fault](sentinel),
+        store_replicas=str(replicas),
+    )
     print("\n" + result.line())
     assert result.statuses == {"204": load.count}
     if replicas:

@@ -32,10 +32,15 @@ class Receiver:
     def __init__(self, tmp_path: Path, redis_port: int, prefix: str, **env: str) -> None:
         self.port = free_port()
         self.env = {
-            "RTT_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "RTT_KEY_PREFIX": prefix,
-            "RTT_PORT": str(self.port), "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json",
-            "RTT_SPOOL_DIR": str(tmp_path / "spool"), "RTT_STORE_TIMEOUT": "300ms", **env,
-        }  # fmt: skip
+            "RTT_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "RTT_KEY_PREFIX": prefix,
+            "RTT_PORT": str(self.port),
+            "RTT_HOST": "127.0.0.1",
+            "RTT_LOG_FORMAT": "json",
+            "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+            "RTT_STORE_TIMEOUT": "300ms",
+            **env,
+        }
         self.tmp_path = tmp_path
         self.runs = 0
 

@@ -62,8 +62,11 @@ def test_sigkill_mid_batch_loses_no_entry(
     assert {line["reason"] for line in takeovers} == {"worker_dead"}
     taken_over = sum(line["entries"] for line in takeovers)
     assert taken_over == len(held)
-    redelivered = [d for _, d, w, _ in map(parse, sync_redis.lrange(log_key(prefix), 0, -1))
-                   if w == "w-second" and d > 1]  # fmt: skip
+    redelivered = [
+        d
+        for _, d, w, _ in map(parse, sync_redis.lrange(log_key(prefix), 0, -1))
+        if w == "w-second" and d > 1
+    ]
     assert len(redelivered) == taken_over
     print(
         f"\ncrash: {EVENTS} events, killed after {done_at_kill} handled holding {len(held)}; "

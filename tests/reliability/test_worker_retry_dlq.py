@@ -42,10 +42,25 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
         sync_redis.delete(env["REC_FAIL_KEY"])
         replayed_at = time.monotonic()
         replay = subprocess.run(
-            [sys.executable, "-m", "rtt", "dlq", "replay", "--all",
-             "--redis-url", redis_url, "--key-prefix", prefix, "--log-format", "json"],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "rtt",
+                "dlq",
+                "replay",
+                "--all",
+                "--redis-url",
+                redis_url,
+                "--key-prefix",
+                prefix,
+                "--log-format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         assert replay.returncode == 0, replay.stderr
         assert "replayed 1 dead letter(s)" in replay.stderr
         wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == 1, 30, "replay handled")
@@ -74,5 +89,7 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
 
 def _acked(sync_redis: Redis, keys: Keys) -> bool:
     groups = {g["name"]: g for g in sync_redis.xinfo_groups(keys.events())}
-    return all(groups[name]["pending"] == 0 and groups[name]["lag"] == 0
-               for name in (b"recorder", b"alerts"))  # fmt: skip
+    return all(
+        groups[name]["pending"] == 0 and groups[name]["lag"] == 0
+        for name in (b"recorder", b"alerts")
+    )

@@ -34,8 +34,14 @@ async def _cli(main: Callable[[list[str]], int], argv: list[str]) -> int:
 
 
 def _flags(settings: Settings) -> list[str]:
-    return ["--redis-url", str(settings.redis_url), "--key-prefix", settings.key_prefix,
-            "--log-format", "json"]  # fmt: skip
+    return [
+        "--redis-url",
+        str(settings.redis_url),
+        "--key-prefix",
+        settings.key_prefix,
+        "--log-format",
+        "json",
+    ]
 
 
 async def _dead_letters(

@@ -73,8 +73,16 @@ def test_stabilized_boolean_or_string(raw: object, expected: bool) -> None:
 
 
 def test_optional_fields_absent_or_null_and_unknown_fields_ignored() -> None:
-    body = _body(answerTime=None, tag=None, errorMessage=None, enqueuedTime=..., callUrl=...,
-                 privacy=False, callerDisplayName="", brandNewField={"x": [1]})  # fmt: skip
+    body = _body(
+        answerTime=None,
+        tag=None,
+        errorMessage=None,
+        enqueuedTime=...,
+        callUrl=...,
+        privacy=False,
+        callerDisplayName="",
+        brandNewField={"x": [1]},
+    )
     event = decode_event(body)
     assert isinstance(event, Stopped)
     assert event.answer_time is None
@@ -123,14 +131,23 @@ def test_unknown_event_type_is_recognised_not_refused() -> None:
         (_body(eventTime="yesterday"), "$.eventTime", "Invalid RFC3339"),
         (_body(realTimeTranscription=...), "$.realTimeTranscription", "missing required field"),
         (_body(realTimeTranscription={"name": "x"}), "$.realTimeTranscription.id", "missing"),
-        (_body(realTimeTranscription={"id": "t", "tracks": "inbound"}),
-         "$.realTimeTranscription.tracks", "Expected `array`"),
-        (_body(realTimeTranscription={"id": "t", "duration": "ten minutes"}),
-         "$.realTimeTranscription.duration", "duration"),
-        (_body(realTimeTranscription={"id": "t", "stabilized": "maybe"}),
-         "$.realTimeTranscription.stabilized", "Invalid enum value"),
+        (
+            _body(realTimeTranscription={"id": "t", "tracks": "inbound"}),
+            "$.realTimeTranscription.tracks",
+            "Expected `array`",
+        ),
+        (
+            _body(realTimeTranscription={"id": "t", "duration": "ten minutes"}),
+            "$.realTimeTranscription.duration",
+            "duration",
+        ),
+        (
+            _body(realTimeTranscription={"id": "t", "stabilized": "maybe"}),
+            "$.realTimeTranscription.stabilized",
+            "Invalid enum value",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_bodies_say_what_and_where(body: bytes, path: str, fragment: str) -> None:
     failure = decode_event(body)
     assert isinstance(failure, DecodeFailure)
@@ -144,26 +161,35 @@ DEEP = b"[" * 1000 + b"]" * 1000
 BROKE_THE_DECODER = {
     "truncated after an unknown type": (
         b'{"eventType": "realTimeTranscriptionPaused", "callId": "c-1", "x": [1, 2',
-        "$", "truncated",
+        "$",
+        "truncated",
     ),
     "NaN": (b'{"eventType": "realTimeTranscriptionPaused", "callId": NaN}', "$", "malformed"),
     "invalid UTF-8 in a string": (b'{"callId": "\xff\xfe"}', "$", "UTF-8"),
     "invalid UTF-8 after an unknown type": (
-        b'{"eventType": "somethingNew", "callId": "\xff\xfe"}', "$", "UTF-8",
+        b'{"eventType": "somethingNew", "callId": "\xff\xfe"}',
+        "$",
+        "UTF-8",
     ),
     "draft casing, truncated": (_body(eventType=DRAFT)[:-3], "$", "truncated"),
     "draft casing, NaN": (_body(eventType=DRAFT)[:-1] + b', "x": NaN}', "$", "malformed"),
     "deep nesting under an ignored field": (
-        _body()[:-1] + b', "ignored": ' + DEEP + b"}", "$", "nested too deeply",
+        _body()[:-1] + b', "ignored": ' + DEEP + b"}",
+        "$",
+        "nested too deeply",
     ),
     "deep nesting, unknown type": (
-        b'{"eventType": "somethingNew", "x": ' + DEEP + b"}", "$", "nested too deeply",
+        b'{"eventType": "somethingNew", "x": ' + DEEP + b"}",
+        "$",
+        "nested too deeply",
     ),
     "deep nesting, draft casing": (
-        _body(eventType=DRAFT)[:-1] + b', "x": ' + DEEP + b"}", "$", "nested too deeply",
+        _body(eventType=DRAFT)[:-1] + b', "x": ' + DEEP + b"}",
+        "$",
+        "nested too deeply",
     ),
     "deep objects": (b'{"a":' * 1000 + b"1" + b"}" * 1000, "$", "nested too deeply"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,14 @@ def test_defaults() -> None:
 
 
 def test_environment_then_flags() -> None:
-    env = {"RTT_PORT": "9000", "RTT_BASIC_AUTH": "a:1, b:2", "RTT_STORE_TIMEOUT": "500ms",
-           "RTT_LOG_PHONE_NUMBERS": "1", "RTT_STREAM_RETENTION": "P2D", "OTHER": "x"}  # fmt: skip
+    env = {
+        "RTT_PORT": "9000",
+        "RTT_BASIC_AUTH": "a:1, b:2",
+        "RTT_STORE_TIMEOUT": "500ms",
+        "RTT_LOG_PHONE_NUMBERS": "1",
+        "RTT_STREAM_RETENTION": "P2D",
+        "OTHER": "x",
+    }
     settings = load_settings(env=env, overrides={"port": "9001"})
     assert settings.port == 9001
     assert settings.basic_auth_pairs == [("a", "1"), ("b", "2")]

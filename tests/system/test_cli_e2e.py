@@ -24,9 +24,15 @@ def test_receiver_and_worker_as_separate_processes(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {"RTT_REDIS_URL": redis_url, "RTT_KEY_PREFIX": prefix, "RTT_PORT": str(port),
-           "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json", "RTT_WORKER_METRICS_PORT": "0",
-           "RTT_SPOOL_DIR": str(tmp_path / "spool")}  # fmt: skip
+    env = {
+        "RTT_REDIS_URL": redis_url,
+        "RTT_KEY_PREFIX": prefix,
+        "RTT_PORT": str(port),
+        "RTT_HOST": "127.0.0.1",
+        "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0",
+        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+    }
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
     worker = Program(["worker"], env, tmp_path / "worker.log")  # python -m worker
     try:
@@ -49,9 +55,14 @@ def test_receiver_and_worker_as_separate_processes(
 
 def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    env = {"RTT_PORT": str(port), "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json",
-           "RTT_DATA_DIR": str(tmp_path / "data"), "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-           "RTT_WORKER_METRICS_PORT": "0"}  # fmt: skip
+    env = {
+        "RTT_PORT": str(port),
+        "RTT_HOST": "127.0.0.1",
+        "RTT_LOG_FORMAT": "json",
+        "RTT_DATA_DIR": str(tmp_path / "data"),
+        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+        "RTT_WORKER_METRICS_PORT": "0",
+    }
     serve = Program(["rtt", "serve"], env, tmp_path / "serve.log", new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/realTimeTranscriptionEvents"
@@ -73,8 +84,11 @@ def test_serve_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         # The operator tools find the embedded server without being told its URL.
         stats = subprocess.run(
             [sys.executable, "-m", "rtt", "stats", "--json"],
-            env={**os.environ, **env}, capture_output=True, timeout=30, check=True,
-        )  # fmt: skip
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
         assert b'"rtt:events"' in stats.stdout
     finally:
         code = serve.stop(signal.SIGINT)

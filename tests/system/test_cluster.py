@@ -28,9 +28,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluste
 
 def test_sharded_events_flow_through_a_cluster(cluster: EmbeddedCluster, tmp_path: Path) -> None:
     port = free_port()
-    env = {"RTT_REDIS_URL": cluster.url, "RTT_SHARDS": "3", "RTT_PORT": str(port),
-           "RTT_HOST": "127.0.0.1", "RTT_LOG_FORMAT": "json", "RTT_WORKER_METRICS_PORT": "0",
-           "RTT_SPOOL_DIR": str(tmp_path / "spool"), "RTT_BLOCK": "200ms"}  # fmt: skip
+    env = {
+        "RTT_REDIS_URL": cluster.url,
+        "RTT_SHARDS": "3",
+        "RTT_PORT": str(port),
+        "RTT_HOST": "127.0.0.1",
+        "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0",
+        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+        "RTT_BLOCK": "200ms",
+    }
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
     worker = Program(["rtt", "worker"], env, tmp_path / "worker.log")
     calls = [f"c-cluster-{n}" for n in range(12)]

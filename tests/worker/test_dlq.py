@@ -14,10 +14,15 @@ from worker.dlq import DeadLetter, DlqDepth, dead_letter, delete, read_all
 def _letter(group: str, n: int) -> DeadLetter:
     # Its stream and group do not exist: the acknowledgement that goes with it is a no-op.
     return DeadLetter(
-        stream="no-such-stream", original_id=f"1-{n}", group=group, consumer="w", error="boom",
-        attempts=5, entry=StreamEntry("realTimeTranscriptionStopped", b"{}", n, f"r{n}"),
+        stream="no-such-stream",
+        original_id=f"1-{n}",
+        group=group,
+        consumer="w",
+        error="boom",
+        attempts=5,
+        entry=StreamEntry("realTimeTranscriptionStopped", b"{}", n, f"r{n}"),
         failed_at_ms=n,
-    )  # fmt: skip
+    )
 
 
 async def test_depth_per_group_follows_additions_and_removals(
@@ -31,8 +36,10 @@ async def test_depth_per_group_follows_additions_and_removals(
     assert await depth.refresh(redis) == {"a": 2, "b": 1}
     letters = await read_all(redis, dlq)
     assert [(x.group, x.original_id, x.attempts) for x in letters] == [
-        ("a", "1-0", 5), ("a", "1-1", 5), ("b", "1-2", 5),
-    ]  # fmt: skip
+        ("a", "1-0", 5),
+        ("a", "1-1", 5),
+        ("b", "1-2", 5),
+    ]
     await delete(redis, dlq, [letters[1]])  # an "a" goes, a "b" comes: same length
     await dead_letter(redis, dlq, _letter("b", 3), max_len=100)
     assert await depth.refresh(redis) == {"a": 1, "b": 2}

@@ -78,13 +78,21 @@ class _Bandwidth:
                 "callId": request.match_info["call"],
                 "transcriptionId": tid,
                 "tracks": [
-                    {"detectedLanguage": "en-US", "track": "inbound",
-                     "transcript": "hello, I need help", "confidence": 0.93},
-                    {"detectedLanguage": "en-US", "track": "outbound",
-                     "transcript": "how can I help", "confidence": 0.9},
+                    {
+                        "detectedLanguage": "en-US",
+                        "track": "inbound",
+                        "transcript": "hello, I need help",
+                        "confidence": 0.93,
+                    },
+                    {
+                        "detectedLanguage": "en-US",
+                        "track": "outbound",
+                        "transcript": "how can I help",
+                        "confidence": 0.9,
+                    },
                 ],
             }
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture

@@ -100,7 +100,10 @@ def test_a_consumer_that_cannot_load_stops_the_worker_with_its_name(
     env["PYTHONPATH"] = f"{tmp_path}:{REPO}"
     result = subprocess.run(
         [sys.executable, "-m", "worker", "--consumer", "rtt_tests_typo:handle"],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "consumer 'rtt_tests_typo:handle': rtt_tests_typo has no 'handle'" in result.stderr

@@ -45,8 +45,9 @@ async def test_entries_every_group_acknowledged_go_once_past_retention(
     await _consume(redis, stream, "b", 10, ack=10)
     kept = await trim(redis, stream, now_ms=now_ms(), retention_ms=DAY_MS, max_len=1000)
     assert kept.trimmed == 0  # younger than the retention period
-    later = await trim(redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS,
-                       max_len=1000)  # fmt: skip
+    later = await trim(
+        redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS, max_len=1000
+    )
     # The last entry delivered stays: it marks where the groups are.
     assert later.trimmed == 9
     assert await _ids(redis, stream) == ids[-1:]
@@ -59,8 +60,9 @@ async def test_what_a_slow_group_has_not_acknowledged_is_kept(
     ids = await add_events(redis, settings, 10)
     await _consume(redis, stream, "fast", 10, ack=10)
     await _consume(redis, stream, "slow", 6, ack=3)  # 3 pending, 4 never delivered
-    result = await trim(redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS,
-                        max_len=1000)  # fmt: skip
+    result = await trim(
+        redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS, max_len=1000
+    )
     assert result.trimmed == 3
     assert await _ids(redis, stream) == ids[3:]
 
@@ -72,8 +74,9 @@ async def test_a_group_that_received_nothing_keeps_everything(
     ids = await add_events(redis, settings, 5)
     await _consume(redis, stream, "done", 5, ack=5)
     await recovery.create_group(redis, stream, "new")
-    result = await trim(redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS,
-                        max_len=1000)  # fmt: skip
+    result = await trim(
+        redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS, max_len=1000
+    )
     assert result.trimmed == 0
     assert await _ids(redis, stream) == ids
 
@@ -81,8 +84,9 @@ async def test_a_group_that_received_nothing_keeps_everything(
 async def test_a_stream_without_groups_is_not_trimmed(settings: Settings, redis: Redis) -> None:
     stream = Keys(settings.key_prefix).events()
     ids = await add_events(redis, settings, 3)
-    result = await trim(redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS,
-                        max_len=1000)  # fmt: skip
+    result = await trim(
+        redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS, max_len=1000
+    )
     assert (result.trimmed, result.capped) == (0, 0)
     assert await _ids(redis, stream) == ids
 

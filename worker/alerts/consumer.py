@@ -46,9 +46,10 @@ from .stale import StaleRule
 __all__ = ["AlertsConsumer", "make_alerts_consumer"]
 
 ALERTS: Final = Counter(
-    "rtt_alerts_total", "Alerts raised, by severity and what became of them",
+    "rtt_alerts_total",
+    "Alerts raised, by severity and what became of them",
     ["severity", "outcome"],
-)  # fmt: skip
+)
 _STOP_GRACE_S: Final = 5.0
 
 
@@ -131,9 +132,11 @@ class AlertsConsumer:
         # The lease is renewed every tick, so it must outlive a few of them.
         lease_s = max(settings.heartbeat_ttl.total_seconds(), 3 * tick_s)
         lease = Lease(
-            ctx.redis, ctx.keys.alert_leader, lease_s,
+            ctx.redis,
+            ctx.keys.alert_leader,
+            lease_s,
             holder=ctx.worker_id,
-        )  # fmt: skip
+        )
         outbox = Outbox(
             ctx.redis,
             ctx.keys,
@@ -146,15 +149,23 @@ class AlertsConsumer:
         )
         stopping = asyncio.Event()
         run = _Running(
-            redis=ctx.redis, keys=ctx.keys, settings=settings, session=session,
-            log_sink=log_sink, sinks=sinks, once=once,
+            redis=ctx.redis,
+            keys=ctx.keys,
+            settings=settings,
+            session=session,
+            log_sink=log_sink,
+            sinks=sinks,
+            once=once,
             groups=Groups(ctx.redis, ctx.keys, settings),
             rate=RateRule(ctx.redis, ctx.keys, settings),
             stale=StaleRule(ctx.redis, ctx.keys, settings),
             quiet=QuietRule(ctx.redis, ctx.keys, settings),
-            lease=lease, outbox=outbox, stopping=stopping, log=ctx.log,
+            lease=lease,
+            outbox=outbox,
+            stopping=stopping,
+            log=ctx.log,
             alertmanager=alertmanager,
-        )  # fmt: skip
+        )
         run.upkeep = asyncio.create_task(self._upkeep(run, tick_s), name="alerts-upkeep")
         self._run = run
         names = ["log", *(s.name for s in sinks), *(["alertmanager"] if alertmanager else [])]
@@ -230,9 +241,11 @@ async def _raise(run: _Running, alert: Alert, log: FilteringBoundLogger, deliver
             await count_hit(run.redis, run.keys, silence.id)
             ALERTS.labels(alert.severity, "silenced").inc()
             log.info(
-                "transcription_alert_silenced", silence_id=silence.id,
-                silence_comment=silence.comment, **_fields(alert),
-            )  # fmt: skip
+                "transcription_alert_silenced",
+                silence_id=silence.id,
+                silence_comment=silence.comment,
+                **_fields(alert),
+            )
         return False
 
     async def log_alert() -> None:
@@ -325,8 +338,9 @@ async def _send_first(
                 raise result
             failed[sink.name] = str(result)
         elif result:
-            log.info("alert_notification_sent", sink=sink.name, kind="alert",
-                         alert_key=alert.alert_key)  # fmt: skip
+            log.info(
+                "alert_notification_sent", sink=sink.name, kind="alert", alert_key=alert.alert_key
+            )
     if paused:
         # Delayed, not failed: the outbox sends it when the pause ends, however long.
         outbox_id = await run.outbox.defer(alert, sorted(paused))
@@ -339,8 +353,9 @@ async def _send_first(
         )
     if failed:
         ALERTS.labels(alert.severity, "sink_failed").inc()
-        log.warning("alert_sink_failed", alert_key=alert.alert_key, sinks=failed,
-                        deliveries=deliveries)  # fmt: skip
+        log.warning(
+            "alert_sink_failed", alert_key=alert.alert_key, sinks=failed, deliveries=deliveries
+        )
         raise SinkFailed(f"alert {alert.alert_key} not taken by {', '.join(sorted(failed))}")
     if not paused:
         ALERTS.labels(alert.severity, "sent").inc()

@@ -205,12 +205,15 @@ def pagerduty_event(notification: Notification, routing_key: str) -> dict[str, A
                 "window_start": notification.window_start,
                 "window_end": notification.window_end,
                 "examples": [
-                    {"call_id": a.call_id, "transcription_id": a.transcription_id,
-                     "error_message": a.error_message}
+                    {
+                        "call_id": a.call_id,
+                        "transcription_id": a.transcription_id,
+                        "error_message": a.error_message,
+                    }
                     for a in notification.examples
                 ],
             },
-        }  # fmt: skip
+        }
     elif isinstance(notification, QuietChange):
         dedup_key = notification.dedup_key
         payload |= {

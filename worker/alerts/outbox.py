@@ -162,9 +162,12 @@ class Outbox:
                     # A sink or Redis being down is expected; anything else is a bug, shown
                     # with its traceback. Either way the entry stays and is tried again.
                     (self._log.warning if expected else self._log.exception)(
-                        "alert_outbox_delivery_failed", sink=sink.name, attempts=failures,
-                        retry_in_s=pause_s, error=str(exc),
-                    )  # fmt: skip
+                        "alert_outbox_delivery_failed",
+                        sink=sink.name,
+                        attempts=failures,
+                        retry_in_s=pause_s,
+                        error=str(exc),
+                    )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), pause_s)
 
@@ -183,10 +186,12 @@ class Outbox:
                 entry = self.decode(entry_id, fields)
             except (msgspec.ValidationError, msgspec.DecodeError, KeyError, ValueError) as exc:
                 self._log.error(
-                    "alert_outbox_entry_undecodable", sink=sink.name, outbox_id=entry_id,
-                    error=str(exc), fields={k.decode(): v.decode(errors="replace")
-                                            for k, v in fields.items()},
-                )  # fmt: skip
+                    "alert_outbox_entry_undecodable",
+                    sink=sink.name,
+                    outbox_id=entry_id,
+                    error=str(exc),
+                    fields={k.decode(): v.decode(errors="replace") for k, v in fields.items()},
+                )
                 await self._redis.hset(self._keys.alert_cursors, sink.name, entry_id)
                 continue
             if entry.sinks is None or sink.name in entry.sinks:

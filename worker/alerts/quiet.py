@@ -106,9 +106,11 @@ class QuietRule:
             return None
         seconds, micros = await self._redis.time()
         fields: dict[bytes, bytes] = {
-            b"status": b"firing", b"incident": _bytes(incident), b"last": _bytes(last),
+            b"status": b"firing",
+            b"incident": _bytes(incident),
+            b"last": _bytes(last),
             b"at": b"%d" % (seconds * 1000 + micros // 1000),
-        }  # fmt: skip
+        }
         return quiet_change_from_outbox(fields, self._settings)
 
 

@@ -63,11 +63,13 @@ class LogSink:
             )
         elif isinstance(notification, StaleResolved):
             log.info(
-                "transcription_alert_resolved", alert_key=notification.dedup_key,
-                resolved_at=notification.at, cause=notification.alert.cause,
+                "transcription_alert_resolved",
+                alert_key=notification.dedup_key,
+                resolved_at=notification.at,
+                cause=notification.alert.cause,
                 call_id=notification.alert.call_id,
                 transcription_id=notification.alert.transcription_id,
-            )  # fmt: skip
+            )
         elif isinstance(notification, QuietChange):
             quiet_log = log.error if notification.status == "firing" else log.info
             quiet_log("events_feed_quiet", **msgspec.structs.asdict(notification))

@@ -150,11 +150,14 @@ class StaleRule:
             return False
         resolved = await self._close(
             keys=[
-                keys.alert_open(tid), keys.alert_open_due, keys.alert_closed(tid),
-                keys.alert_stale(tid), keys.alert_outbox,
+                keys.alert_open(tid),
+                keys.alert_open_due,
+                keys.alert_closed(tid),
+                keys.alert_stale(tid),
+                keys.alert_outbox,
             ],
             args=[tid, self._ttl_ms, self._stale_ttl_ms],
-        )  # fmt: skip
+        )
         return bool(resolved)
 
     async def due(self) -> list[Alert]:
@@ -184,11 +187,13 @@ class StaleRule:
         keys = self._keys
         await self._raised(
             keys=[
-                keys.alert_open(tid), keys.alert_open_due, keys.alert_stale(tid),
+                keys.alert_open(tid),
+                keys.alert_open_due,
+                keys.alert_stale(tid),
                 keys.alert_outbox,
             ],
             args=[tid, msgspec.json.encode(alert), self._stale_ttl_ms, "1" if silenced else "0"],
-        )  # fmt: skip
+        )
 
 
 def stale_resolved_from_outbox(fields: dict[bytes, bytes]) -> StaleResolved:

@@ -80,10 +80,6 @@ class Gate:
         realm = realm.replace("\\", "\\\\").replace('"', '\\"')
         self.challenge = f'Basic realm="{realm}", charset="UTF-8"'
 
-    @property
-    def guards_credentials(self) -> bool:
-        return bool(self._expected)
-
     def client_address(self, request: web.BaseRequest) -> str | None:
         """The peer, or the client a trusted proxy names in X-Forwarded-For."""
         if not self._proxies:

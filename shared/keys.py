@@ -30,9 +30,6 @@ class Keys:
     def event_streams(self) -> list[str]:
         return [self.events(n) for n in range(self.shards)]
 
-    def stream_for_call(self, call_id: str) -> str:
-        return self.events(self.shard_of(call_id))
-
     def dedup(self, shard: int, identity: str) -> str:
         """Marks a delivery as stored; lives in its stream's slot."""
         if self.shards > 1:

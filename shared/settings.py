@@ -254,10 +254,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         Grace, _doc("alert when no event at all was received for this; 0: off")
     ] = timedelta(0)
 
-    @property
-    def basic_auth_pairs(self) -> list[tuple[str, str]]:
-        return [tuple(pair.split(":", 1)) for pair in self.basic_auth]  # type: ignore[misc]
-
 
 class ConfigError(Exception):
     """A setting is wrong; the message names the variable or flag and what it expects."""

@@ -115,7 +115,7 @@ async def test_shards_spread_calls_and_keep_each_call_in_order(
     for stream in keys.event_streams():
         for _, fields in await redis.xrange(stream):
             event = msgspec.json.decode(fields[b"body"])
-            assert stream == keys.stream_for_call(event["callId"])
+            assert stream == keys.events(keys.shard_of(event["callId"]))
             seen.setdefault(event["callId"], []).append(event["eventType"])
     assert sorted(seen) == sorted(calls)
     assert {tuple(types) for types in seen.values()} == {

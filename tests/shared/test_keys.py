@@ -19,16 +19,18 @@ def test_dedup_key_shares_the_slot_of_its_stream(shards: int) -> None:
 def test_unsharded_layout_matches_the_contract() -> None:
     keys = Keys()
     assert keys.event_streams() == ["rtt:events"]
-    assert keys.stream_for_call("c-anything") == "rtt:events"
+    assert keys.events(keys.shard_of("c-anything")) == "rtt:events"
     assert (keys.dlq, keys.rejected, keys.unknown) == ("rtt:dlq", "rtt:rejected", "rtt:unknown")
 
 
 def test_shards_spread_calls_and_keep_each_call_on_one_stream() -> None:
     keys = Keys("rtt", 4)
     assert keys.event_streams() == [f"rtt:events:{{{n}}}" for n in range(4)]
-    streams = {keys.stream_for_call(f"c-{n}") for n in range(200)}
+    streams = {keys.events(keys.shard_of(f"c-{n}")) for n in range(200)}
     assert streams == set(keys.event_streams())
-    assert {keys.stream_for_call("c-7") for _ in range(10)} == {keys.stream_for_call("c-7")}
+    assert {keys.events(keys.shard_of("c-7")) for _ in range(10)} == {
+        keys.events(keys.shard_of("c-7"))
+    }
     # Distinct slots, so a Redis Cluster can put shards on different nodes.
     assert len({key_slot(s.encode()) for s in keys.event_streams()}) == 4
 

@@ -37,7 +37,7 @@ def test_environment_then_flags() -> None:
     }
     settings = load_settings(env=env, overrides={"port": "9001"})
     assert settings.port == 9001
-    assert settings.basic_auth_pairs == [("a", "1"), ("b", "2")]
+    assert settings.basic_auth == ["a:1", "b:2"]
     assert settings.store_timeout == timedelta(milliseconds=500)
     assert settings.stream_retention == timedelta(days=2)
     assert settings.log_phone_numbers is True

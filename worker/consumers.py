@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import entry_points
@@ -26,6 +26,7 @@ from shared.settings import Settings
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BatchHandler",
     "Consumer",
     "ConsumerLoadError",
     "ConsumerOptions",
@@ -88,11 +89,21 @@ class Context(msgspec.Struct, frozen=True):
 
 
 Handler = Callable[[Event, Context], Awaitable[None]]
+# A batch consumer's handler: the events of one read and their contexts, index for index.
+# It returns None when every event is done, or one outcome per event: None for done, an
+# exception for an event that failed (retried, then dead-lettered, like a raise).
+BatchHandler = Callable[
+    [Sequence[Event], Sequence[Context]], Awaitable[Sequence[BaseException | None] | None]
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A named handler; its consumer group has its name, so it sees every event."""
+    """A named handler; its consumer group has its name, so it sees every event.
+
+    A batch consumer has `handle_batch`, which the worker calls with many events at once;
+    its `handle` runs `handle_batch` on one event, for callers that have only one.
+    """
 
     name: str
     handle: Handler
@@ -104,13 +115,14 @@ class Consumer:
     concurrency: int | None = None
     max_deliveries: int | None = None
     start: Start = "oldest"
+    handle_batch: BatchHandler | None = None
 
 
 class _ConsumerClass(Protocol):
-    async def handle(self, event: Any, ctx: Context) -> None: ...
+    async def handle(self, event: Any, ctx: Any) -> Any: ...
 
 
-F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 @overload
@@ -122,6 +134,7 @@ def consumer(
     concurrency: int | None = None,
     max_deliveries: int | None = None,
     start: Start = "oldest",
+    batch: bool = False,
 ) -> Callable[[Any], Consumer]: ...
 @overload
 def consumer(name: Callable[..., Awaitable[None]]) -> Consumer: ...
@@ -135,6 +148,7 @@ def consumer(
     concurrency: int | None = None,
     max_deliveries: int | None = None,
     start: Start = "oldest",
+    batch: bool = False,
 ) -> Any:
     """Declare a consumer: `@consumer("billing", events=[Stopped])` over a function or class.
 
@@ -143,6 +157,9 @@ def consumer(
     `timeout` (seconds or a timedelta), `concurrency` and `max_deliveries` default to
     RTT_HANDLER_TIMEOUT, RTT_CONCURRENCY and RTT_MAX_DELIVERIES; `start="new"` makes a new
     consumer's group start with the events that come next instead of the oldest kept one.
+    With `batch=True` the handler takes the events of a read at once, `(events, ctxs)`, and
+    returns None or one outcome per event (see `BatchHandler`): it can do one Redis round
+    trip for all of them.
     """
     if callable(name) and not isinstance(name, str):
         return _build(name, getattr(name, "__name__", type(name).__name__), None, {})
@@ -156,7 +173,7 @@ def consumer(
             "max_deliveries": max_deliveries,
             "start": start,
         }
-        return _build(target, label, events, _checked(label, options))
+        return _build(target, label, events, _checked(label, options), batch=batch)
 
     return wrap
 
@@ -175,26 +192,46 @@ def _checked(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build(
-    target: Any, name: str, events: Iterable[type[Event]] | None, options: dict[str, Any]
+    target: Any,
+    name: str,
+    events: Iterable[type[Event]] | None,
+    options: dict[str, Any],
+    *,
+    batch: bool = False,
 ) -> Consumer:
     types = frozenset(str(cls.__struct_config__.tag) for cls in events) if events else None
     if not name or any(ch in name for ch in " :{}"):
         raise ValueError(f"consumer name {name!r}: use letters, digits, '-', '_' or '.'")
+    args = "events, ctxs" if batch else "event, ctx"
+    extra: dict[str, Any] = {}
     if isinstance(target, type) or _is_instance(target):
         instance: _ConsumerClass = target() if isinstance(target, type) else target
         if not inspect.iscoroutinefunction(instance.handle):
-            raise TypeError(f"consumer {name!r}: handle must be `async def handle(event, ctx)`")
-        return Consumer(
-            name=name,
-            handle=instance.handle,
-            event_types=types,
-            setup=getattr(instance, "setup", None),
-            teardown=getattr(instance, "teardown", None),
-            **options,
-        )
-    if not inspect.iscoroutinefunction(target):
-        raise TypeError(f"consumer {name!r}: {target!r} must be `async def f(event, ctx)`")
-    return Consumer(name=name, handle=target, event_types=types, **options)
+            raise TypeError(f"consumer {name!r}: handle must be `async def handle({args})`")
+        handle: Any = instance.handle
+        extra = {
+            "setup": getattr(instance, "setup", None),
+            "teardown": getattr(instance, "teardown", None),
+        }
+    elif not inspect.iscoroutinefunction(target):
+        raise TypeError(f"consumer {name!r}: {target!r} must be `async def f({args})`")
+    else:
+        handle = target
+    if batch:
+        extra["handle_batch"] = handle
+        handle = _one_of_batch(handle)
+    return Consumer(name=name, handle=handle, event_types=types, **extra, **options)
+
+
+def _one_of_batch(handle_batch: BatchHandler) -> Handler:
+    """A batch handler as a per-event one: the event's outcome, raised if it failed."""
+
+    async def handle(event: Event, ctx: Context) -> None:
+        outcomes = await handle_batch([event], [ctx])
+        if outcomes is not None and outcomes[0] is not None:
+            raise outcomes[0]
+
+    return handle
 
 
 def _is_instance(target: Any) -> bool:

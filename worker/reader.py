@@ -17,7 +17,7 @@ import itertools
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -35,7 +35,7 @@ from shared.tasks import cancel_and_wait
 from shared.tracing import tracer
 
 from . import recovery
-from .consumers import Consumer, ConsumerOptions, Context
+from .consumers import BatchHandler, Consumer, ConsumerOptions, Context
 from .dlq import DeadLetter, dead_letter, now_ms
 from .heartbeat import alive
 from .metrics import ConsumerStats
@@ -151,6 +151,8 @@ class GroupReader:
         self._idle_lanes: deque[asyncio.Future[None]] = deque()
         self._waking = 0  # lanes woken that have not run yet
         self._current: list[Item | None] = [None] * options.concurrency
+        # A batch consumer's lanes each hold a batch instead.
+        self._current_batch: list[list[Item]] = [[] for _ in range(options.concurrency)]
         # Per lane, while its handler runs: when it is due to end (perf_counter), and how
         # often the watchdog has cancelled it for running late.
         self._deadlines = [0.0] * options.concurrency
@@ -186,8 +188,12 @@ class GroupReader:
     async def run(self) -> None:
         """Until `stop()`: then in-flight handlers finish within the grace period, finished
         entries are acknowledged, and everything else stays pending for other workers."""
+        batch_handle = self.consumer.handle_batch
         self._lanes = [
-            asyncio.create_task(self._lane(i), name=f"{self.group}-lane-{i}")
+            asyncio.create_task(
+                self._lane(i) if batch_handle is None else self._batch_lane(i, batch_handle),
+                name=f"{self.group}-lane-{i}",
+            )
             for i in range(self._concurrency)
         ]
         watchdog = asyncio.create_task(self._watchdog(), name=f"{self.group}-watchdog")
@@ -227,13 +233,17 @@ class GroupReader:
         self._wake_all()
         grace_s = 0.0 if self._force else self.settings.shutdown_timeout.total_seconds()
         in_flight = sum(item is not None for item in self._current)
+        in_flight += sum(len(batch) for batch in self._current_batch)
         self.log.info("consumer_stopping", in_flight=in_flight, grace_s=grace_s)
         late = {task for task in self._lanes if not task.done()}
         if late and grace_s > 0:
             _, late = await asyncio.wait(late, timeout=grace_s)
         cancelled = sum(
-            task in late and item is not None
-            for task, item in zip(self._lanes, self._current, strict=True)
+            (item is not None) + len(batch)
+            for task, item, batch in zip(
+                self._lanes, self._current, self._current_batch, strict=True
+            )
+            if task in late
         )
         await cancel_and_wait(late)
         await cancel_and_wait([watchdog])
@@ -377,6 +387,142 @@ class GroupReader:
             acks[stream].append(entry_id)
             if not ack_wanted.is_set():
                 ack_wanted.set()
+
+    async def _batch_lane(self, index: int, handle_batch: BatchHandler) -> None:
+        """For a batch consumer: take what is queued (a read's worth at most) and hand it
+        to one call; each event's outcome is then acknowledged, retried or dead-lettered
+        on its own. A raise, or the timeout, fails every event of the call."""
+        queue, current, loop = self._queue, self._current_batch, asyncio.get_running_loop()
+        stats, latency = self.stats, self.stats.latency_s
+        group_b, wanted, limit = self._group_b, self._wanted, self._batch
+        deadlines, timeouts_sent = self._deadlines, self._timeouts_sent
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._closing:
+            if not queue:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle_lanes.append(waiter)
+                await waiter
+                self._waking = max(0, self._waking - 1)
+                continue
+            taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
+            if queue and not self._waking and self._idle_lanes:
+                self._wake_lane()
+            if self._space_wanted and len(queue) <= limit:
+                self._space_wanted = False
+                self._space.set()
+            items: list[Item] = []
+            events: list[Event] = []
+            ctxs: list[Context] = []
+            for item in taken:
+                fields = item.fields
+                only = fields.get(b"group")
+                if (only is not None and only != group_b) or (
+                    wanted is not None and fields.get(b"type") not in wanted
+                ):
+                    stats.skipped += 1
+                    self._ack(item.stream, item.entry_id)
+                    continue
+                event = decode_event(fields.get(b"body", b""))
+                if isinstance(event, _NOT_EVENTS) or item.deliveries > self._max_deliveries:
+                    current[index] = [item]
+                    try:
+                        await self._not_handled(item, event)
+                    finally:
+                        current[index] = []
+                    continue
+                items.append(item)
+                events.append(event)
+                ctxs.append(self._context(item, event))
+            if not items:
+                continue
+            current[index] = items
+            started = time.perf_counter()
+            deadlines[index] = started + self._timeout_s
+            outcomes: Sequence[BaseException | None] | None
+            try:
+                if tracer().enabled:
+                    outcomes = await self._handle_batch_traced(handle_batch, events, ctxs, items)
+                else:
+                    outcomes = await handle_batch(events, ctxs)
+                if outcomes is not None and len(outcomes) != len(items):
+                    outcomes = [
+                        ValueError(
+                            f"batch handler returned {len(outcomes)} outcomes "
+                            f"for {len(items)} events"
+                        )
+                    ] * len(items)
+            except Exception as exc:
+                outcomes = [exc] * len(items)
+            except asyncio.CancelledError:
+                if me.cancelling() > timeouts_sent[index]:
+                    raise  # stopping
+                outcomes = [asyncio.CancelledError("raised by the handler")] * len(items)
+            deadlines[index] = 0.0
+            timed_out = timeouts_sent[index] > 0
+            if timed_out:
+                outcomes = [self._timed_out(me, index)] * len(items)
+            elapsed = time.perf_counter() - started
+            latency.counts[bisect_left(latency.bounds, elapsed)] += len(items)
+            latency.total += elapsed * len(items)
+            current[index] = []
+            for n, item in enumerate(items):
+                failure = None if outcomes is None else outcomes[n]
+                if failure is not None:
+                    await self._failed(item, failure, ctxs[n].log, timed_out=timed_out)
+                    continue
+                stats.processed += 1
+                if item.deliveries > 1:
+                    stats.redeliveries.observe(item.deliveries)
+                self._ack(item.stream, item.entry_id)
+
+    def _context(self, item: Item, event: Event) -> Context:
+        entry_text = item.entry_id.decode()
+        return Context(
+            _EntryLog(self.log, entry_text, event, item.deliveries),
+            self.redis,
+            self.keys,
+            self.keys.prefix,
+            self.group,
+            self.worker_id,
+            self.options,
+            item.deliveries,
+            entry_text,
+            item.stream,
+            int(item.fields.get(b"received_at") or 0),
+        )
+
+    async def _handle_batch_traced(
+        self,
+        handle_batch: BatchHandler,
+        events: list[Event],
+        ctxs: list[Context],
+        items: list[Item],
+    ) -> Sequence[BaseException | None] | None:
+        """One span per entry, as for a per-event consumer, all around the one call."""
+        with contextlib.ExitStack() as stack:
+            spans = [
+                stack.enter_context(
+                    tracer().handle(
+                        item.fields.get(b"traceparent", b"").decode(errors="replace"),
+                        consumer=self.group,
+                        stream=ctx.stream,
+                        entry_id=ctx.entry_id,
+                        deliveries=ctx.deliveries,
+                    )
+                )
+                for item, ctx in zip(items, ctxs, strict=True)
+            ]
+            try:
+                outcomes = await handle_batch(events, ctxs)
+            except BaseException:
+                for span in spans:
+                    span.set_attribute("rtt.outcome", "failed")
+                raise
+            for n, span in enumerate(spans):
+                failed = outcomes is not None and n < len(outcomes) and outcomes[n] is not None
+                span.set_attribute("rtt.outcome", "failed" if failed else "handled")
+            return outcomes
 
     async def _handle_traced(self, event: Event, ctx: Context, fields: dict[bytes, bytes]) -> None:
         """The handler call in a span, child of the receiver's span the entry carries."""
@@ -663,6 +809,12 @@ class GroupReader:
         held = {item.entry_id for item in self._queue if item.stream == stream}
         held.update(
             item.entry_id for item in self._current if item is not None and item.stream == stream
+        )
+        held.update(
+            item.entry_id
+            for batch in self._current_batch
+            for item in batch
+            if item.stream == stream
         )
         held.update(r.entry_id for r in self._retries if r.stream == stream)
         return held

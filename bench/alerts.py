@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import random
 import statistics
@@ -124,13 +125,7 @@ async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool
 
 
 def _renamed(item: Consumer, name: str) -> Consumer:
-    return Consumer(
-        name=name,
-        handle=item.handle,
-        event_types=item.event_types,
-        setup=item.setup,
-        teardown=item.teardown,
-    )
+    return dataclasses.replace(item, name=name)
 
 
 async def _bench(events: int, rounds: int) -> dict[str, list[float]]:

@@ -1,5 +1,11 @@
 """The built-in `alerts` consumer: rules, silences, once-only delivery, grouping, rate rule.
 
+The worker hands it a read's worth of events at once (a batch consumer), and each step
+below is one pipelined round trip for the whole batch, not one per event: the state every
+event records (stale tracking, the rate window), then for the alerts among them the
+silences, the log's once-claims, their records, and the groups. Only a group's first
+alert goes on alone, to the sinks. An event whose own step fails fails alone.
+
 For each failed Stopped or Rejected event (and each stale transcription, see `stale`):
 
 1. a matching silence mutes it (logged at info and counted, nothing sent);
@@ -17,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
+import msgspec
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,13 +42,15 @@ from worker.consumers import Consumer, Context, SetupContext, consumer
 
 from .alertmanager import AlertmanagerSink
 from .delivery import MAX_WAIT_S, Poster, SinkError, SinkPaused
-from .grouping import Groups
-from .once import Once
+from .grouping import Groups, decision_of
+from .once import CLAIMED, SENDING, Once
 from .outbox import Lease, Outbox
+from .pipelined import Call
+from .pipelined import run as run_calls
 from .quiet import QuietRule
 from .rate import RateRule
 from .rules import Alert, alert_for, check_group_by
-from .silences import count_hit, matching_silence
+from .silences import Silence, active_silences, count_hit, hit_call, matching_silence, silence_for
 from .sinks import LogSink, Sink, http_sinks
 from .stale import StaleRule
 
@@ -186,18 +197,38 @@ class AlertsConsumer:
                 await run.lease.release()
             await run.session.close()
 
-    async def handle(self, event: Event, ctx: Context) -> None:
+    async def handle(
+        self, events: Sequence[Event], ctxs: Sequence[Context]
+    ) -> list[BaseException | None]:
+        """A batch: first the state every event records, in one round trip (most events
+        alert not, and cost just that), then the alerts among them, together."""
         run = self._run
         if run is None:
             raise RuntimeError("alerts consumer used before setup")
-        if isinstance(event, Started | Stopped | Rejected):
-            await run.stale.record(event)
-        if isinstance(event, Stopped):
-            at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
-            await run.rate.record(event, at_ms)
-        alert = alert_for(event, run.settings)
-        if alert is not None:
-            await _raise(run, alert, ctx.log, ctx.deliveries)
+        outcomes: list[BaseException | None] = [None] * len(events)
+        calls: list[Call] = []
+        owners: list[int] = []
+        alerts: list[tuple[int, Alert]] = []
+        for n, (event, ctx) in enumerate(zip(events, ctxs, strict=True)):
+            if isinstance(event, Started | Stopped | Rejected):
+                call = run.stale.record_call(event)
+                if call is not None:
+                    calls.append(call)
+                    owners.append(n)
+            if isinstance(event, Stopped):
+                at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
+                calls.append(run.rate.record_call(event, at_ms))
+                owners.append(n)
+            alert = alert_for(event, run.settings)
+            if alert is not None:
+                alerts.append((n, alert))
+        for n, result in zip(owners, await run_calls(run.redis, calls), strict=True):
+            if isinstance(result, Exception):
+                outcomes[n] = result
+        alerts = [(n, alert) for n, alert in alerts if outcomes[n] is None]
+        if alerts:
+            await _raise_batch(run, alerts, ctxs, outcomes)
+        return outcomes
 
     async def _upkeep(self, run: _Running, tick_s: float) -> None:
         """Close due windows, slide the rate window, hold the lease; deliver while held."""
@@ -259,6 +290,130 @@ async def _raise(run: _Running, alert: Alert, log: FilteringBoundLogger, deliver
         return True
     await _send_first(run, alert, log, deliveries)
     return True
+
+
+class _Claimed(msgspec.Struct):
+    """An alert of a batch on its way: which once-record it takes, and how it went."""
+
+    n: int  # its event's index in the batch
+    alert: Alert
+    silence: Silence | None
+    sink: str  # the log sink, or "silenced"
+    token: str
+
+
+async def _raise_batch(
+    run: _Running,
+    alerts: list[tuple[int, Alert]],
+    ctxs: Sequence[Context],
+    outcomes: list[BaseException | None],
+) -> None:
+    """The alerts of a batch, as `_raise` takes each, with a round trip per step for all:
+    silences, the once-claims (log or silenced), the log lines, the records and silence
+    hits, Alertmanager, the groups; then each group's first alert to the sinks."""
+
+    def fail(items: Sequence[_Claimed | tuple[int, Alert]], exc: BaseException) -> None:
+        for item in items:
+            outcomes[item.n if isinstance(item, _Claimed) else item[0]] = exc
+
+    try:
+        silences = await active_silences(run.redis, run.keys)
+        claims = []
+        for n, alert in alerts:
+            silence = silence_for(silences, alert)
+            sink = run.log_sink.name if silence is None else "silenced"
+            claims.append(_Claimed(n, alert, silence, sink, uuid.uuid4().hex))
+        states = await run_calls(
+            run.redis, [run.once.claim_call(c.sink, c.alert.alert_key, c.token) for c in claims]
+        )
+    except (RedisError, OSError) as exc:
+        fail(alerts, exc)
+        return
+    # Another worker (or an event of this batch) is sending it: the one-alert path, once
+    # this batch's records are written.
+    alone: list[tuple[int, Alert]] = []
+    taken: list[_Claimed] = []  # claimed now: logged here, recorded next
+    going: list[_Claimed] = []  # not silenced: on to Alertmanager and the groups
+    for claim, state in zip(claims, states, strict=True):
+        if isinstance(state, Exception):
+            outcomes[claim.n] = state
+        elif int(state) == SENDING:
+            alone.append((claim.n, claim.alert))
+        else:
+            if int(state) == CLAIMED:
+                taken.append(claim)
+                await _log_claimed(run, claim, ctxs[claim.n].log)
+            if claim.silence is None:
+                going.append(claim)
+    await _record_claimed(run, taken, outcomes)
+    if run.alertmanager is not None:
+        sent = await asyncio.gather(
+            *(
+                _send_to_alertmanager(
+                    run, run.alertmanager, c.alert, ctxs[c.n].log, ctxs[c.n].deliveries
+                )
+                for c in going
+            ),
+            return_exceptions=True,
+        )
+        for claim, result in zip(going, sent, strict=True):
+            if isinstance(result, BaseException):
+                outcomes[claim.n] = result
+        going = [c for c in going if outcomes[c.n] is None]
+    try:
+        decisions = await run_calls(run.redis, [run.groups.register_call(c.alert) for c in going])
+    except (RedisError, OSError) as exc:
+        fail(going, exc)
+        decisions = []
+    first: list[tuple[int, Alert]] = []
+    for claim, decision in zip(going, decisions, strict=True):
+        if isinstance(decision, Exception):
+            outcomes[claim.n] = decision
+        elif decision_of(decision) == "grouped":
+            ALERTS.labels(claim.alert.severity, "grouped").inc()
+        else:
+            first.append((claim.n, claim.alert))
+    sends = [
+        *(_send_first(run, a, ctxs[n].log, ctxs[n].deliveries) for n, a in first),
+        *(_raise(run, a, ctxs[n].log, ctxs[n].deliveries) for n, a in alone),
+    ]
+    done = await asyncio.gather(*sends, return_exceptions=True)
+    for (n, _), outcome in zip([*first, *alone], done, strict=True):
+        if isinstance(outcome, BaseException):
+            outcomes[n] = outcome
+
+
+async def _log_claimed(run: _Running, claim: _Claimed, log: FilteringBoundLogger) -> None:
+    alert = claim.alert
+    if claim.silence is None:
+        await run.log_sink.send(alert, log)
+        return
+    ALERTS.labels(alert.severity, "silenced").inc()
+    log.info(
+        "transcription_alert_silenced", silence_id=claim.silence.id,
+        silence_comment=claim.silence.comment, **_fields(alert),
+    )  # fmt: skip
+
+
+async def _record_claimed(
+    run: _Running, taken: list[_Claimed], outcomes: list[BaseException | None]
+) -> None:
+    """The once-records of what was just logged, and the silences' hits, in one round trip;
+    a record that does not land is written alone until Redis takes it, as `Once.send` does."""
+    calls = [run.once.record_call(c.sink, c.alert.alert_key, c.token) for c in taken]
+    silenced = [c for c in taken if c.silence is not None]
+    calls += [hit_call(run.keys, c.silence.id) for c in silenced if c.silence is not None]
+    try:
+        results = await run_calls(run.redis, calls)
+    except (RedisError, OSError) as exc:
+        results = [exc] * len(calls)
+    unrecorded = [
+        c for c, result in zip(taken, results, strict=False) if isinstance(result, Exception)
+    ]
+    for claim, result in zip(silenced, results[len(taken) :], strict=True):
+        if isinstance(result, Exception):
+            outcomes[claim.n] = result  # the hit is not counted; the entry is retried
+    await asyncio.gather(*(run.once.record(c.sink, c.alert.alert_key, c.token) for c in unrecorded))
 
 
 async def _raise_stale(run: _Running) -> None:
@@ -363,4 +518,6 @@ async def _send_first(
 
 def make_alerts_consumer(settings: Settings) -> Consumer:
     """A fresh `alerts` consumer with its own session and upkeep (one per worker)."""
-    return consumer("alerts", events=[Started, Stopped, Rejected])(AlertsConsumer(settings))
+    return consumer("alerts", events=[Started, Stopped, Rejected], batch=True)(
+        AlertsConsumer(settings)
+    )

@@ -25,9 +25,17 @@ from shared.keys import Keys
 from shared.settings import Settings
 
 from .notifications import Summary
+from .pipelined import Call
 from .rules import Alert, group_labels
 
-__all__ = ["MAX_EXAMPLES", "Decision", "Groups", "group_id", "summary_from_outbox"]
+__all__ = [
+    "MAX_EXAMPLES",
+    "Decision",
+    "Groups",
+    "decision_of",
+    "group_id",
+    "summary_from_outbox",
+]
 
 MAX_EXAMPLES: Final = 5
 Decision = Literal["first", "grouped"]
@@ -135,28 +143,26 @@ class Groups:
 
     async def register(self, alert: Alert) -> Decision:
         """Take an alert into its group, once: the same alert again gets the same answer."""
+        call = self.register_call(alert)
+        return decision_of(await self._register(keys=call.keys, args=call.args))
+
+    def register_call(self, alert: Alert) -> Call:
+        """What `register` runs, to run in a batch; `decision_of` reads its result."""
         labels = group_labels(alert, self._group_by)
         gid = group_id(labels)
-        decision = await self._register(
-            keys=[
+        return Call(
+            self._register,
+            [
                 self._keys.alert_seen(alert.alert_key),
                 self._keys.alert_group(gid),
                 self._keys.alert_group_examples(gid),
                 self._keys.alert_groups_due,
             ],
-            args=[
-                gid,
-                self._interval_ms,
-                self._repeat_ms,
-                self._once_ttl_ms,
-                alert.alert_key,
-                _encode(alert),
-                MAX_EXAMPLES,
-                _encode(labels),
-                alert.severity,
+            [
+                gid, self._interval_ms, self._repeat_ms, self._once_ttl_ms, alert.alert_key,
+                _encode(alert), MAX_EXAMPLES, _encode(labels), alert.severity,
             ],
-        )
-        return "first" if decision in (b"first", "first") else "grouped"
+        )  # fmt: skip
 
     async def close_due(self, limit: int = 100) -> int:
         """Close every window that is due; returns how many alerts went into summaries."""
@@ -180,6 +186,10 @@ class Groups:
                 )
             )
         return summarised
+
+
+def decision_of(result: object) -> Decision:
+    return "first" if result in (b"first", "first") else "grouped"
 
 
 def summary_from_outbox(entry_id: str, fields: dict[bytes, bytes]) -> Summary:

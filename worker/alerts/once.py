@@ -27,7 +27,12 @@ from structlog.typing import FilteringBoundLogger
 from shared.keys import Keys
 from worker.retry import backoff_s
 
-__all__ = ["Once"]
+from .pipelined import Call
+
+__all__ = ["CLAIMED", "SENDING", "SENT", "Once"]
+
+# What a claim answers: sent already, ours to send, or another worker is sending it.
+SENT, CLAIMED, SENDING = 0, 1, 2
 
 # KEYS: done record, sending lock. ARGV: token, lock ms.
 # 0: already sent; 1: the lock is ours, send; 2: another worker is sending.
@@ -78,6 +83,30 @@ class Once:
         self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
         self._keepers: set[asyncio.Task[None]] = set()  # strong references while they run
+
+    def claim_call(self, sink: str, key: str, token: str) -> Call:
+        """The claim of (sink, key) for `token`, to run in a batch: SENT, CLAIMED or SENDING.
+        For a send that takes no time (a log line): no lock renewal runs meanwhile."""
+        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
+        return Call(self._acquire, keys, [token, self._lock_ms])
+
+    def record_call(self, sink: str, key: str, token: str) -> Call:
+        """After a claimed send went through: the record, to run in a batch."""
+        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
+        return Call(self._finish, keys, [token, self._ttl_ms])
+
+    async def record(self, sink: str, key: str, token: str) -> None:
+        """A claimed send went through, and its batched record did not land: write it until
+        Redis takes it, the lock renewed meanwhile, as `send` does."""
+        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(keys[1], token, done))
+        self._keepers.add(keeper)
+        keeper.add_done_callback(self._keepers.discard)
+        try:
+            await self._record(keys, token, sink, key)
+        finally:
+            done.set()
 
     async def send(self, sink: str, key: str, send: Callable[[], Awaitable[None]]) -> bool:
         """Run `send` unless it already succeeded for (sink, key); True if it ran now.

@@ -19,6 +19,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 
 from .notifications import RateChange
+from .pipelined import Call
 
 __all__ = ["RateRule", "rate_change_from_outbox"]
 
@@ -76,6 +77,20 @@ class RateRule:
         failed = "1" if event.cause in self._failing else "0"
         return await self._run(event_identity(event), at_ms, failed)
 
+    def record_call(self, event: Stopped, at_ms: int) -> Call:
+        """What `record` runs, to run in a batch."""
+        failed = "1" if event.cause in self._failing else "0"
+        return Call(
+            self._script, self._script_keys(), self._args(event_identity(event), at_ms, failed)
+        )
+
+    def _script_keys(self) -> list[str]:
+        keys = self._keys
+        return [keys.rate_window(), keys.rate_failures, keys.rate_state, keys.alert_outbox]
+
+    def _args(self, member: str, at_ms: int, failed: str) -> list[str | int]:
+        return [member, at_ms, failed, self._window_ms, repr(self._threshold), self._min_stops]
+
     async def evaluate(self) -> str:
         """Slide the window without a new stop, so a quiet spell can resolve the alert."""
         return await self._run("", 0, "0")
@@ -98,10 +113,8 @@ class RateRule:
         return rate_change_from_outbox(fields, self._settings)
 
     async def _run(self, member: str, at_ms: int, failed: str) -> str:
-        keys = self._keys
         result = await self._script(
-            keys=[keys.rate_window(), keys.rate_failures, keys.rate_state, keys.alert_outbox],
-            args=[member, at_ms, failed, self._window_ms, repr(self._threshold), self._min_stops],
+            keys=self._script_keys(), args=self._args(member, at_ms, failed)
         )
         change = result[2]
         return change.decode() if isinstance(change, bytes) else str(change)

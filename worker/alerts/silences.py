@@ -18,16 +18,20 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 
+from .pipelined import Call
 from .rules import GROUP_FIELDS, Alert, alert_field
 
 __all__ = [
     "Silence",
+    "active_silences",
     "add_silence",
     "count_hit",
+    "hit_call",
     "list_silences",
     "matching_silence",
     "parse_matchers",
     "remove_silence",
+    "silence_for",
 ]
 
 
@@ -132,12 +136,23 @@ async def remove_silence(redis: Redis, keys: Keys, silence_id: str) -> bool:
 
 
 async def matching_silence(redis: Redis, keys: Keys, alert: Alert) -> Silence | None:
+    return silence_for(await active_silences(redis, keys), alert)
+
+
+async def active_silences(redis: Redis, keys: Keys) -> list[Silence]:
+    """The silences in force now: read once for a batch of alerts."""
     now = _now_ms()
-    for silence in await _all(redis, keys):
-        if silence.active(now) and silence.matches(alert):
-            return silence
-    return None
+    return [silence for silence in await _all(redis, keys) if silence.active(now)]
+
+
+def silence_for(silences: list[Silence], alert: Alert) -> Silence | None:
+    return next((silence for silence in silences if silence.matches(alert)), None)
 
 
 async def count_hit(redis: Redis, keys: Keys, silence_id: str) -> None:
     await redis.hincrby(keys.silence_hits, silence_id, 1)
+
+
+def hit_call(keys: Keys, silence_id: str) -> Call:
+    """`count_hit`, to run in a batch."""
+    return Call.command("HINCRBY", keys.silence_hits, silence_id, 1)

@@ -27,6 +27,7 @@ from shared.keys import Keys
 from shared.settings import Settings, format_duration
 
 from .notifications import StaleResolved
+from .pipelined import Call
 from .rules import Alert
 
 __all__ = ["STALE_CAUSE", "StaleRule", "stale_resolved_from_outbox"]
@@ -40,32 +41,30 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: open, due, closed. ARGV: transcription id, alert json, stale after ms, ttl ms.
-# A redelivered Started keeps its first due time; one after its stop opens nothing.
-_OPEN: Final = (
+# KEYS: open, due, closed, stale, outbox. ARGV: 'open' or 'close', transcription id,
+# alert json, stale after ms, ttl ms (of the open record and the closed marker), stale
+# ttl ms. One script for both, so the Started and Stopped of one transcription in one
+# batch run in their order.
+# Open: a redelivered Started keeps its first due time; one after its stop opens nothing.
+# Close: 1 if a raised stale alert is resolved by this stop.
+_RECORD: Final = (
     _NOW_MS
     + """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[4]) then
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+if ARGV[1] == 'open' then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+  if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[5]) then
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[2])
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  return 1
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
-)
-
-# KEYS: open, due, closed, stale, outbox. ARGV: transcription id, closed ttl ms, stale ttl ms.
-# 1 if a raised stale alert is resolved by this stop.
-_CLOSE: Final = (
-    _NOW_MS
-    + """
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
 local alert = redis.call('GET', KEYS[4])
 if alert and alert ~= 'resolved' then
   redis.call('XADD', KEYS[5], '*', 'kind', 'stale_resolved', 'alert', alert, 'at', now)
-  redis.call('SET', KEYS[4], 'resolved', 'PX', ARGV[3])
+  redis.call('SET', KEYS[4], 'resolved', 'PX', ARGV[6])
   return 1
 end
 return 0
@@ -127,8 +126,7 @@ class StaleRule:
         self._after_ms = int(settings.alert_stale_after.total_seconds() * 1000)
         self._ttl_ms = 2 * self._after_ms + _MARGIN_MS
         self._stale_ttl_ms = max(1, int(settings.alert_once_ttl.total_seconds() * 1000))
-        self._open = redis.register_script(_OPEN)
-        self._close = redis.register_script(_CLOSE)
+        self._record = redis.register_script(_RECORD)
         self._raised = redis.register_script(_RAISED)
 
     @property
@@ -137,28 +135,33 @@ class StaleRule:
 
     async def record(self, event: Started | Stopped | Rejected) -> bool:
         """Open on a Started, close on a Stopped or Rejected; True if that resolved an alert."""
-        if not self.enabled:
+        call = self.record_call(event)
+        if call is None:
             return False
+        resolved = await self._record(keys=call.keys, args=call.args)
+        return isinstance(event, Stopped | Rejected) and bool(resolved)
+
+    def record_call(self, event: Started | Stopped | Rejected) -> Call | None:
+        """What `record` runs, to run in a batch; None when the rule is off."""
+        if not self.enabled:
+            return None
         tid = event.transcription_info.id
         keys = self._keys
+        opens = isinstance(event, Started)
+        alert = b""
         if isinstance(event, Started):
             alert = msgspec.json.encode(stale_alert(event, self._stale_after))
-            await self._open(
-                keys=[keys.alert_open(tid), keys.alert_open_due, keys.alert_closed(tid)],
-                args=[tid, alert, self._after_ms, self._ttl_ms],
-            )
-            return False
-        resolved = await self._close(
-            keys=[
-                keys.alert_open(tid),
-                keys.alert_open_due,
-                keys.alert_closed(tid),
-                keys.alert_stale(tid),
-                keys.alert_outbox,
+        return Call(
+            self._record,
+            [
+                keys.alert_open(tid), keys.alert_open_due, keys.alert_closed(tid),
+                keys.alert_stale(tid), keys.alert_outbox,
             ],
-            args=[tid, self._ttl_ms, self._stale_ttl_ms],
-        )
-        return bool(resolved)
+            [
+                "open" if opens else "close", tid, alert, self._after_ms, self._ttl_ms,
+                self._stale_ttl_ms,
+            ],
+        )  # fmt: skip
 
     async def due(self) -> list[Alert]:
         """Stale alerts due now (at most a batch); records gone by themselves are dropped."""

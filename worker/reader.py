@@ -153,6 +153,7 @@ class GroupReader:
         self._current: list[Item | None] = [None] * options.concurrency
         # A batch consumer's lanes each hold a batch instead.
         self._current_batch: list[list[Item]] = [[] for _ in range(options.concurrency)]
+        self._in_batches = 0  # entries in the calls of a batch consumer, which count as held
         # Per lane, while its handler runs: when it is due to end (perf_counter), and how
         # often the watchdog has cancelled it for running late.
         self._deadlines = [0.0] * options.concurrency
@@ -408,7 +409,7 @@ class GroupReader:
             taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
             if queue and not self._waking and self._idle_lanes:
                 self._wake_lane()
-            if self._space_wanted and len(queue) <= limit:
+            if self._space_wanted and len(queue) + self._in_batches <= limit:
                 self._space_wanted = False
                 self._space.set()
             items: list[Item] = []
@@ -437,6 +438,7 @@ class GroupReader:
             if not items:
                 continue
             current[index] = items
+            self._in_batches += len(items)
             started = time.perf_counter()
             deadlines[index] = started + self._timeout_s
             outcomes: Sequence[BaseException | None] | None
@@ -466,6 +468,10 @@ class GroupReader:
             latency.counts[bisect_left(latency.bounds, elapsed)] += len(items)
             latency.total += elapsed * len(items)
             current[index] = []
+            self._in_batches -= len(items)
+            if self._space_wanted and len(queue) + self._in_batches <= limit:
+                self._space_wanted = False
+                self._space.set()
             for n, item in enumerate(items):
                 failure = None if outcomes is None else outcomes[n]
                 if failure is not None:
@@ -704,8 +710,10 @@ class GroupReader:
 
     async def _wait_for_space(self) -> None:
         """Read ahead by one batch at most: the next batch is on its way while this one is
-        handled, and a worker never holds more than it can start on soon."""
-        while len(self._queue) > self._batch:
+        handled, and a worker never holds more than it can start on soon. A batch
+        consumer's calls take the whole queue, so what they hold counts as queued: other
+        workers get their share of a backlog."""
+        while len(self._queue) + self._in_batches > self._batch:
             self._space.clear()
             self._space_wanted = True
             await self._space.wait()

@@ -47,3 +47,18 @@ async def test_scripts_lost_by_the_server_are_loaded_again(redis: Redis, prefix:
     await redis.script_flush()
     assert await run(redis, [calls[0]]) == [[f"{prefix}:e".encode(), 2]]
     assert await run(redis, calls) == [[f"{prefix}:e".encode(), 3], [f"{prefix}:f".encode(), 2]]
+
+
+async def test_arguments_that_are_not_text_still_reach_the_script(
+    redis: Redis, prefix: str
+) -> None:
+    script = redis.register_script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
+    calls = [
+        Call(script, [f"{prefix}:bin"], [b"\xff\xfe raw"]),
+        Call(script, [f"{prefix}:text"], [b'{"json": "\xc3\xa9"}']),
+        Call(script, [f"{prefix}:number"], [1_700_000_000_123]),
+    ]
+    assert await run(redis, calls) == [1, 1, 1]
+    assert await redis.get(f"{prefix}:bin") == b"\xff\xfe raw"
+    assert await redis.get(f"{prefix}:text") == '{"json": "é"}'.encode()
+    assert await redis.get(f"{prefix}:number") == b"1700000000123"

@@ -319,10 +319,11 @@ async def _raise_batch(
     try:
         silences = await active_silences(run.redis, run.keys)
         claims = []
+        token = uuid.uuid4().hex  # one sender: this call; its claims differ by their keys
         for n, alert in alerts:
             silence = silence_for(silences, alert)
             sink = run.log_sink.name if silence is None else "silenced"
-            claims.append(_Claimed(n, alert, silence, sink, uuid.uuid4().hex))
+            claims.append(_Claimed(n, alert, silence, sink, token))
         states = await run_calls(
             run.redis, [run.once.claim_call(c.sink, c.alert.alert_key, c.token) for c in claims]
         )

@@ -3,15 +3,20 @@
 The alerts consumer does its Redis work for a whole batch of events at once: one pipeline
 per step instead of an awaited call per event. On one Redis server, the calls of a script
 go as one call of its batched form (the script run for each call's keys and arguments in
-turn, in order): per event, the cost is then the script's own work and not a command's
-round of packing and parsing. On a cluster, where a script's keys must share a slot, each
-call goes as it is. A call that fails on its own (a script error, OOM) is that call's
-outcome (for a batched form, every one of its calls'), so only its events fail; Redis
-being away raises.
+turn, in order), its keys each named once and the calls' arguments packed in one
+MessagePack argument: per event, the cost is then the script's own work and not a
+command's round of packing and parsing. A call that fails on its own (a script error,
+OOM) is that call's outcome (for a batched form, every one of its calls'), so only its
+events fail; Redis being away raises.
+
+On a cluster, where a script's keys must share a slot and redis-py pipelines no scripts,
+each call goes alone, a script's calls one after the other and the scripts side by side;
+there Redis being away is each call's outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
@@ -38,21 +43,27 @@ class Call(msgspec.Struct, frozen=True):
 
 
 # The script's body becomes a function whose parameters shadow KEYS and ARGV, run once
-# per call; ARGV[1] and ARGV[2] say how many keys and arguments each call has.
+# per call. ARGV[1] is the calls, MessagePack: per call, its keys' places in KEYS (each
+# key is given once) and its arguments, numbers turned into text as Redis would pass them.
 _BATCHED: Final = """
 local function one(KEYS, ARGV)
 %s
 end
-local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-for i = 0, (#ARGV - 2) / na - 1 do
+for i, call in ipairs(cmsgpack.unpack(ARGV[1])) do
   local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[i * nk + j] end
-  for j = 1, na do args[j] = ARGV[2 + i * na + j] end
-  out[i + 1] = one(keys, args) or false
+  for j, k in ipairs(call[1]) do keys[j] = KEYS[k] end
+  for j, a in ipairs(call[2]) do
+    if type(a) == 'number' then
+      a = a == math.floor(a) and string.format('%%d', a) or tostring(a)
+    end
+    args[j] = a
+  end
+  out[i] = one(keys, args) or false
 end
 return out
 """
+_pack: Final = msgspec.msgpack.Encoder().encode
 
 
 class _Batched:
@@ -74,7 +85,41 @@ class _Op(msgspec.Struct):
     keys: list[Any]
     args: list[Any]
     calls: list[int]
-    batched: bool = False
+
+
+class _BatchOp(msgspec.Struct):
+    """The calls of one script, as one call of its batched form."""
+
+    script: AsyncScript
+    calls: list[int] = msgspec.field(default_factory=list)
+    first: Call | None = None  # the one call, sent as it is when it stays alone
+    keys: dict[Any, int] = msgspec.field(default_factory=dict)  # key -> its place, from 1
+    packed: list[tuple[list[int], Sequence[Any]]] = msgspec.field(default_factory=list)
+
+    def add(self, n: int, call: Call) -> bool:
+        """Take the call in, unless an argument is bytes that are not text (Redis' Lua
+        MessagePack has no binary type)."""
+        args = call.args
+        if any(isinstance(arg, bytes) for arg in args):
+            try:
+                args = [arg.decode() if isinstance(arg, bytes) else arg for arg in args]
+            except UnicodeDecodeError:
+                return False
+        keys = self.keys
+        places = [keys.setdefault(key, len(keys) + 1) for key in call.keys]
+        self.packed.append((places, args))
+        self.calls.append(n)
+        if self.first is None:
+            self.first = call
+        return True
+
+    def op(self) -> _Op:
+        if len(self.calls) == 1 and self.first is not None:
+            return _Op(self.script, list(self.first.keys), list(self.first.args), self.calls)
+        batched = _batched.get(self.script.sha)
+        if batched is None:
+            batched = _batched[self.script.sha] = _Batched(self.script.script)
+        return _Op(batched, list(self.keys), [_pack(self.packed)], self.calls)
 
 
 async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
@@ -86,7 +131,9 @@ async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
     """
     if not calls:
         return []
-    ops = _plan(calls, batch=not isinstance(redis, RedisCluster))
+    if isinstance(redis, RedisCluster):
+        return await _one_by_one(redis, calls)
+    ops = _plan(calls)
     replies = await _execute(redis, ops)
     # A server that lost its scripts (restarted, SCRIPT FLUSH) ran none of those: load
     # them and run just those again.
@@ -100,7 +147,7 @@ async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
             replies[n] = reply
     results: list[Any] = [None] * len(calls)
     for op, reply in zip(ops, replies, strict=True):
-        if not op.batched or isinstance(reply, Exception):
+        if not isinstance(op.script, _Batched) or isinstance(reply, Exception):
             for n in op.calls:
                 results[n] = reply
         else:
@@ -109,30 +156,25 @@ async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
     return results
 
 
-def _plan(calls: Sequence[Call], *, batch: bool) -> list[_Op]:
-    ops: list[_Op] = []
-    grouped: dict[tuple[int, int, int], _Op] = {}
+def _plan(calls: Sequence[Call]) -> list[_Op]:
+    ops: list[_Op | _BatchOp] = []
+    grouped: dict[int, _BatchOp] = {}
     for n, call in enumerate(calls):
         script = call.script
-        if script is None or not batch:
+        if script is None:
             ops.append(_Op(script, list(call.keys), list(call.args), [n]))
             continue
-        shape = (id(script), len(call.keys), len(call.args))
-        op = grouped.get(shape)
+        op = grouped.get(id(script))
         if op is None:
-            op = grouped[shape] = _Op(script, list(call.keys), list(call.args), [n])
+            op = grouped[id(script)] = _BatchOp(script)
             ops.append(op)
-            continue
-        if not op.batched:
-            batched = _batched.get(script.sha)
-            if batched is None:
-                batched = _batched[script.sha] = _Batched(script.script)
-            op.script, op.batched = batched, True
-            op.args[:0] = [len(call.keys), len(call.args)]
-        op.keys.extend(call.keys)
-        op.args.extend(call.args)
-        op.calls.append(n)
-    return ops
+        if not op.add(n, call):
+            ops.append(_Op(script, list(call.keys), list(call.args), [n]))
+    return [
+        op.op() if isinstance(op, _BatchOp) else op
+        for op in ops
+        if not isinstance(op, _BatchOp) or op.calls
+    ]
 
 
 async def _execute(redis: Redis, ops: Sequence[_Op]) -> list[Any]:
@@ -143,3 +185,26 @@ async def _execute(redis: Redis, ops: Sequence[_Op]) -> list[Any]:
             else:
                 pipe.evalsha(op.script.sha, len(op.keys), *op.keys, *op.args)
         return list(await pipe.execute(raise_on_error=False))
+
+
+async def _one_by_one(redis: Any, calls: Sequence[Call]) -> list[Any]:
+    """On a cluster: each script's calls in order, the scripts and commands side by side;
+    an exception per call, as in a pipeline."""
+    results: list[Any] = [None] * len(calls)
+    chains: dict[int, list[int]] = {}
+    for n, call in enumerate(calls):
+        chains.setdefault(id(call.script) if call.script is not None else -n - 1, []).append(n)
+
+    async def chain(indices: list[int]) -> None:
+        for n in indices:
+            call = calls[n]
+            try:
+                if call.script is None:
+                    results[n] = await redis.execute_command(*call.args)
+                else:
+                    results[n] = await call.script(keys=call.keys, args=call.args)
+            except Exception as exc:
+                results[n] = exc
+
+    await asyncio.gather(*(chain(indices) for indices in chains.values()))
+    return results

@@ -12,7 +12,7 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import LogLines
-from tests.worker.support import add_events, group_info, pending_ids, running, wait_until
+from tests.worker.helpers import add_events, group_info, pending_ids, running, wait_until
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 

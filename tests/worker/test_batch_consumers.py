@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.worker.helpers import add_events, group_info, pending_ids, running, wait_until
+from tests.helpers import LogLines, eventually
+from tests.worker.helpers import add_events, group_info, pending_ids, running
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 
@@ -49,7 +49,7 @@ async def test_events_come_many_per_call_each_with_its_own_context(
     stream = Keys(settings.key_prefix).events()
     ids = await add_events(redis, settings, 60)
     async with running(settings, redis, [batched]):
-        await wait_until(lambda: _settled(redis, stream, "batched", 60))
+        await eventually(lambda: _settled(redis, stream, "batched", 60))
     assert sorted(entry_id for entry_id, _, _ in seen) == sorted(ids)
     assert {deliveries for _, deliveries, _ in seen} == {1}
     assert sorted(call_id for *_, call_id in seen) == sorted(f"c-{n}" for n in range(60))
@@ -73,8 +73,8 @@ async def test_one_failed_event_is_retried_and_dead_lettered_alone(
     stream = Keys(settings.key_prefix).events()
     ids = await add_events(redis, settings, 10)
     async with running(settings, redis, [picky]):
-        letters = await wait_until(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
-        await wait_until(lambda: _settled(redis, stream, "picky", 10))
+        letters = await eventually(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
+        await eventually(lambda: _settled(redis, stream, "picky", 10))
     [letter] = letters
     assert letter.original_id == ids[3]
     assert letter.attempts == 3
@@ -101,7 +101,7 @@ async def test_a_raise_fails_every_event_of_the_call(
     stream = Keys(settings.key_prefix).events()
     await add_events(redis, settings, 8)
     async with running(settings, redis, [flaky]):
-        await wait_until(lambda: _settled(redis, stream, "flaky", 8))
+        await eventually(lambda: _settled(redis, stream, "flaky", 8))
         assert await pending_ids(redis, stream, "flaky") == []
     assert deliveries[1] == 8
     assert deliveries[2] == 8
@@ -120,7 +120,7 @@ async def test_a_call_past_its_timeout_fails_its_events(
     stream = Keys(settings.key_prefix).events()
     await add_events(redis, settings, 3)
     async with running(settings, redis, [slow]):
-        await wait_until(lambda: _settled(redis, stream, "slow", 3))
+        await eventually(lambda: _settled(redis, stream, "slow", 3))
     failures = logs.named("handler_failed")
     assert len(failures) == 3
     assert all(line["timed_out"] for line in failures)
@@ -138,6 +138,6 @@ async def test_a_wrong_number_of_outcomes_fails_the_call_naming_it(
     stream = Keys(settings.key_prefix).events()
     await add_events(redis, settings, 1)
     async with running(settings, redis, [miscounts]):
-        await wait_until(lambda: _settled(redis, stream, "miscounts", 1))
+        await eventually(lambda: _settled(redis, stream, "miscounts", 1))
     [failure] = logs.named("handler_failed")
     assert "returned 0 outcomes for 1 events" in failure["error"]

@@ -62,6 +62,7 @@ ALERTS: Final = Counter(
     ["severity", "outcome"],
 )
 _STOP_GRACE_S: Final = 5.0
+_RECORDED: Final = (Started, Stopped, Rejected)  # what stale tracking records
 
 
 class SinkFailed(Exception):
@@ -209,22 +210,31 @@ class AlertsConsumer:
         calls: list[Call] = []
         owners: list[int] = []
         alerts: list[tuple[int, Alert]] = []
+        stops: list[tuple[Stopped, int]] = []
+        stopped: list[int] = []
         for n, (event, ctx) in enumerate(zip(events, ctxs, strict=True)):
-            if isinstance(event, Started | Stopped | Rejected):
+            if isinstance(event, _RECORDED):
                 call = run.stale.record_call(event)
                 if call is not None:
                     calls.append(call)
                     owners.append(n)
             if isinstance(event, Stopped):
                 at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
-                calls.append(run.rate.record_call(event, at_ms))
-                owners.append(n)
+                stops.append((event, at_ms))
+                stopped.append(n)
             alert = alert_for(event, run.settings)
             if alert is not None:
                 alerts.append((n, alert))
-        for n, result in zip(owners, await run_calls(run.redis, calls), strict=True):
+        if stops:
+            # One call for the batch's stops: they are counted, then the window evaluated.
+            calls.append(run.rate.record_call(stops))
+        results = await run_calls(run.redis, calls)
+        for n, result in zip(owners, results, strict=False):
             if isinstance(result, Exception):
                 outcomes[n] = result
+        if stops and isinstance(results[-1], Exception):
+            for n in stopped:
+                outcomes[n] = results[-1]
         alerts = [(n, alert) for n, alert in alerts if outcomes[n] is None]
         if alerts:
             await _raise_batch(run, alerts, ctxs, outcomes)

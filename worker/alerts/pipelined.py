@@ -100,7 +100,7 @@ class _BatchOp(msgspec.Struct):
         """Take the call in, unless an argument is bytes that are not text (Redis' Lua
         MessagePack has no binary type)."""
         args = call.args
-        if any(isinstance(arg, bytes) for arg in args):
+        if bytes in map(type, args):
             try:
                 args = [arg.decode() if isinstance(arg, bytes) else arg for arg in args]
             except UnicodeDecodeError:

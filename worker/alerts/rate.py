@@ -9,6 +9,7 @@ the same step, so N workers fire once per incident and resolve once.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -23,24 +24,28 @@ from .pipelined import Call
 
 __all__ = ["RateRule", "rate_change_from_outbox"]
 
-# KEYS: stops, failed, state, outbox. ARGV: member ('' to only evaluate), at ms, failed
-# flag, window ms, threshold, min stops. Returns {stops, failed, change}.
+# KEYS: stops, failed, state, outbox. ARGV: window ms, threshold, min stops, then for each
+# stop to record (none to only evaluate) its member, at ms and failed flag. The stops of a
+# batch are recorded together and the window evaluated once after them.
+# Returns {stops, failed, change}.
 _EVALUATE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local since = now - tonumber(ARGV[4])
-if ARGV[1] ~= '' and tonumber(ARGV[2]) > since then
-  redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-  if ARGV[3] == '1' then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) end
+local since = now - tonumber(ARGV[1])
+for i = 4, #ARGV, 3 do
+  if tonumber(ARGV[i + 1]) > since then
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 1], ARGV[i])
+    if ARGV[i + 2] == '1' then redis.call('ZADD', KEYS[2], 'NX', ARGV[i + 1], ARGV[i]) end
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
 local stops = redis.call('ZCARD', KEYS[1])
 local failed = redis.call('ZCARD', KEYS[2])
-local threshold = tonumber(ARGV[5])
+local threshold = tonumber(ARGV[2])
 local firing = redis.call('HGET', KEYS[3], 'firing') == '1'
 local change = ''
-if (not firing) and stops >= tonumber(ARGV[6]) and failed > threshold * stops then
+if (not firing) and stops >= tonumber(ARGV[3]) and failed > threshold * stops then
   redis.call('HINCRBY', KEYS[3], 'incident', 1)
   redis.call('HSET', KEYS[3], 'firing', '1')
   change = 'firing'
@@ -54,8 +59,8 @@ if change ~= '' then
              'failed', failed, 'stops', stops, 'at', now)
 end
 if stops > 0 then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + 60000)
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 60000)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + 60000)
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]) + 60000)
 end
 return {stops, failed, change}
 """
@@ -74,26 +79,26 @@ class RateRule:
 
     async def record(self, event: Stopped, at_ms: int) -> str:
         """Count one stop (failed or not) at its receive time; returns the change, if any."""
-        failed = "1" if event.cause in self._failing else "0"
-        return await self._run(event_identity(event), at_ms, failed)
+        call = self.record_call([(event, at_ms)])
+        return _change(await self._script(keys=call.keys, args=call.args))
 
-    def record_call(self, event: Stopped, at_ms: int) -> Call:
-        """What `record` runs, to run in a batch."""
-        failed = "1" if event.cause in self._failing else "0"
-        return Call(
-            self._script, self._script_keys(), self._args(event_identity(event), at_ms, failed)
-        )
-
-    def _script_keys(self) -> list[str]:
+    def record_call(self, stops: Sequence[tuple[Stopped, int]]) -> Call:
+        """Count these stops, each at its receive time, then evaluate once: a batch's."""
+        args: list[str | int] = [self._window_ms, repr(self._threshold), self._min_stops]
+        failing = self._failing
+        for event, at_ms in stops:
+            args += (event_identity(event), at_ms, "1" if event.cause in failing else "0")
         keys = self._keys
-        return [keys.rate_window(), keys.rate_failures, keys.rate_state, keys.alert_outbox]
-
-    def _args(self, member: str, at_ms: int, failed: str) -> list[str | int]:
-        return [member, at_ms, failed, self._window_ms, repr(self._threshold), self._min_stops]
+        return Call(
+            self._script,
+            [keys.rate_window(), keys.rate_failures, keys.rate_state, keys.alert_outbox],
+            args,
+        )
 
     async def evaluate(self) -> str:
         """Slide the window without a new stop, so a quiet spell can resolve the alert."""
-        return await self._run("", 0, "0")
+        call = self.record_call([])
+        return _change(await self._script(keys=call.keys, args=call.args))
 
     async def firing(self) -> RateChange | None:
         """The incident firing now, as its firing notification (with today's counts)."""
@@ -112,12 +117,10 @@ class RateRule:
         }
         return rate_change_from_outbox(fields, self._settings)
 
-    async def _run(self, member: str, at_ms: int, failed: str) -> str:
-        result = await self._script(
-            keys=self._script_keys(), args=self._args(member, at_ms, failed)
-        )
-        change = result[2]
-        return change.decode() if isinstance(change, bytes) else str(change)
+
+def _change(result: list[object]) -> str:
+    change = result[2]
+    return change.decode() if isinstance(change, bytes) else str(change)
 
 
 def rate_change_from_outbox(fields: dict[bytes, bytes], settings: Settings) -> RateChange:

@@ -401,9 +401,11 @@ async def _log_claimed(run: _Running, claim: _Claimed, log: FilteringBoundLogger
         return
     ALERTS.labels(alert.severity, "silenced").inc()
     log.info(
-        "transcription_alert_silenced", silence_id=claim.silence.id,
-        silence_comment=claim.silence.comment, **_fields(alert),
-    )  # fmt: skip
+        "transcription_alert_silenced",
+        silence_id=claim.silence.id,
+        silence_comment=claim.silence.comment,
+        **_fields(alert),
+    )
 
 
 async def _record_claimed(

@@ -159,10 +159,17 @@ class Groups:
                 self._keys.alert_groups_due,
             ],
             [
-                gid, self._interval_ms, self._repeat_ms, self._once_ttl_ms, alert.alert_key,
-                _encode(alert), MAX_EXAMPLES, _encode(labels), alert.severity,
+                gid,
+                self._interval_ms,
+                self._repeat_ms,
+                self._once_ttl_ms,
+                alert.alert_key,
+                _encode(alert),
+                MAX_EXAMPLES,
+                _encode(labels),
+                alert.severity,
             ],
-        )  # fmt: skip
+        )
 
     async def close_due(self, limit: int = 100) -> int:
         """Close every window that is due; returns how many alerts went into summaries."""

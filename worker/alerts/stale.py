@@ -154,14 +154,21 @@ class StaleRule:
         return Call(
             self._record,
             [
-                keys.alert_open(tid), keys.alert_open_due, keys.alert_closed(tid),
-                keys.alert_stale(tid), keys.alert_outbox,
+                keys.alert_open(tid),
+                keys.alert_open_due,
+                keys.alert_closed(tid),
+                keys.alert_stale(tid),
+                keys.alert_outbox,
             ],
             [
-                "open" if opens else "close", tid, alert, self._after_ms, self._ttl_ms,
+                "open" if opens else "close",
+                tid,
+                alert,
+                self._after_ms,
+                self._ttl_ms,
                 self._stale_ttl_ms,
             ],
-        )  # fmt: skip
+        )
 
     async def due(self) -> list[Alert]:
         """Stale alerts due now (at most a batch); records gone by themselves are dropped."""

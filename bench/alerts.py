@@ -4,7 +4,9 @@ Both drain the same stream through their own consumer group on the same Valkey, 
 same run. Two streams: a realistic mix (every type and cause, one event per
 transcription, so about half of the Stopped and Rejected events alert), and a storm
 (every event a `connection-error` to one destination: one first alert, the rest grouped).
-The figures that matter are the ratios alerts / no-op.
+The figures that matter are the ratios alerts / no-op. Each round also says the CPU time
+per event of this process (the worker's runtime and consumer) and of Valkey: on a loaded
+machine they show what the work costs when its throughput is set by its share of a core.
 
     python -m bench alerts            (defaults: 20,000 events, 3 rounds)
 """
@@ -21,6 +23,7 @@ import tempfile
 import time
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from rtt.samples import sample_body
@@ -77,12 +80,25 @@ def _settings(url: str, prefix: str, worker_id: str) -> Settings:
     )
 
 
-async def _drain(url: str, prefix: str, item: Consumer, count: int) -> float:
-    """Events a second for one consumer reading the whole stream from the start."""
+class _Drained(msgspec.Struct, frozen=True):
+    per_s: float  # events a second
+    cpu_us: float  # CPU time of this process per event
+    valkey_us: float  # Valkey's CPU time per event
+
+
+async def _valkey_cpu_s(redis: Redis) -> float:
+    info: Any = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _drain(url: str, prefix: str, item: Consumer, count: int) -> _Drained:
+    """One consumer reading the whole stream from the start: its rate and CPU costs."""
     settings = _settings(url, prefix, f"bench-{item.name}")
     redis = Redis.from_url(url)
     stream = Keys(prefix).events()
     worker = Worker(settings, redis, [item])
+    valkey_before = await _valkey_cpu_s(redis)
+    cpu_before = time.process_time()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run())
     try:
@@ -93,11 +109,13 @@ async def _drain(url: str, prefix: str, item: Consumer, count: int) -> float:
                 break
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_before
+        valkey_s = await _valkey_cpu_s(redis) - valkey_before
     finally:
         worker.stop()
         await asyncio.wait_for(task, 60)
         await redis.aclose()
-    return count / elapsed
+    return _Drained(count / elapsed, cpu_s * 1e6 / count, valkey_s * 1e6 / count)
 
 
 async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool) -> list[float]:
@@ -118,9 +136,14 @@ async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool
         alerts_consumer = make_alerts_consumer(_settings(url, prefix, "bench-alerts"))
         # The runtime names the group after the consumer: rename for a fresh group.
         alerts = await _drain(url, prefix, _renamed(alerts_consumer, f"alerts{n}"), events)
-        ratios.append(alerts / noop)
-        ratio = alerts / noop
-        print(f"  round {n}: no-op {noop:>8,.0f}/s  alerts {alerts:>8,.0f}/s  ratio {ratio:.2f}")
+        ratio = alerts.per_s / noop.per_s
+        ratios.append(ratio)
+        print(
+            f"  round {n}: no-op {noop.per_s:>8,.0f}/s  alerts {alerts.per_s:>8,.0f}/s  "
+            f"ratio {ratio:.2f}  CPU µs/event (worker + Valkey): no-op "
+            f"{noop.cpu_us:.0f} + {noop.valkey_us:.0f}, alerts {alerts.cpu_us:.0f} + "
+            f"{alerts.valkey_us:.0f}"
+        )
     return ratios
 
 

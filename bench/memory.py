@@ -87,6 +87,7 @@ def _drain_worker(url: str, prefix: str, count: int, env: dict[str, str]) -> lis
                 samples.append(_rss_mb(worker.pid))
             done = alerts and alerts.get("lag") == 0 and alerts["pending"] == 0
             if done and alerts["entries-read"] >= count:
+                samples.append(_rss_mb(worker.pid))  # a backlog drained within a second
                 break
             time.sleep(1)
     finally:

@@ -20,8 +20,10 @@ rounds interleaved:
   connection for latency.
 
 Each line gives the CPU share (of one core) of every process that could bound it: the
-receiver processes, the workers, Valkey, wrk. The one near 100 % is the bound; when none
-is, the machine's other work or the round trips between them are.
+receiver processes, the workers, Valkey, wrk; and, in brackets, how long the receivers or
+workers were ready to run but waited for a core (summed over their threads). A process
+near 100 % of its core is the bound; a long wait means the machine's other work is; when
+neither, the round trips between them are.
 """
 
 from __future__ import annotations
@@ -67,6 +69,18 @@ def _tree_cpu_s(pids: Sequence[int]) -> float:
         with contextlib.suppress(OSError):  # a process that ended meanwhile
             total += _cpu_s(pid)
     return total
+
+
+def _waited_s(pids: Sequence[int]) -> float:
+    """Seconds the threads of `pids` were ready to run but waited for a core (schedstat):
+    a share near or above their CPU share means the machine, not they, set the pace."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def _children_cpu_s() -> float:
@@ -152,6 +166,7 @@ def _load_receiver(
         wrk.run_wrk(base + PATH, **{**run, "seconds": args.warmup})
         servers = _tree(process.pid)
         before = time.perf_counter(), _tree_cpu_s(servers), _tree_cpu_s(valkey_pids)
+        waited = _waited_s(servers)
         load_before = _children_cpu_s()
         result = wrk.run_wrk(base + PATH, **{**run, "seconds": args.seconds})
         load_cpu = _children_cpu_s() - load_before
@@ -161,6 +176,7 @@ def _load_receiver(
             "valkey": (_tree_cpu_s(valkey_pids) - before[2]) / wall,
             "wrk": load_cpu / wall,
         }
+        result["waited"] = (_waited_s(servers) - waited) / wall
         result["processes"] = len(servers)
         if latency:
             single = wrk.run_wrk(base + PATH, **{**run, "connections": 1, "seconds": 3})
@@ -221,8 +237,8 @@ def _part_receiver(args: argparse.Namespace, tmp: Path) -> bool:
         print(
             f"{layout:10} {processes:>9} {_rates(rounds):28} "
             f"{statistics.median(ratios):>6.2f} "
-            f"{_median_share(rounds, 'receiver'):>15} {_median_share(rounds, 'valkey'):>7} "
-            f"{_median_share(rounds, 'wrk'):>5}  "
+            f"{_median_share(rounds, 'receiver'):>15} {_median_waited(rounds):>8} "
+            f"{_median_share(rounds, 'valkey'):>7} {_median_share(rounds, 'wrk'):>5}  "
             f"{statistics.median(r['p99_us'] for r in rounds) / 1000:.1f} ms"
         )
     print("ratio: median over rounds of processes 2 / processes 1, same layout, same round")
@@ -235,6 +251,10 @@ def _rates(rounds: list[dict[str, Any]]) -> str:
 
 def _median_share(rounds: list[dict[str, Any]], name: str) -> str:
     return f"{statistics.median(r['cpu'][name] for r in rounds):.0%}"
+
+
+def _median_waited(rounds: list[dict[str, Any]]) -> str:
+    return f"({statistics.median(r['waited'] for r in rounds):.0%})"
 
 
 def _all_stored(runs: Any, stored: int) -> bool:
@@ -327,13 +347,13 @@ def _drain(
             )
             for i in range(workers)
         ]
-        marks: dict[str, tuple[float, int, float]] = {}
+        marks: dict[str, tuple[float, int, float, float]] = {}
         pids = [p.pid for p in started]
         deadline = time.monotonic() + 1800
         try:
             while time.monotonic() < deadline:
                 done = _acked(redis, keys)
-                now = time.perf_counter(), done, _tree_cpu_s(pids)
+                now = time.perf_counter(), done, _tree_cpu_s(pids), _waited_s(pids)
                 if done >= count * 0.1 and "from" not in marks:
                     marks["from"] = now
                 if done >= count * 0.9:
@@ -347,8 +367,13 @@ def _drain(
                 _stop(process)
     finally:
         redis.close()
-    (t0, done0, cpu0), (t1, done1, cpu1) = marks["from"], marks["to"]
-    return {"rate": (done1 - done0) / (t1 - t0), "seconds": t1 - t0, "workers_cpu": cpu1 - cpu0}
+    (t0, done0, cpu0, wait0), (t1, done1, cpu1, wait1) = marks["from"], marks["to"]
+    return {
+        "rate": (done1 - done0) / (t1 - t0),
+        "seconds": t1 - t0,
+        "workers_cpu": cpu1 - cpu0,
+        "waited": (wait1 - wait0) / (t1 - t0),
+    }
 
 
 def _part_workers(args: argparse.Namespace, tmp: Path) -> bool:
@@ -383,7 +408,8 @@ def _part_workers(args: argparse.Namespace, tmp: Path) -> bool:
         valkey = statistics.median(1e6 * r["valkey_cpu"] / args.events for r in rounds)
         print(
             f"{workers:>7} {_rates(rounds):30} "
-            f"{statistics.median(ratios):>6.2f} {share:>13.0%} {valkey:>15.0f} µs/event"
+            f"{statistics.median(ratios):>6.2f} {share:>13.0%} {_median_waited(rounds):>8} "
+            f"{valkey:>15.0f} µs/event"
         )
     print("ratio: median over rounds of the drain rate / one worker's in the same round")
     return True
@@ -458,8 +484,8 @@ def _part_replicas(args: argparse.Namespace, tmp: Path) -> bool:
         print(
             f"{replicas:>8} {_rates(rounds):28} "
             f"{statistics.median(ratios):>6.2f} {p99:>7.1f}ms {c1[0]:>6.2f} / {c1[1]:5.2f}ms "
-            f"{_median_share(rounds, 'receiver'):>14} {_median_share(rounds, 'valkey'):>10} "
-            f"{_median_share(rounds, 'wrk'):>5}"
+            f"{_median_share(rounds, 'receiver'):>14} {_median_waited(rounds):>8} "
+            f"{_median_share(rounds, 'valkey'):>10} {_median_share(rounds, 'wrk'):>5}"
         )
     print("ratio: median over rounds of RTT_STORE_REPLICAS=1 / =0 in the same round")
     return _all_stored(results.values(), stored)

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import _wrk as wrk
-from bench.receiver import AUTH, PASSWORD, PATH, USER, _cpu_s, _template, _wait_up
+from bench._http import wait_up
+from bench.receiver import AUTH, PASSWORD, PATH, USER, _cpu_s, _template
 
 __all__ = ["main"]
 
@@ -161,7 +162,7 @@ def _load_receiver(
     )
     body = _template()
     try:
-        _wait_up(base + "/readyz")
+        wait_up(base + "/readyz")
         run = {"body": body, "connections": args.connections, "core": load_core, "auth": AUTH}
         wrk.run_wrk(base + PATH, **{**run, "seconds": args.warmup})
         servers = _tree(process.pid)
@@ -381,7 +382,7 @@ def _part_workers(args: argparse.Namespace, tmp: Path) -> bool:
     # Each worker on its own core, Valkey on the rest, when the machine has enough of them.
     pinned = len(cores) >= 3
     worker_cores = cores[1:3] if pinned else None
-    with _topology(args.topology, tmp) as (url, valkey_pids):
+    with _topology(args.topology, tmp, args.shards) as (url, valkey_pids):
         if pinned:
             for pid in valkey_pids:
                 _pin(pid, [cores[0], *cores[3:]])
@@ -416,7 +417,7 @@ def _part_workers(args: argparse.Namespace, tmp: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _topology(name: str, tmp: Path) -> Iterator[tuple[str, list[int]]]:
+def _topology(name: str, tmp: Path, shards: int) -> Iterator[tuple[str, list[int]]]:
     """A Valkey Cluster of three masters, or one Valkey: its URL and server pids."""
     from shared.embedded import EmbeddedValkey
 
@@ -425,9 +426,17 @@ def _topology(name: str, tmp: Path) -> Iterator[tuple[str, list[int]]]:
             assert valkey.process is not None
             yield valkey.url, [valkey.process.pid]
         return
+    from redis.crc import key_slot
+
+    from shared.keys import Keys
     from tests.cluster import EmbeddedCluster
 
     with EmbeddedCluster(tmp / "cluster") as cluster:
+        # Hash tags {0}..{S-1} do not spread evenly over evenly split slots: say how.
+        streams = Keys("rtt", shards).event_streams()
+        owners = [cluster.master_of_slot(key_slot(s.encode())).port for s in streams]
+        spread = [owners.count(m.port) for m in cluster.masters]
+        print(f"  streams per master: {' · '.join(map(str, spread))}")
         yield cluster.url, [n.process.pid for n in cluster.nodes if n.process is not None]
 
 

@@ -178,6 +178,8 @@ def _load_receiver(
             "wrk": load_cpu / wall,
         }
         result["waited"] = (_waited_s(servers) - waited) / wall
+        requests = max(1, result["requests"])
+        result["us_per_request"] = 1e6 * result["cpu"]["receiver"] * wall / requests
         result["processes"] = len(servers)
         if latency:
             single = wrk.run_wrk(base + PATH, **{**run, "connections": 1, "seconds": 3})
@@ -230,7 +232,7 @@ def _part_receiver(args: argparse.Namespace, tmp: Path) -> bool:
             stored = redis.xlen(Keys(prefix).events())
     print(
         f"{'layout':10} {'processes':>9} {'req/s per round':28} {'ratio':>6} "
-        f"{'CPU: receivers':>15} {'Valkey':>7} {'wrk':>5}  p99"
+        f"{'CPU: receivers':>15} {'(waited)':>8} {'Valkey':>7} {'wrk':>5} {'µs/req':>7}  p99"
     )
     for (layout, processes), rounds in results.items():
         base = results[(layout, 1)]
@@ -239,10 +241,12 @@ def _part_receiver(args: argparse.Namespace, tmp: Path) -> bool:
             f"{layout:10} {processes:>9} {_rates(rounds):28} "
             f"{statistics.median(ratios):>6.2f} "
             f"{_median_share(rounds, 'receiver'):>15} {_median_waited(rounds):>8} "
-            f"{_median_share(rounds, 'valkey'):>7} {_median_share(rounds, 'wrk'):>5}  "
+            f"{_median_share(rounds, 'valkey'):>7} {_median_share(rounds, 'wrk'):>5} "
+            f"{statistics.median(r['us_per_request'] for r in rounds):>7.0f}  "
             f"{statistics.median(r['p99_us'] for r in rounds) / 1000:.1f} ms"
         )
-    print("ratio: median over rounds of processes 2 / processes 1, same layout, same round")
+    print("ratio: median over rounds of processes 2 / processes 1, same layout, same round;")
+    print("µs/req: CPU of the receiver processes per request")
     return _all_stored(results.values(), stored)
 
 
@@ -374,6 +378,7 @@ def _drain(
         "seconds": t1 - t0,
         "workers_cpu": cpu1 - cpu0,
         "waited": (wait1 - wait0) / (t1 - t0),
+        "us_per_event": 1e6 * (cpu1 - cpu0) / max(1, done1 - done0),
     }
 
 
@@ -401,18 +406,19 @@ def _part_workers(args: argparse.Namespace, tmp: Path) -> bool:
                 results[workers].append(result)
     print(
         f"{'workers':>7} {'events/s per round':30} {'ratio':>6} {'CPU: workers':>13} "
-        f"{'Valkey (fill + drain)':>22}"
+        f"{'(waited)':>9} {'µs/event: workers':>18} {'Valkey':>7}"
     )
     for workers, rounds in results.items():
         ratios = [r["rate"] / b["rate"] for r, b in zip(rounds, results[1], strict=True)]
         share = statistics.median(r["workers_cpu"] / r["seconds"] for r in rounds)
+        cost = statistics.median(r["us_per_event"] for r in rounds)
         valkey = statistics.median(1e6 * r["valkey_cpu"] / args.events for r in rounds)
         print(
-            f"{workers:>7} {_rates(rounds):30} "
-            f"{statistics.median(ratios):>6.2f} {share:>13.0%} {_median_waited(rounds):>8} "
-            f"{valkey:>15.0f} µs/event"
+            f"{workers:>7} {_rates(rounds):30} {statistics.median(ratios):>6.2f} "
+            f"{share:>13.0%} {_median_waited(rounds):>9} {cost:>18.0f} {valkey:>7.0f}"
         )
-    print("ratio: median over rounds of the drain rate / one worker's in the same round")
+    print("ratio: median over rounds of the drain rate / one worker's in the same round;")
+    print("µs/event: CPU per event of the workers (drain) and of Valkey (fill and drain)")
     return True
 
 
@@ -481,7 +487,8 @@ def _part_replicas(args: argparse.Namespace, tmp: Path) -> bool:
             stored = redis.xlen(Keys(prefix).events())
     print(
         f"{'replicas':>8} {'req/s per round':28} {'ratio':>6} {'p99 c=64':>9} "
-        f"{'p50 / p99 c=1':>15} {'CPU: receiver':>14} {'Valkey x2':>10} {'wrk':>5}"
+        f"{'p50 / p99 c=1':>15} {'CPU: receiver':>14} {'(waited)':>8} {'Valkey x2':>10} "
+        f"{'wrk':>5} {'µs/req':>7}"
     )
     for replicas, rounds in results.items():
         ratios = [r["rate"] / b["rate"] for r, b in zip(rounds, results[0], strict=True)]
@@ -494,7 +501,8 @@ def _part_replicas(args: argparse.Namespace, tmp: Path) -> bool:
             f"{replicas:>8} {_rates(rounds):28} "
             f"{statistics.median(ratios):>6.2f} {p99:>7.1f}ms {c1[0]:>6.2f} / {c1[1]:5.2f}ms "
             f"{_median_share(rounds, 'receiver'):>14} {_median_waited(rounds):>8} "
-            f"{_median_share(rounds, 'valkey'):>10} {_median_share(rounds, 'wrk'):>5}"
+            f"{_median_share(rounds, 'valkey'):>10} {_median_share(rounds, 'wrk'):>5} "
+            f"{statistics.median(r['us_per_request'] for r in rounds):>7.0f}"
         )
     print("ratio: median over rounds of RTT_STORE_REPLICAS=1 / =0 in the same round")
     return _all_stored(results.values(), stored)

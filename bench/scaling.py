@@ -45,6 +45,7 @@ from typing import Any
 from bench import _wrk as wrk
 from bench._http import wait_up
 from bench.receiver import AUTH, PASSWORD, PATH, USER, _cpu_s, _template
+from shared.keys import Keys
 
 __all__ = ["main"]
 
@@ -203,7 +204,6 @@ def _part_receiver(args: argparse.Namespace, tmp: Path) -> bool:
     from redis import Redis
 
     from shared.embedded import EmbeddedValkey
-    from shared.keys import Keys
 
     cores = _cores()
     layouts = _layouts(cores)
@@ -300,21 +300,21 @@ def _sync_client(url: str) -> Any:
     return Redis.from_url(url)
 
 
-def _fill(redis: Any, keys: Any, count: int, tag: str) -> None:
+def _fill(redis: Any, keys: Keys, count: int, tag: str) -> None:
     from shared.entries import StreamEntry
 
     now_ms = int(time.time() * 1000)
     pipe = redis.pipeline(transaction=False)
     for n, (call, kind, body) in enumerate(_lifecycles(count, tag)):
         fields = StreamEntry(kind, body, now_ms, f"r{n}").to_fields()
-        pipe.xadd(keys.stream_for_call(call), fields)
+        pipe.xadd(keys.events(keys.shard_of(call)), fields)
         if n % 2000 == 1999:
             pipe.execute()
             pipe = redis.pipeline(transaction=False)
     pipe.execute()
 
 
-def _acked(redis: Any, keys: Any) -> int:
+def _acked(redis: Any, keys: Keys) -> int:
     """Entries the `alerts` group has read and acknowledged, over every shard."""
     done = 0
     for stream in keys.event_streams():
@@ -328,7 +328,6 @@ def _drain(
     url: str, prefix: str, shards: int, workers: int, count: int, cores: list[int] | None
 ) -> dict[str, Any]:
     """`workers` worker processes on a filled backlog; rate between 10 % and 90 % done."""
-    from shared.keys import Keys
 
     keys = Keys(prefix, shards)
     env = {
@@ -434,7 +433,6 @@ def _topology(name: str, tmp: Path, shards: int) -> Iterator[tuple[str, list[int
         return
     from redis.crc import key_slot
 
-    from shared.keys import Keys
     from tests.cluster import EmbeddedCluster
 
     with EmbeddedCluster(tmp / "cluster") as cluster:
@@ -453,7 +451,6 @@ def _part_replicas(args: argparse.Namespace, tmp: Path) -> bool:
     from redis import Redis
 
     from shared.embedded import EmbeddedValkey
-    from shared.keys import Keys
 
     cores = _cores()
     load, _, servers = _layouts(cores).get("own cores", (None, None, None))

@@ -12,13 +12,13 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -97,8 +97,9 @@ def _tls_options(settings: Settings) -> dict[str, Any]:
 
 
 def is_permission_denied(exc: BaseException) -> bool:
-    """NOPERM, or its form from inside a script (`ACL failure in script: ...`)."""
-    text = str(exc)
+    """NOPERM, or its form from inside a script (`ACL failure in script: ...`), also as a
+    pipeline reports it (`Command # 2 (...) of pipeline caused error: ...`)."""
+    text = _reply_text(str(exc))
     return isinstance(exc, NoPermissionError) or (
         isinstance(exc, ResponseError)
         # Redis 7.2+ and Valkey; Redis 7.0 words it the second way.
@@ -108,6 +109,15 @@ def is_permission_denied(exc: BaseException) -> bool:
 
 _DENIED_COMMAND = re.compile(r"run the '([^']+)' command")
 _PIPELINE_COMMAND = re.compile(r"^Command # \d+ \((\S+)")
+
+
+def _reply_text(text: str) -> str:
+    """The server's reply in a pipeline's error (a cluster pipeline shows it as a tuple)."""
+    if _PIPELINE_COMMAND.match(text):
+        text = text.split("caused error: ", 1)[-1]
+        if text.startswith(("('", '("')) and text.endswith(("',)", '",)')):
+            text = text[2:-3]
+    return text
 
 
 class _Denials:
@@ -123,7 +133,7 @@ class _Denials:
         pipelined = _PIPELINE_COMMAND.match(text)
         if pipelined:
             command = pipelined[1]
-            text = text.split("caused error: ", 1)[-1]
+            text = _reply_text(text)
         named = _DENIED_COMMAND.search(text)
         name = (named[1] if named else _text(command)).upper()
         denied = PermissionDenied(
@@ -144,20 +154,37 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+async def _reporting(denials: _Denials, replies: Awaitable[list[Any]]) -> list[Any]:
+    """A pipeline's replies, each NOPERM among them (or raised) reported."""
+    try:
+        answered = await replies
+    except ResponseError as exc:
+        if is_permission_denied(exc):
+            denials.report("pipeline", exc)
+        raise
+    for reply in answered:
+        if isinstance(reply, ResponseError) and is_permission_denied(reply):
+            denials.report("pipeline", reply)
+    return answered
+
+
 class _ReportingPipeline(Pipeline):
     denials: _Denials
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        try:
-            replies: list[Any] = await super().execute(raise_on_error)
-        except ResponseError as exc:
-            if is_permission_denied(exc):
-                self.denials.report("pipeline", exc)
-            raise
-        for reply in replies:
-            if isinstance(reply, ResponseError) and is_permission_denied(reply):
-                self.denials.report("pipeline", reply)
-        return replies
+        return await _reporting(self.denials, super().execute(raise_on_error))
+
+
+class _ReportingClusterPipeline(ClusterPipeline):
+    """A cluster pipeline (the receiver's script calls, the worker's acknowledgements and
+    heartbeats) reports NOPERM as the cluster client does."""
+
+    denials: _Denials
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        return await _reporting(self.denials, super().execute(raise_on_error, allow_redirections))
 
 
 class _ReportingRedis(Redis):
@@ -222,6 +249,16 @@ class _ReportingCluster(RedisCluster):
             if is_permission_denied(exc):
                 self.denials.report(args[0] if args else "?", exc)
             raise
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # its error: not supported
+        # (redis-py's stub leaves an attribute abstract that the class sets at run time.)
+        pipe = _ReportingClusterPipeline(self, transaction)  # type: ignore[abstract]
+        pipe.denials = self.denials
+        return pipe
 
 
 def on_permission_denied(redis: Redis, listener: Callable[[PermissionDenied], None]) -> None:

@@ -9,12 +9,15 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import ResponseError
+
 from shared.cli_support import settings_from_args, settings_parser
 from shared.connections import (
     PermissionDenied,
     RedisRefused,
     check_redis,
     create_redis,
+    is_permission_denied,
     on_permission_denied,
 )
 from shared.lifeline import watch_parent
@@ -76,6 +79,11 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
     )
     try:
         await worker.run()
+    except ResponseError as exc:
+        # Refused outside the readers' loops (the heartbeat's first pipeline): said once
+        # already, and the one line below says it again.
+        if not (refused and is_permission_denied(exc)):
+            raise
     finally:
         await redis.aclose()
         log.info("worker_stopped", worker_id=worker.worker_id)

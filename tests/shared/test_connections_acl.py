@@ -53,24 +53,28 @@ def _as(redis_url: str, user: str) -> str:
     return redis_url.replace("redis://", f"redis://{user}:pw@", 1)
 
 
+@pytest.mark.parametrize("denied", ["xreadgroup", "get"])
 async def test_worker_without_a_grant_says_which_command_and_user_once_and_stops(
     make_settings: Callable[..., Settings],
     redis: Redis,
     redis_url: str,
     acl_user: Callable[..., str],
     logs: LogLines,
+    denied: str,
 ) -> None:
-    user = acl_user("xreadgroup")
+    """`get`: in the heartbeat's pipeline, the first thing the worker sends."""
+    user = acl_user(denied)
     settings = make_settings(redis_url=_as(redis_url, user))
     async with asyncio.timeout(30):
         with pytest.raises(PermissionDenied) as refused:
             await run_worker(settings, [make_alerts_consumer(settings)])
-    assert refused.value.command == "XREADGROUP"
+    command = denied.upper()
+    assert refused.value.command == command
     assert refused.value.user == user
-    assert f"Redis user '{user}' may not run XREADGROUP" in str(refused.value)
+    assert f"Redis user '{user}' may not run {command}" in str(refused.value)
     [line] = logs.named("redis_permission_denied")
     assert line["level"] == "error"
-    assert line["command"] == "XREADGROUP"
+    assert line["command"] == command
     assert line["user"] == user
     # Not the generic "Redis is down, retrying" line.
     assert not [x for x in logs.named("redis_unavailable") if "NOPERM" in str(x)]

@@ -68,9 +68,11 @@ class EmbeddedValkey:
         extra_args: Sequence[str] = (),
         pass_fds: Sequence[int] = (),
         binary: str | Path | None = None,
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.binary = binary
+        self.password = password
         self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -105,12 +107,18 @@ class EmbeddedValkey:
             self.log_file or "valkey.log",
             "--daemonize",
             "no",
+            *(["--requirepass", self.password] if self.password is not None else []),
             *self.extra_args,
         ]
 
-    def client(self) -> Redis:
-        """A client of this server, for its readiness check."""
-        return Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+    def client(self, timeout_s: float = 0.5) -> Redis:
+        """A client of this server (its readiness check; the tests' administration)."""
+        return Redis(
+            port=self.port,
+            password=self.password,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+        )
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedValkey:
         self.data_dir.mkdir(parents=True, exist_ok=True)

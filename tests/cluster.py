@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.crc import key_slot
@@ -35,23 +36,23 @@ class EmbeddedCluster:
             "0",
         ]
         self.nodes = [
-            EmbeddedValkey(
-                data_dir / f"node-{n}",
-                appendonly=False,
-                extra_args=[*args, "--cluster-port", str(bus)],
-            )
+            self.make_node(data_dir / f"node-{n}", [*args, "--cluster-port", str(bus)])
             for n, bus in enumerate(self.bus_ports)
         ]
         self.masters = self.nodes[:nodes]
 
+    def make_node(self, data_dir: Path, args: list[str]) -> EmbeddedValkey:
+        return EmbeddedValkey(data_dir, appendonly=False, extra_args=args)
+
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+        scheme = urlsplit(self.nodes[0].url).scheme
+        return f"{scheme}+cluster://127.0.0.1:{self.nodes[0].port}"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedCluster:
         for node in self.nodes:
             node.start(timeout_s)
-        clients = [Redis(host="127.0.0.1", port=node.port, socket_timeout=1) for node in self.nodes]
+        clients = [node.client(timeout_s=1) for node in self.nodes]
         try:
             per_node = _SLOTS // len(self.masters)
             for n in range(len(self.masters)):
@@ -81,7 +82,7 @@ class EmbeddedCluster:
         for node in self.nodes:
             if node.process is None or node.process.poll() is not None:
                 continue
-            with Redis(port=node.port, socket_timeout=1) as client:
+            with node.client(timeout_s=1) as client:
                 for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
                     if start <= slot <= end:
                         [owner] = [n for n in self.nodes if n.port == int(master[1])]

@@ -11,11 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from redis import Redis
-
 from shared.embedded import EmbeddedValkey, valkey_binary
 
-__all__ = ["MASTER_NAME", "EmbeddedSentinel", "PasswordNode", "SentinelProcess"]
+__all__ = ["MASTER_NAME", "EmbeddedSentinel", "SentinelProcess"]
 
 MASTER_NAME = "rtt"
 
@@ -42,13 +40,13 @@ class SentinelProcess(EmbeddedValkey):
             appendonly=False,
             log_file="sentinel.log",
             binary=binary,
+            password=password,
             extra_args=extra_args,
         )
         self.master_port = master_port
         self.down_after_ms = down_after_ms
         self.quorum = quorum
         self.name = name
-        self.password = password
         self.master_password = master_password
 
     @property
@@ -84,25 +82,6 @@ class SentinelProcess(EmbeddedValkey):
             *self.extra_args,
         ]
 
-    def client(self) -> Redis:
-        return Redis(
-            port=self.port, password=self.password, socket_connect_timeout=0.5, socket_timeout=2
-        )
-
-
-class PasswordNode(EmbeddedValkey):
-    """A data node with `requirepass` (and the same password for its master)."""
-
-    def __init__(self, data_dir: Path, password: str | None, extra_args: Sequence[str]) -> None:
-        auth = ["--requirepass", password, "--masterauth", password] if password else []
-        super().__init__(data_dir, appendonly=False, extra_args=[*extra_args, *auth])
-        self.password = password
-
-    def client(self) -> Redis:
-        return Redis(
-            port=self.port, password=self.password, socket_connect_timeout=0.5, socket_timeout=2
-        )
-
 
 class EmbeddedSentinel:
     """A master, one replica of it and three sentinels watching them (quorum 2).
@@ -122,11 +101,17 @@ class EmbeddedSentinel:
         # A replica that comes back resynchronises at once (the default waits 5 s for
         # others to share the transfer).
         fast_sync = ["--repl-diskless-sync-delay", "0"]
-        master = PasswordNode(data_dir / "node-0", password, fast_sync)
-        replica = PasswordNode(
+        if password is not None:
+            fast_sync += ["--masterauth", password]
+        master = EmbeddedValkey(
+            data_dir / "node-0", appendonly=False, password=password, extra_args=fast_sync
+        )
+        follow = ["--replicaof", "127.0.0.1", str(master.port)]
+        replica = EmbeddedValkey(
             data_dir / "node-1",
-            password,
-            [*fast_sync, "--replicaof", "127.0.0.1", str(master.port)],
+            appendonly=False,
+            password=password,
+            extra_args=[*fast_sync, *follow],
         )
         self.nodes = [master, replica]
         self.password = password

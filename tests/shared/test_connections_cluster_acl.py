@@ -109,7 +109,7 @@ async def _post(settings: Settings, bodies: list[bytes]) -> None:
                 assert resp.status == 204
 
 
-@pytest.mark.parametrize("denied", ["xack", "xreadgroup", "get"])
+@pytest.mark.parametrize("denied", ["xack", "xreadgroup", "get", "cluster|slots"])
 async def test_worker_on_a_cluster_without_a_grant_says_which_command_and_user_once_and_stops(
     cluster: EmbeddedCluster,
     cluster_user: Callable[..., str],
@@ -117,7 +117,8 @@ async def test_worker_on_a_cluster_without_a_grant_says_which_command_and_user_o
     logs: LogLines,
     denied: str,
 ) -> None:
-    """`get`: the heartbeat's pipeline, the first thing the worker sends."""
+    """`get`: the heartbeat's pipeline, the first thing the worker sends; `cluster|slots`:
+    what the client asks first (redis-py words that refusal "cluster mode is not enabled")."""
     await _post(
         make_settings(redis_url=cluster.url, shards=SHARDS),
         [sample_body("stopped", call_id=f"c-{n}", transcription_id=f"t-{n}") for n in range(9)],

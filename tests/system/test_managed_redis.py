@@ -1,6 +1,7 @@
 """A managed Redis as production has it: TLS with client certificates, README's two ACL
 users, and every secret set (from files where it can be). The whole path runs as separate
-processes: receive, consume, alert, dead letters, stats, silences.
+processes: receive, consume, alert, dead letters, stats, silences; on one node, and on a
+Cluster with what README adds to the users there.
 
 Redis must refuse nothing (`ACL LOG` stays empty), and no secret may appear in anything
 the programs print.
@@ -14,14 +15,16 @@ import re
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import msgspec
 import pytest
 from aiohttp import encode_basic_auth
+from redis.cluster import RedisCluster
 
 from shared.embedded import free_port
 from shared.keys import Keys
@@ -30,18 +33,21 @@ from tests.bodies import sample_body
 from tests.helpers import eventually
 from tests.processes import Program
 from tests.tls_fixtures import tls_env
-from tests.tlsredis import Certificates, TlsRedis
+from tests.tlsredis import Certificates, TlsCluster, TlsRedis
 from tests.worker.helpers import REPO
 
 pytestmark = [pytest.mark.integrations, pytest.mark.slow]
 JSON = {"Content-Type": "application/json"}
 
 
-def readme_acl(prefix: str, passwords: dict[str, str]) -> dict[str, list[str]]:
+def readme_acl(
+    prefix: str, passwords: dict[str, str], *, cluster: bool = False
+) -> dict[str, list[str]]:
     """README's `ACL SETUSER` lines, for users named `<prefix>-receiver` and `-worker`
-    with keys under `prefix` instead of `rtt`."""
+    with keys under `prefix` instead of `rtt`, and what README adds for a Cluster."""
     readme = (REPO / "README.md").read_text()
     section = readme.split("### Least-privilege ACL users", 1)[1].split("\n### ", 1)[0]
+    [for_cluster] = re.findall(r"On a Redis Cluster, add `([^`]+)` to both users", section)
     users: dict[str, list[str]] = {}
     for line in re.findall(r"^ACL SETUSER .*$", section, re.M):
         words = shlex.split(line)[2:]
@@ -53,7 +59,7 @@ def readme_acl(prefix: str, passwords: dict[str, str]) -> dict[str, list[str]]:
             elif word.startswith("~"):
                 word = word.replace("rtt:", f"{prefix}:")
             args.append(word)
-        users[role] = args
+        users[role] = [*args, *for_cluster.split()] if cluster else args
     assert set(users) == {"receiver", "worker"}, users
     return users
 
@@ -84,12 +90,76 @@ async def _wait_exit(program: Program, sig: signal.Signals) -> int:
     return await asyncio.to_thread(program.stop, sig, 30)
 
 
-def _acl_denials(server: TlsRedis, users: Sequence[str]) -> list[dict[str, Any]]:
-    with server.client() as admin:
-        entries: Any = admin.execute_command("ACL", "LOG")
+@dataclass(frozen=True)
+class Deployment:
+    """One TLS node, or a TLS cluster (whose ACLs are per node)."""
+
+    nodes: list[TlsRedis]
+    cluster: bool
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.nodes[0].port}"
+
+    def url(self, userinfo: str) -> str:
+        if self.cluster:
+            return f"rediss+cluster://{userinfo}@{self.host}"
+        return f"rediss://{userinfo}@{self.host}/0"
+
+    def on_every_node(self, *args: Any) -> list[Any]:
+        replies = []
+        for node in self.nodes:
+            with node.client() as admin:
+                replies.append(admin.execute_command(*args))
+        return replies
+
+    def xlen(self, key: str) -> int:
+        if not self.cluster:
+            with self.nodes[0].client() as admin:
+                return int(admin.xlen(key))
+        certs = self.nodes[0].certs
+        with RedisCluster(
+            host="127.0.0.1",
+            port=self.nodes[0].port,
+            ssl=True,
+            ssl_ca_certs=str(certs.ca),
+            ssl_certfile=str(certs.client_cert),
+            ssl_keyfile=str(certs.client_key),
+            ssl_cert_reqs="none",
+        ) as admin:
+            return int(admin.xlen(key))
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(
+    require_tls_redis: None, certs: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TlsCluster]:
+    with TlsCluster(tmp_path_factory.mktemp("acl-tls-cluster"), certs) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["single", "cluster"])
+def deployment(request: pytest.FixtureRequest, tls_server: TlsRedis) -> Deployment:
+    if request.param == "single":
+        return Deployment([tls_server], cluster=False)
+    cluster: TlsCluster = request.getfixturevalue("tls_cluster")
+    return Deployment([cast(TlsRedis, node) for node in cluster.nodes], cluster=True)
+
+
+def _acl_denials(deployment: Deployment, users: Sequence[str]) -> list[dict[str, Any]]:
+    found = []
+    for entries in deployment.on_every_node("ACL", "LOG"):
+        found += _denials_of(entries, users)
+    return found
+
+
+def _denials_of(entries: Any, users: Sequence[str]) -> list[dict[str, Any]]:
     found = []
     for entry in entries:
-        fields = dict(zip(entry[::2], entry[1::2], strict=True))
+        # redis-py reads ACL LOG into a dict per entry, a RESP2 reply into a flat list.
+        fields = (
+            entry if isinstance(entry, dict) else dict(zip(entry[::2], entry[1::2], strict=True))
+        )
         info = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}
         username = info.get("username")
         name = username.decode() if isinstance(username, bytes) else username
@@ -99,7 +169,7 @@ def _acl_denials(server: TlsRedis, users: Sequence[str]) -> list[dict[str, Any]]
 
 
 async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_printed(
-    tls_server: TlsRedis, certs: Certificates, prefix: str, tmp_path: Path
+    deployment: Deployment, certs: Certificates, prefix: str, tmp_path: Path
 ) -> None:
     secrets = {
         "receiver": f"recv-pass-{prefix}-Zq9",
@@ -109,20 +179,23 @@ async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_pr
         "slack": f"slack-token-{prefix}-Ss2",
         "pagerduty": f"PDKEY{prefix}0123456789abcdef"[:32],
     }
-    users = readme_acl(prefix, {"receiver": secrets["receiver"], "worker": secrets["worker"]})
-    with tls_server.client() as admin:
-        admin.execute_command("ACL", "LOG", "RESET")
-        for args in users.values():
-            admin.execute_command("ACL", "SETUSER", *args)
+    users = readme_acl(
+        prefix,
+        {"receiver": secrets["receiver"], "worker": secrets["worker"]},
+        cluster=deployment.cluster,
+    )
+    deployment.on_every_node("ACL", "LOG", "RESET")
+    for args in users.values():
+        deployment.on_every_node("ACL", "SETUSER", *args)
     user_names = [args[0] for args in users.values()]
-    host = f"127.0.0.1:{tls_server.port}"
     sinks = {"webhook": SinkServer(), "slack": SinkServer(), "pagerduty": SinkServer(202)}
     for sink in sinks.values():
         await sink.start()
     port, metrics_port = free_port(), free_port()
     common = {
-        **tls_env(tls_server, certs),
+        **tls_env(deployment.nodes[0], certs),
         "RTT_KEY_PREFIX": prefix,
+        "RTT_SHARDS": "3" if deployment.cluster else "1",
         "RTT_LOG_FORMAT": "json",
         "PYTHONPATH": str(REPO),
     }
@@ -130,7 +203,7 @@ async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_pr
     receiver_env = {
         **common,
         "RTT_REDIS_URL_FILE": _secret_file(
-            tmp_path, "receiver-url", f"rediss://{prefix}-receiver:{secrets['receiver']}@{host}/0"
+            tmp_path, "receiver-url", deployment.url(f"{prefix}-receiver:{secrets['receiver']}")
         ),
         "RTT_BASIC_AUTH_FILE": _secret_file(tmp_path, "basic", f"bandwidth:{secrets['basic']}"),
         "RTT_HOST": "127.0.0.1",
@@ -139,7 +212,7 @@ async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_pr
     }
     worker_env = {
         **common,
-        "RTT_REDIS_URL": f"rediss://{prefix}-worker@{host}/0",
+        "RTT_REDIS_URL": deployment.url(f"{prefix}-worker"),
         "RTT_REDIS_PASSWORD_FILE": _secret_file(tmp_path, "worker-password", secrets["worker"]),
         "RTT_ALERT_WEBHOOK_URL_FILE": _secret_file(
             tmp_path, "webhook", f"{sinks['webhook'].url}/{secrets['webhook']}"
@@ -204,9 +277,8 @@ async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_pr
             # its group (the other two); every event reaches the DLQ of the failing consumer.
             for name, sink in sinks.items():
                 await eventually(lambda sink=sink: len(sink.accepted) >= 2, 30, f"{name} alerts")
-            with tls_server.client() as admin:
-                dlq_length = lambda: admin.xlen(keys.dlq)  # noqa: E731
-                await eventually(lambda: dlq_length() == 4, 30, "4 dead letters")
+            dlq_length = lambda: deployment.xlen(keys.dlq)  # noqa: E731
+            await eventually(lambda: dlq_length() == 4, 30, "4 dead letters")
             async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
                 assert resp.status == 200
                 assert "rtt_worker" in await resp.text()
@@ -249,13 +321,12 @@ async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_pr
         receiver_code = await _wait_exit(receiver, signal.SIGTERM)
         for sink in sinks.values():
             await sink.stop()
-        with tls_server.client() as admin:
-            for name in user_names:
-                admin.execute_command("ACL", "DELUSER", name)
+        for name in user_names:
+            deployment.on_every_node("ACL", "DELUSER", name)
     everything = "\n".join([receiver.text(), worker.text(), *printed])
     assert worker_code == 0, worker.text()[-3000:]
     assert receiver_code == 0, receiver.text()[-3000:]
-    assert _acl_denials(tls_server, user_names) == []
+    assert _acl_denials(deployment, user_names) == []
     assert "NOPERM" not in everything
     assert "redis_permission_denied" not in everything
     for name, secret in secrets.items():

@@ -21,11 +21,10 @@ from redis.exceptions import ResponseError
 from shared.connections import PermissionDenied, create_redis, on_permission_denied
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.bodies import sample_body
 from tests.cluster import EmbeddedCluster
-from tests.conftest import LogLines
-from tests.fixtures import sample_body
-from tests.receiver.harness import live_receiver
-from tests.worker.support import wait_until
+from tests.helpers import LogLines, eventually
+from tests.receiver.helpers import live_receiver
 from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
@@ -163,7 +162,7 @@ async def test_receiver_on_a_cluster_spools_while_the_script_is_denied_and_drain
         [line] = logs.named("redis_permission_denied")
         assert (line["command"], line["user"]) == ("XADD", user)
         _on_every_node(cluster, "ACL", "SETUSER", user, "+xadd")
-        await wait_until(lambda: asyncio.sleep(0, logs.named("spool_drained")), what="drained")
+        await eventually(lambda: logs.named("spool_drained"), what="drained")
         found: list[str] = []
         for stream in keys.event_streams():
             for _, fields in await admin.xrange(stream):

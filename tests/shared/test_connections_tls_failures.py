@@ -24,11 +24,10 @@ from rtt.stats import main as stats_main
 from shared.connections import RedisRefused, check_redis, create_redis
 from shared.embedded import free_port
 from shared.settings import Settings
-from tests.conftest import LogLines
-from tests.processes import Program, wait_for
+from tests.helpers import LogLines, eventually, wait_for
+from tests.processes import Program
 from tests.tls_fixtures import cert_paths
 from tests.tlsredis import Certificates, TlsCluster, TlsRedis, TlsSentinel
-from tests.worker.support import wait_until
 from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
@@ -180,7 +179,7 @@ async def test_receiver_logs_one_line_and_keeps_serving(
     )
     task = asyncio.create_task(serve_receiver(settings))
     try:
-        await wait_until(lambda: asyncio.sleep(0, logs.named("redis_refused")), what="line")
+        await eventually(lambda: logs.named("redis_refused"), what="line")
         assert not task.done()
     finally:
         task.cancel()

@@ -55,10 +55,18 @@ PARTS = ("receiver", "workers", "replicas")
 # --- CPU accounting ----------------------------------------------------------------------
 
 
+def _tasks(pid: int) -> list[Path]:
+    """The threads of `pid` under /proc; none once it has ended."""
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and its descendants (a `--processes` receiver is a supervisor and children)."""
     found = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in _tasks(pid):
         with contextlib.suppress(OSError):
             for child in (task / "children").read_text().split():
                 found.extend(_tree(int(child)))
@@ -78,10 +86,9 @@ def _waited_s(pids: Sequence[int]) -> float:
     a share near or above their CPU share means the machine, not they, set the pace."""
     total = 0
     for pid in pids:
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    total += int((task / "schedstat").read_text().split()[1])
+        for task in _tasks(pid):
+            with contextlib.suppress(OSError):
+                total += int((task / "schedstat").read_text().split()[1])
     return total / 1e9
 
 
@@ -99,7 +106,7 @@ def _pin(pid: int, cores: Sequence[int] | None) -> None:
     """Pin `pid` and its threads (Valkey has a few) to `cores`; None leaves it free."""
     if cores is None:
         return
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in _tasks(pid):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(int(task.name), set(cores))
 

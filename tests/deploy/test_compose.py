@@ -5,13 +5,16 @@ two receivers, three workers, and a webhook sink for the alerts, all in real con
 RTT_VALKEY_IMAGE and RTT_COMPOSE. The tests run in order against one deployment, as its
 life goes: up, traffic through a worker crash and a Redis restart, the operator commands,
 an outage the spool rides out, down. Every byte stays on this machine: the containers
-talk on compose's network, the test reaches them on loopback-published ports.
+talk on compose's network, the test reaches them on loopback-published ports. The
+receivers' Basic credentials and the workers' webhook URL are secret files, as README
+tells users to give them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -58,6 +61,8 @@ class Deployment:
     env: dict[str, str]
     ports: dict[str, int]
     log_dir: Path
+    basic_auth: str  # user:password, from the secret file the receivers read
+    secret_values: tuple[str, ...]  # what must never show in an environment or a log
     sent: Counter[str] = field(default_factory=Counter)  # statuses of every event posted
     _redis: Redis | None = None
 
@@ -108,7 +113,9 @@ class Deployment:
         with urllib.request.urlopen(url, timeout=10) as response:
             return list(json.loads(response.read()))
 
-    def send(self, receiver: str, cause: str, count: int, rate: float) -> subprocess.Popen[str]:
+    def send(
+        self, receiver: str, cause: str, count: int, rate: float, *, auth: bool = True
+    ) -> subprocess.Popen[str]:
         args = [
             "--url",
             self.url(receiver),
@@ -124,6 +131,7 @@ class Deployment:
             "8",
             "--json",
             "--no-progress",
+            *(["--user", self.basic_auth] if auth else []),
         ]
         return subprocess.Popen(
             [sys.executable, "-m", "rtt", "send", *args], stdout=subprocess.PIPE, text=True
@@ -170,9 +178,29 @@ def _spool_depth(dep: Deployment, receiver: str) -> float:
     raise AssertionError("no rtt_receiver_spool_depth on /metrics")
 
 
+def _write_secrets(directory: Path, values: dict[str, str]) -> None:
+    """Secret files as README has users write them: readable by the containers' user
+    (uid 10001) inside a directory only its owner enters."""
+    directory.chmod(0o700)
+    for name, value in values.items():
+        path = directory / name
+        path.write_text(value + "\n")
+        path.chmod(0o644)
+
+
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     ports = {name: free_port() for name in (*RECEIVERS, "redis", "alert-sink")}
+    password, token = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    secrets_dir = tmp_path_factory.mktemp("secrets")
+    _write_secrets(
+        secrets_dir,
+        {
+            "basic_auth": f"bandwidth:{password}",
+            # A token in the URL, as many webhooks carry one: the sink ignores the query.
+            "alert_webhook_url": f"http://alert-sink:8090/alerts?token={token}",
+        },
+    )
     env = {
         **os.environ,
         "RTT_RECEIVER_1_PORT": str(ports["receiver-1"]),
@@ -180,13 +208,19 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         "RTT_TEST_REDIS_PORT": str(ports["redis"]),
         "RTT_TEST_SINK_PORT": str(ports["alert-sink"]),
         "RTT_TEST_DEPLOY_DIR": str(HERE),
-        "RTT_ALERT_WEBHOOK_URL": "http://alert-sink:8090/alerts",
+        "RTT_SECRETS_DIR": str(secrets_dir),
         # One group per transcription: every alert goes out at once, as itself, so the
         # sink can be counted by alert key (grouping is tested in tests/alerts/).
         "RTT_ALERT_GROUP_BY": "transcription_id",
     }
     log_dir = Path(os.environ.get("RTT_TEST_DEPLOY_LOGS", tmp_path_factory.mktemp("deploy")))
-    deployment = Deployment(env=env, ports=ports, log_dir=log_dir)
+    deployment = Deployment(
+        env=env,
+        ports=ports,
+        log_dir=log_dir,
+        basic_auth=f"bandwidth:{password}",
+        secret_values=(password, token),
+    )
     deployment.compose("down", "-v", "--remove-orphans", "-t", "5")  # what a broken run left
     try:
         deployment.compose("up", "-d", "--no-build", "--scale", f"worker={WORKERS}")
@@ -209,6 +243,24 @@ def test_up_brings_every_service_to_healthy(dep: Deployment) -> None:
     for receiver in RECEIVERS:
         listing = dep.compose("exec", "-T", receiver, "stat", "-c", "%u %n", "/spool", "/spool/p0")
         assert listing.split() == ["10001", "/spool", "10001", "/spool/p0"], listing
+
+
+def test_secrets_come_from_files_and_the_receivers_refuse_posts_without_them(
+    dep: Deployment,
+) -> None:
+    for name, items in dep.by_service().items():
+        for item in items:
+            env = "\n".join(item["Config"]["Env"])
+            assert not [value for value in dep.secret_values if value in env], name
+    for receiver in RECEIVERS:
+        [container] = dep.by_service()[receiver]
+        assert "RTT_BASIC_AUTH_FILE=/run/secrets/basic_auth" in container["Config"]["Env"]
+    dep.collect([dep.send(receiver, "closed", 5, rate=0, auth=False) for receiver in RECEIVERS])
+    assert dep.sent == {"401": 10}, dep.sent
+    dep.sent.clear()
+    assert dep.redis().xlen(KEYS.events()) == 0
+    logs = dep.compose("logs", "--no-color", *RECEIVERS)
+    assert "receiver_open_to_anyone" not in logs
 
 
 def test_every_204_stored_once_and_every_alert_sent_once_through_a_crash_and_a_restart(
@@ -347,6 +399,9 @@ def test_down_stops_every_container_with_exit_0_within_its_grace(dep: Deployment
     started = time.time()
     dep.compose("stop", timeout_s=180)  # what `down` does first, keeping the containers
     dep.save_logs()
+    # No secret in any container's log, through a whole life of the deployment.
+    logs = (dep.log_dir / "compose.log").read_text()
+    assert [value for value in dep.secret_values if value in logs] == []
     stopped = dep.by_service()
     times = _stop_times(started - 1, time.time() + 1)
     for service, items in stopped.items():

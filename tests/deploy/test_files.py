@@ -1,7 +1,8 @@
 """Checks of the Dockerfile and docker-compose.yml that need no Docker engine: every
 setting they name exists, every command they run is one `rtt` knows, every package the
 project ships is copied into the image, and the deployment's own rules hold (each role's
-health check, one spool per receiver, restart policies, stop grace periods).
+health check, one spool per receiver, restart policies, stop grace periods, secrets
+from files only).
 
 `make test-deploy` (test_compose.py beside this file) runs the same files in real containers."""
 
@@ -11,14 +12,18 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from rtt.cli import COMMANDS
-from shared.settings import ENV_PREFIX, load_settings
+from shared.credentials import FILE_SUFFIX
+from shared.settings import ENV_PREFIX, SECRET_SETTINGS, SECRET_VARIABLES, load_settings
 
 ROOT = Path(__file__).parents[2]
-COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
+SECRETS_MOUNT = "/run/secrets/"
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -43,9 +48,56 @@ def test_compose_environment_names_real_settings_with_valid_values() -> None:
     for name, svc in _rtt_services().items():
         env = _env(svc)
         assert all(key.startswith(ENV_PREFIX) for key in env), name
-        unknown = [key for key in env if key[len(ENV_PREFIX) :].lower() not in _setting_names()]
+        unknown = [
+            key
+            for key in env
+            if key[len(ENV_PREFIX) :].lower() not in _setting_names()
+            and key.removesuffix(FILE_SUFFIX) not in SECRET_VARIABLES
+        ]
         assert unknown == [], f"{name}: not settings: {unknown}"
-        load_settings(env=env)  # raises ConfigError naming the variable if a value is wrong
+        load_settings(env=_plain_env(svc))  # raises ConfigError naming a wrong value
+
+
+def test_no_secret_reaches_a_container_as_a_plain_environment_value() -> None:
+    """A secret in `environment:` shows in `docker inspect` and every process listing of
+    the container: each comes from a file under /run/secrets (RTT_<NAME>_FILE)."""
+    for name, svc in _rtt_services().items():
+        plain = [key for key in _env(svc) if key in SECRET_VARIABLES]
+        # The compose network's own Redis has no password: its URL is no secret.
+        assert plain in ([], ["RTT_REDIS_URL"]), name
+        assert urlsplit(_env(svc).get("RTT_REDIS_URL", "")).password is None, name
+    # Nor through interpolation from the shell of `docker compose up`.
+    for variable in SECRET_VARIABLES:
+        assert "${" + variable not in COMPOSE_TEXT, variable
+
+
+def test_each_secret_file_setting_points_at_a_secret_the_service_mounts() -> None:
+    for name, svc in _rtt_services().items():
+        mounted = set(svc.get("secrets", []))
+        for key, path in _env(svc).items():
+            if not key.endswith(FILE_SUFFIX):
+                continue
+            secret = path.removeprefix(SECRETS_MOUNT)
+            assert path == SECRETS_MOUNT + secret, (name, key)
+            assert secret in mounted, (name, key)
+            assert "file" in COMPOSE["secrets"][secret], secret
+    for receiver in _receivers().values():  # a receiver never runs open by accident
+        assert receiver["environment"]["RTT_BASIC_AUTH_FILE"] == SECRETS_MOUNT + "basic_auth"
+
+
+def test_the_compose_file_shows_every_secret_settings_file_form() -> None:
+    """The optional ones as comments, ready to uncomment: the setting, and its secret."""
+    for setting in SECRET_SETTINGS:
+        variable = ENV_PREFIX + setting.upper() + FILE_SUFFIX
+        assert f"{variable}: {SECRETS_MOUNT}{setting}" in COMPOSE_TEXT, variable
+        assert re.search(
+            rf"^ *(# )?  file: \$\{{RTT_SECRETS_DIR:-\./secrets\}}/{setting}$", COMPOSE_TEXT, re.M
+        ), setting
+
+
+def test_secret_files_stay_out_of_git_and_of_the_build_context() -> None:
+    assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "secrets" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
 def _role(svc: dict[str, Any]) -> str:
@@ -62,6 +114,11 @@ def _env(svc: dict[str, Any]) -> dict[str, str]:
         key: re.sub(r"\$\{[^}:]+:-([^}]*)\}", r"\1", str(value))
         for key, value in svc["environment"].items()
     }
+
+
+def _plain_env(svc: dict[str, Any]) -> dict[str, str]:
+    """`_env` without the secret files, which exist in the container only."""
+    return {key: value for key, value in _env(svc).items() if not key.endswith(FILE_SUFFIX)}
 
 
 def test_receiver_spool_is_on_a_volume() -> None:
@@ -134,7 +191,7 @@ def test_stop_grace_covers_each_roles_own_shutdown_with_margin() -> None:
     (RTT_SHUTDOWN_TIMEOUT); a worker for its in-flight handlers."""
     margin_s = 5.0
     for name, svc in _rtt_services().items():
-        settings = load_settings(env=_env(svc))
+        settings = load_settings(env=_plain_env(svc))
         grace_s = _seconds(svc["stop_grace_period"])
         store_s = settings.store_timeout.total_seconds()
         if _role(svc) == "receiver":

@@ -1,25 +1,30 @@
 """deploy/kubernetes/: every manifest valid against Kubernetes' own schemas (offline, with
 kubernetes-validate), and the pieces agree with each other and with the program: probes on
 the receiver's real paths and port, the spool on a volume, stable worker ids, grace
-periods above each role's shutdown, KEDA watching the stream and group the workers use."""
+periods above each role's shutdown, KEDA watching the stream and group the workers use,
+and every secret a file from the Secret's volume, never an environment value."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from shared.credentials import FILE_SUFFIX
 from shared.keys import Keys
-from shared.settings import ENV_PREFIX, Settings, load_settings
+from shared.settings import ENV_PREFIX, SECRET_SETTINGS, SECRET_VARIABLES, Settings, load_settings
 
 ROOT = Path(__file__).parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 # The oldest release still widely run and the newest the package knows.
 VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 NAME_LABEL = {"app.kubernetes.io/name": "rtt-events"}
+SECRET_NAME = "rtt-events-secrets"
+KUSTOMIZATION: dict[str, Any] = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
 
 
 def _documents() -> list[tuple[str, dict[str, Any]]]:
@@ -52,7 +57,13 @@ def _container(workload: dict[str, Any]) -> dict[str, Any]:
 def _settings(workload: dict[str, Any]) -> Settings:
     """The settings the pod's program sees: the ConfigMap, then the container's own env."""
     env = {k: v for k, v in CONFIG["data"].items() if k.startswith(ENV_PREFIX)}
-    env.update({e["name"]: e["value"] for e in _container(workload)["env"] if "value" in e})
+    env.update(
+        {
+            e["name"]: e["value"]
+            for e in _container(workload)["env"]
+            if "value" in e and not e["name"].endswith(FILE_SUFFIX)  # files exist in the pod
+        }
+    )
     return load_settings(env=env)
 
 
@@ -84,7 +95,11 @@ def test_every_setting_named_is_real_with_a_valid_value() -> None:
     for workload in (RECEIVER, WORKER):
         keys = [e["name"] for e in _container(workload)["env"]] + list(CONFIG["data"])
         unknown = [
-            k for k in keys if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :] not in names
+            k
+            for k in keys
+            if k.startswith(ENV_PREFIX)
+            and k[len(ENV_PREFIX) :] not in names
+            and k.removesuffix(FILE_SUFFIX) not in SECRET_VARIABLES
         ]
         assert unknown == []
         _settings(workload)  # raises ConfigError naming the variable if a value is wrong
@@ -179,3 +194,79 @@ def test_keda_scales_the_worker_statefulset_on_its_consumer_group() -> None:
         assert len(thresholds) == 1
         assert int(metadata[thresholds.pop()]) > 0
     assert any("pendingEntriesCount" in t["metadata"] for t in triggers)
+
+
+def _secret_mounts(workload: dict[str, Any]) -> dict[str, str]:
+    """mountPath -> volume name, for the volumes of the Secret `rtt-events-secrets`."""
+    volumes = {
+        v["name"]: v
+        for v in workload["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == SECRET_NAME
+    }
+    return {
+        m["mountPath"]: m["name"]
+        for m in _container(workload).get("volumeMounts", [])
+        if m["name"] in volumes
+    }
+
+
+def test_no_secret_reaches_a_container_as_a_plain_environment_value() -> None:
+    """An env value (plain or `secretKeyRef`) shows in `kubectl describe`, the pod spec and
+    every process listing of the container: each secret is a file, `RTT_<NAME>_FILE`."""
+    config = {k: v for k, v in CONFIG["data"].items() if k in SECRET_VARIABLES}
+    # The ConfigMap's Redis URL names the server, never a password.
+    assert config.keys() <= {"RTT_REDIS_URL"}
+    assert all(urlsplit(url).password is None for url in config.values())
+    for workload in (RECEIVER, WORKER):
+        container = _container(workload)
+        assert [e for e in container["envFrom"] if "secretRef" in e] == []
+        for entry in container["env"]:
+            assert entry["name"] not in SECRET_VARIABLES, entry["name"]
+            assert "secretKeyRef" not in entry.get("valueFrom", {}), entry["name"]
+
+
+def test_each_secret_file_setting_points_into_the_mounted_secret() -> None:
+    generated = {
+        Path(file).name: file
+        for generator in KUSTOMIZATION["secretGenerator"]
+        if generator["name"] == SECRET_NAME
+        for file in generator["files"]
+    }
+    assert generated["basic_auth"] == "secrets/basic_auth"
+    for workload in (RECEIVER, WORKER):
+        mounts = _secret_mounts(workload)
+        assert mounts, workload["metadata"]["name"]
+        for entry in _container(workload)["env"]:
+            if not entry["name"].endswith(FILE_SUFFIX):
+                continue
+            directory, _, key = entry["value"].rpartition("/")
+            assert directory in mounts, entry
+            # The file is the setting's own name, and the Secret is made with that file.
+            assert ENV_PREFIX + key.upper() + FILE_SUFFIX == entry["name"], entry
+            assert key in generated, entry
+        spec = workload["spec"]["template"]["spec"]
+        for volume in spec["volumes"]:
+            if "secret" in volume:
+                assert volume["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    # A receiver is never open by accident: its credentials are not optional.
+    env = {e["name"]: e.get("value") for e in _container(RECEIVER)["env"]}
+    assert env["RTT_BASIC_AUTH_FILE"].endswith("/basic_auth")
+
+
+def test_the_manifests_show_every_secret_settings_file_form() -> None:
+    """The optional ones as comments, ready to uncomment, in the workloads that use them."""
+    text = {name: (MANIFESTS / name).read_text() for name in ("receiver.yaml", "worker.yaml")}
+    kustomization = (MANIFESTS / "kustomization.yaml").read_text()
+    for setting in SECRET_SETTINGS:
+        variable = ENV_PREFIX + setting.upper() + FILE_SUFFIX
+        users = [name for name, manifest in text.items() if f"name: {variable}\n" in manifest]
+        if setting.startswith("redis_"):
+            assert users == ["receiver.yaml", "worker.yaml"], variable
+        elif setting.startswith("alert_"):
+            assert users == ["worker.yaml"], variable
+        else:
+            assert users == ["receiver.yaml"], variable
+        for name in users:
+            assert f"value: /run/secrets/rtt-events/{setting}\n" in text[name], variable
+        assert f"- secrets/{setting}\n" in kustomization, setting

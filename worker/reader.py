@@ -161,7 +161,14 @@ class GroupReader:
         self._space = asyncio.Event()
         self._space_wanted = False
         self._acks: dict[str, list[bytes]] = {stream: [] for stream in self.streams}
+        self._acking: dict[str, list[bytes]] = {}  # the XACK batch in flight
         self._ack_wanted = asyncio.Event()
+        # Entries off the queue whose outcome is being written (dead letter, claim again).
+        self._settling: set[tuple[str, bytes]] = set()
+        # When Redis last failed this reader: a reply lost then may have delivered entries
+        # to it that it never saw (see _recover_unread).
+        self._failed_at: float | None = None
+        self._reading: set[str] = set()  # streams past the first take-over of own entries
         self._retries: list[_Retry] = []
         self._retry_seq = itertools.count()
         self._retry_wanted = asyncio.Event()
@@ -467,7 +474,6 @@ class GroupReader:
             elapsed = time.perf_counter() - started
             latency.counts[bisect_left(latency.bounds, elapsed)] += len(items)
             latency.total += elapsed * len(items)
-            current[index] = []
             self._in_batches -= len(items)
             if self._space_wanted and len(queue) + self._in_batches <= limit:
                 self._space_wanted = False
@@ -481,6 +487,9 @@ class GroupReader:
                 if item.deliveries > 1:
                     stats.redeliveries.observe(item.deliveries)
                 self._ack(item.stream, item.entry_id)
+            # Held until each has its outcome (a dead letter is written with an await): a
+            # worker taking back its unheld entries after a Redis failure must not see them.
+            current[index] = []
 
     def _context(self, item: Item, event: Event) -> Context:
         entry_text = item.entry_id.decode()
@@ -643,6 +652,7 @@ class GroupReader:
             entry=StreamEntry.from_fields(item.fields),
             failed_at_ms=now_ms(),
         )
+        self._settling.add((stream, entry_id))
         try:
             await dead_letter(self.redis, self.keys.dlq, letter, self.settings.dlq_max_len)
         except (*REDIS_DOWN, ResponseError) as exc:
@@ -650,8 +660,11 @@ class GroupReader:
             self.log.error(
                 "dead_letter_failed", stream=stream, stream_id=letter.original_id, error=repr(exc)
             )
+            self._failed_at = time.monotonic()
             self._schedule_retry(stream, entry_id, deliveries, self._retry_base_s)
             return
+        finally:
+            self._settling.discard((stream, entry_id))
         self.stats.dead_lettered += 1
         if deliveries > 1:
             self.stats.redeliveries.observe(deliveries)
@@ -683,12 +696,15 @@ class GroupReader:
             if batch:
                 for stream in batch:
                     self._acks[stream] = []
+                self._acking = batch
                 try:
                     await self._send_acks(batch)
                     failures = 0
+                    self._acking = {}
                 except (*REDIS_DOWN, ResponseError) as exc:
                     for stream, ids in batch.items():
                         self._acks[stream][:0] = ids
+                    self._acking = {}
                     failures += 1
                     await self._redis_down("ack", exc, failures)
                     self._ack_wanted.set()
@@ -719,6 +735,7 @@ class GroupReader:
             await self._space.wait()
 
     async def _redis_down(self, operation: str, exc: BaseException, failures: int) -> None:
+        self._failed_at = time.monotonic()
         delay_s = backoff_s(failures, _RECONNECT_BASE_S, _RECONNECT_MAX_S)
         self.log.warning(
             "redis_unavailable",
@@ -752,6 +769,7 @@ class GroupReader:
             try:
                 # A restart under a stable worker id first finishes what it held before.
                 await self._take_over(stream, self.worker_id, reason="own_pending", min_idle_ms=0)
+                self._reading.add(stream)
                 break
             except ResponseError as exc:  # NOGROUP: gone again since; create it again
                 self.log.warning("consumer_group_vanished", stream=stream, error=repr(exc))
@@ -852,6 +870,8 @@ class GroupReader:
 
     async def _redeliver(self, stream: str, counts: dict[bytes, int]) -> None:
         """Claim the due entries again for this worker: Redis counts the new delivery."""
+        settling = {(stream, entry_id) for entry_id in counts}
+        self._settling |= settling
         try:
             rows = await recovery.claim(
                 self.redis, stream, self.group, self.worker_id, list(counts), 0
@@ -860,15 +880,19 @@ class GroupReader:
             if _is_nogroup(exc):
                 await self._recreate_group(stream, str(exc))
                 return
+            self._failed_at = time.monotonic()
             self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
             for entry_id, deliveries in counts.items():
                 self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
             return
         except REDIS_DOWN as exc:
+            self._failed_at = time.monotonic()
             self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
             for entry_id, deliveries in counts.items():
                 self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
             return
+        finally:
+            self._settling -= settling
         self._push([Item(stream, eid, fields, counts[eid] + 1) for eid, fields in rows])
 
     # --- recovery -----------------------------------------------------------------------
@@ -925,6 +949,7 @@ class GroupReader:
                     next_idle_sweep = time.monotonic() + idle_sweep_s
                     for stream in self.streams:
                         await self._recover_idle(stream)
+                await self._recover_unread()
                 failures = 0
             except ResponseError as exc:
                 # NOGROUP: the reader notices it too and re-creates the group.
@@ -966,6 +991,63 @@ class GroupReader:
                 self.redis, stream, self.group, member.name
             ):
                 self.log.info("worker_removed_from_group", stream=stream, member=member.name)
+
+    async def _recover_unread(self) -> None:
+        """After a Redis failure: take back what Redis delivered to this worker in a reply
+        that never arrived (Redis stopped, or the connection dropped, after serving an
+        XREADGROUP or XCLAIM). Redis counts those entries as this live worker's, so no
+        other worker takes them before RTT_CLAIM_IDLE. Once RTT_HEARTBEAT_TTL has passed
+        since the failure, each is idle at least that long; entries claimed or read since
+        are younger, and XCLAIM's minimum idle time leaves them alone."""
+        failed_at = self._failed_at
+        if failed_at is None or time.monotonic() - failed_at < self._ttl_ms / 1000:
+            return
+        if not self._reading.issuperset(self.streams):
+            return  # the first take-over of own entries is still running
+        for stream in self.streams:
+            await self._take_unheld(stream)
+        if self._failed_at == failed_at:
+            self._failed_at = None
+
+    async def _take_unheld(self, stream: str) -> None:
+        taken = 0
+        start = "-"
+        while True:
+            await self._wait_for_space()
+            page = await recovery.pending_of(
+                self.redis, stream, self.group, self.worker_id, self._batch, start
+            )
+            if not page:
+                break
+            start = "(" + page[-1].entry_id.decode()
+            known = self._known_ids(stream)
+            counts = {p.entry_id: p.deliveries for p in page if p.entry_id not in known}
+            if not counts:
+                continue
+            rows = await recovery.claim(
+                self.redis, stream, self.group, self.worker_id, list(counts), self._ttl_ms
+            )
+            known = self._known_ids(stream)
+            items = [Item(stream, e, f, counts[e] + 1) for e, f in rows if e not in known]
+            self._push(items)
+            taken += len(items)
+        if taken:
+            self.log.warning(
+                "pending_taken_over",
+                stream=stream,
+                from_worker=self.worker_id,
+                entries=taken,
+                reason="reply_lost",
+            )
+
+    def _known_ids(self, stream: str) -> set[bytes]:
+        """Every entry of `stream` this worker knows it holds, including those handled
+        and waiting for (or in) an XACK, and those whose outcome is being written."""
+        known = self._held_ids(stream)
+        known.update(self._acks.get(stream, ()))
+        known.update(self._acking.get(stream, ()))
+        known.update(entry_id for s, entry_id in self._settling if s == stream)
+        return known
 
     async def _recover_idle(self, stream: str) -> None:
         """XAUTOCLAIM what nobody touched for claim_idle, even from live workers: a handler

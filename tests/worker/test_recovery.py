@@ -3,15 +3,18 @@ with them, counts survive, and a member is never removed while it owns entries."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from shared.entries import StreamEntry
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.bodies import sample_body
 from tests.helpers import LogLines, eventually
 from tests.worker.helpers import add_events, group_info, pending_ids, running
 from worker import recovery
@@ -135,6 +138,99 @@ async def test_entries_idle_past_claim_idle_are_taken_even_from_a_live_worker(
         await eventually(lambda: _all_seen(seen, held))
     assert seen == dict.fromkeys(held, 2)
     assert [line["reason"] for line in logs.named("pending_taken_over")] == ["idle"]
+
+
+async def _deliver_unseen(
+    redis: Redis, stream: str, group: str, member: str, count: int
+) -> list[str]:
+    """Entries delivered to `member` whose reply it never read, as when Redis stops (or a
+    connection drops) between serving an XREADGROUP and the reply reaching the worker: in
+    one transaction, so the member's own blocked read is served only after, with nothing."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for n in range(count):
+            pipe.xadd(
+                stream,
+                StreamEntry(
+                    "realTimeTranscriptionStopped",
+                    sample_body("realTimeTranscriptionStopped", call_id=f"c-unseen-{n}"),
+                    n,
+                    f"req-{n}",
+                ).to_fields(),
+            )
+        pipe.xreadgroup(group, member, {stream: ">"}, count=count)
+        replies: Any = await pipe.execute()
+    return [entry_id.decode() for entry_id, _ in replies[-1][0][1]]
+
+
+async def _drop_connections(redis: Redis, name: str) -> int:
+    """Close the worker's connections from the server side (its client name is `name`)."""
+    clients: Any = await redis.client_list()
+    ids = [c["id"] for c in clients if c.get("name") == name]
+    for client_id in ids:
+        await redis.client_kill_filter(_id=client_id)
+    return len(ids)
+
+
+async def test_entries_whose_read_reply_was_lost_come_back_once_redis_answers_again(
+    make_settings: Callable[..., Settings], redis: Redis, redis_url: str, logs: LogLines
+) -> None:
+    """Redis had them delivered to this (live) worker, and counts them as its pending ones:
+    no other worker takes them before RTT_CLAIM_IDLE, so the worker itself must."""
+    settings = make_settings(**FAST_LIVENESS, worker_id="w-lost", claim_idle="1h")
+    stream = Keys(settings.key_prefix).events()
+    name = f"worker-{settings.key_prefix}"
+    worker_redis = Redis.from_url(redis_url, client_name=name)
+    seen: dict[str, int] = {}
+    try:
+        async with running(settings, worker_redis, [_recorder("rec", seen)]):
+            [first] = await add_events(redis, settings, 1)
+            await eventually(lambda: _all_seen(seen, [first]))
+            unseen = await _deliver_unseen(redis, stream, "rec", "w-lost", 3)
+            assert await _drop_connections(redis, name) >= 1
+            await eventually(lambda: _all_seen(seen, unseen), what="the unseen entries handled")
+            await eventually(lambda: _no_pending(redis, stream, "rec"))
+    finally:
+        await worker_redis.aclose()
+    assert seen == {first: 1, **dict.fromkeys(unseen, 2)}
+    [line] = logs.named("pending_taken_over")
+    assert (line["reason"], line["from_worker"], line["entries"]) == ("reply_lost", "w-lost", 3)
+
+
+async def test_entries_in_hand_are_not_taken_back_after_a_redis_failure(
+    make_settings: Callable[..., Settings], redis: Redis, redis_url: str, logs: LogLines
+) -> None:
+    """A handler still running past the idle threshold holds its entry: the worker must not
+    claim it for itself a second time."""
+    settings = make_settings(**FAST_LIVENESS, worker_id="w-busy", claim_idle="1h")
+    name = f"worker-{settings.key_prefix}"
+    worker_redis = Redis.from_url(redis_url, client_name=name)
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    @consumer("rec")
+    async def slow(event: Event, ctx: Context) -> None:
+        calls.append(ctx.entry_id)
+        await release.wait()
+
+    try:
+        async with running(settings, worker_redis, [slow]):
+            ids = await add_events(redis, settings, 2)
+            await eventually(lambda: _length(calls, 2))
+            assert await _drop_connections(redis, name) >= 1
+            # Past the idle threshold (the heartbeat TTL, 400 ms) several recovery passes
+            # over, with the handlers still running.
+            await asyncio.sleep(2)
+            release.set()
+            await eventually(lambda: _no_pending(redis, Keys(settings.key_prefix).events(), "rec"))
+    finally:
+        release.set()
+        await worker_redis.aclose()
+    assert sorted(calls) == sorted(ids)
+    assert logs.named("pending_taken_over") == []
+
+
+async def _length(items: list[str], n: int) -> bool:
+    return len(items) >= n
 
 
 async def test_a_member_that_owns_pending_entries_is_never_removed(

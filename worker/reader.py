@@ -474,10 +474,19 @@ class GroupReader:
             elapsed = time.perf_counter() - started
             latency.counts[bisect_left(latency.bounds, elapsed)] += len(items)
             latency.total += elapsed * len(items)
+            current[index] = []
             self._in_batches -= len(items)
             if self._space_wanted and len(queue) + self._in_batches <= limit:
                 self._space_wanted = False
                 self._space.set()
+            # A failure may await (a dead letter is written): the events after it wait for
+            # their outcome meanwhile, and are settling (see _recover_unread).
+            settling = (
+                set()
+                if outcomes is None or not any(outcomes)
+                else {(item.stream, item.entry_id) for item in items}
+            )
+            self._settling |= settling
             for n, item in enumerate(items):
                 failure = None if outcomes is None else outcomes[n]
                 if failure is not None:
@@ -487,9 +496,7 @@ class GroupReader:
                 if item.deliveries > 1:
                     stats.redeliveries.observe(item.deliveries)
                 self._ack(item.stream, item.entry_id)
-            # Held until each has its outcome (a dead letter is written with an await): a
-            # worker taking back its unheld entries after a Redis failure must not see them.
-            current[index] = []
+            self._settling -= settling
 
     def _context(self, item: Item, event: Event) -> Context:
         entry_text = item.entry_id.decode()

@@ -4,7 +4,7 @@ with them, counts survive, and a member is never removed while it owns entries."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -196,11 +196,16 @@ async def test_entries_whose_read_reply_was_lost_come_back_once_redis_answers_ag
     assert (line["reason"], line["from_worker"], line["entries"]) == ("reply_lost", "w-lost", 3)
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batch"])
 async def test_entries_in_hand_are_not_taken_back_after_a_redis_failure(
-    make_settings: Callable[..., Settings], redis: Redis, redis_url: str, logs: LogLines
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    logs: LogLines,
+    batch: bool,
 ) -> None:
-    """A handler still running past the idle threshold holds its entry: the worker must not
-    claim it for itself a second time."""
+    """A handler still running past the idle threshold holds its entries: the worker must
+    not claim them for itself a second time."""
     settings = make_settings(**FAST_LIVENESS, worker_id="w-busy", claim_idle="1h")
     name = f"worker-{settings.key_prefix}"
     worker_redis = Redis.from_url(redis_url, client_name=name)
@@ -212,8 +217,13 @@ async def test_entries_in_hand_are_not_taken_back_after_a_redis_failure(
         calls.append(ctx.entry_id)
         await release.wait()
 
+    @consumer("rec", batch=True)
+    async def slow_batch(events: Sequence[Event], ctxs: Sequence[Context]) -> None:
+        calls.extend(ctx.entry_id for ctx in ctxs)
+        await release.wait()
+
     try:
-        async with running(settings, worker_redis, [slow]):
+        async with running(settings, worker_redis, [slow_batch if batch else slow]):
             ids = await add_events(redis, settings, 2)
             await eventually(lambda: _length(calls, 2))
             assert await _drop_connections(redis, name) >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -41,6 +42,9 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
     stream = Keys(prefix).events()
     try:
         async with worker_processes(env, tmp_path, 3) as workers:
+            # Every worker reading before the failures come: one that is still starting
+            # would find them all handled by the others.
+            await eventually(lambda: _readers(redis, stream), 60, "three workers reading")
             async with redis.pipeline(transaction=False) as pipe:
                 for n in range(FAILURES):
                     body = sample_event(
@@ -85,3 +89,14 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
     assert len(keys) == FAILURES
     assert set(keys.values()) == {1}
     assert all(n > 0 for n in per_worker)
+
+
+async def _readers(redis: Redis, stream: str) -> bool:
+    """Each of the three workers has read from the stream in the alerts group."""
+    if not await redis.exists(stream):
+        return False
+    groups: Any = await redis.xinfo_groups(stream)
+    if not any(g["name"] == b"alerts" for g in groups):
+        return False
+    members: Any = await redis.xinfo_consumers(stream, "alerts")
+    return {m["name"] for m in members} >= {b"w0", b"w1", b"w2"}

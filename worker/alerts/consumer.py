@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import aiohttp
 import msgspec
@@ -62,6 +62,7 @@ ALERTS: Final = Counter(
     ["severity", "outcome"],
 )
 _STOP_GRACE_S: Final = 5.0
+T = TypeVar("T")
 _RECORDED: Final = (Started, Stopped, Rejected)  # what stale tracking records
 
 
@@ -86,6 +87,9 @@ class _Running:
     outbox: Outbox
     stopping: asyncio.Event
     log: FilteringBoundLogger
+    # Alerts on their way to the sinks at once, over every batch: as many as the
+    # consumer's concurrency, as when each event had a call of its own.
+    sending: asyncio.Semaphore
     alertmanager: AlertmanagerSink | None = None
     upkeep: asyncio.Task[None] | None = None
 
@@ -176,6 +180,7 @@ class AlertsConsumer:
             outbox=outbox,
             stopping=stopping,
             log=ctx.log,
+            sending=asyncio.Semaphore(ctx.options.concurrency),
             alertmanager=alertmanager,
         )
         run.upkeep = asyncio.create_task(self._upkeep(run, tick_s), name="alerts-upkeep")
@@ -360,8 +365,11 @@ async def _raise_batch(
     if run.alertmanager is not None:
         sent = await asyncio.gather(
             *(
-                _send_to_alertmanager(
-                    run, run.alertmanager, c.alert, ctxs[c.n].log, ctxs[c.n].deliveries
+                _bounded(
+                    run,
+                    _send_to_alertmanager(
+                        run, run.alertmanager, c.alert, ctxs[c.n].log, ctxs[c.n].deliveries
+                    ),
                 )
                 for c in going
             ),
@@ -388,10 +396,15 @@ async def _raise_batch(
         *(_send_first(run, a, ctxs[n].log, ctxs[n].deliveries) for n, a in first),
         *(_raise(run, a, ctxs[n].log, ctxs[n].deliveries) for n, a in alone),
     ]
-    done = await asyncio.gather(*sends, return_exceptions=True)
+    done = await asyncio.gather(*(_bounded(run, s) for s in sends), return_exceptions=True)
     for (n, _), outcome in zip([*first, *alone], done, strict=True):
         if isinstance(outcome, BaseException):
             outcomes[n] = outcome
+
+
+async def _bounded(run: _Running, send: Coroutine[None, None, T]) -> T:
+    async with run.sending:
+        return await send
 
 
 async def _log_claimed(run: _Running, claim: _Claimed, log: FilteringBoundLogger) -> None:

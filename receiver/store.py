@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from shared.entries import Fields
 from shared.logs import get_logger
+from shared.redis_values import as_text
 from shared.tasks import cancel_and_wait
 
 from .batching import ItemRefused, RedisFailed, RedisWriter, StoreItem
@@ -59,7 +60,7 @@ _decode_spooled = msgspec.msgpack.Decoder(_Spooled).decode
 
 
 def _to_record(item: StoreItem) -> bytes:
-    fields = {_text(name): _value(value) for name, value in item.fields.items()}
+    fields = {as_text(name): _value(value) for name, value in item.fields.items()}
     return _encode_spooled(_Spooled(item.stream, fields, item.dedup_key, item.max_len, item.marker))
 
 
@@ -67,10 +68,6 @@ def _from_record(record: Record) -> StoreItem:
     spooled = _decode_spooled(record.payload)
     fields: Fields = {name: value for name, value in spooled.fields.items()}
     return StoreItem(spooled.stream, fields, spooled.dedup_key, spooled.max_len, spooled.marker)
-
-
-def _text(name: object) -> str:
-    return bytes(name).decode() if isinstance(name, bytes | bytearray | memoryview) else str(name)
 
 
 def _value(value: object) -> _FieldValue:

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from shared.connections import create_redis
 from shared.keys import Keys
 from shared.logs import get_logger
+from shared.redis_values import as_text
 from shared.settings import Settings
 from worker.heartbeat import holder_prefix
 from worker.runtime import default_worker_id
@@ -92,13 +93,9 @@ class Readiness:
         group = _GROUP
         try:
             holder = await redis.get(self.keys.heartbeat(group, self.worker_id))
-            if holder is None or not _text(holder).startswith(holder_prefix(self.worker_pid)):
+            if holder is None or not as_text(holder).startswith(holder_prefix(self.worker_pid)):
                 return False
             consumers = await redis.xinfo_consumers(self.keys.events(0), group)
         except (RedisError, OSError):
             return False  # no group yet (NOGROUP), or Redis not there yet
-        return any(_text(item.get("name", b"")) == self.worker_id for item in consumers)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return any(as_text(item.get("name", b"")) == self.worker_id for item in consumers)

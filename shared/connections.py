@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .logs import get_logger
 from .redis_urls import mask_url
+from .redis_values import as_text
 from .settings import Settings
 
 __all__ = [
@@ -141,7 +142,7 @@ class _Denials:
             command = pipelined[1]
             text = _reply_text(text)
         named = _DENIED_COMMAND.search(text)
-        name = (named[1] if named else _text(command)).upper()
+        name = (named[1] if named else as_text(command, errors="replace")).upper()
         denied = PermissionDenied(
             f"Redis user {self.user!r} may not run {name} (NOPERM: {text}): grant it to the "
             f"user's ACL (README: Managed Redis) or change the user in RTT_REDIS_URL",
@@ -154,10 +155,6 @@ class _Denials:
             for listener in self.listeners:
                 listener(denied)
         return denied
-
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 async def _reporting(denials: _Denials, replies: Awaitable[list[Any]]) -> list[Any]:

@@ -4,7 +4,6 @@ listed, re-driven and purged."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ __all__ = [
     "DlqDepth",
     "dead_letter",
     "delete",
-    "now_ms",
     "read",
     "read_all",
     "replay",
@@ -192,7 +190,3 @@ class DlqDepth:
             start = "(" + rows[-1][0].decode()
         self._length, self._added = length, added
         return self.by_group
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

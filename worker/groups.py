@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.keys import Keys
+from shared.redis_values import as_text
 
 from .heartbeat import alive
 
@@ -42,10 +43,6 @@ class GroupSummary:
     lag: int | None = 0  # None when Redis cannot tell for some stream
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def _groups_of(redis: Redis, stream: str) -> list[dict[str, Any]]:
     try:
         groups: list[dict[str, Any]] = await redis.xinfo_groups(stream)
@@ -59,14 +56,14 @@ async def list_groups(redis: Redis, keys: Keys) -> list[GroupSummary]:
     summaries: dict[str, GroupSummary] = {}
     for stream in keys.event_streams():
         for info in await _groups_of(redis, stream):
-            name = _text(info["name"])
+            name = as_text(info["name"])
             summary = summaries.setdefault(name, GroupSummary(name))
             summary.streams.append(stream)
             summary.pending += int(info["pending"])
             lag = info.get("lag")
             summary.lag = None if lag is None or summary.lag is None else summary.lag + int(lag)
             for member in await redis.xinfo_consumers(stream, name):
-                member_name = _text(member["name"])
+                member_name = as_text(member["name"])
                 if member_name not in summary.members:
                     summary.members.append(member_name)
     for summary in summaries.values():

@@ -30,13 +30,14 @@ from shared.entries import StreamEntry
 from shared.events import DecodeFailure, Event, UnknownEvent, decode_event
 from shared.keys import Keys
 from shared.logs import get_logger
+from shared.redis_values import as_text, now_ms, parse_stream_id
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
 from shared.tracing import tracer
 
 from . import recovery
 from .consumers import BatchHandler, Consumer, ConsumerOptions, Context
-from .dlq import DeadLetter, dead_letter, now_ms
+from .dlq import DeadLetter, dead_letter
 from .heartbeat import alive
 from .metrics import ConsumerStats
 from .retry import backoff_s
@@ -817,8 +818,11 @@ class GroupReader:
             held = self._held_ids(stream)
             start: bytes | str = self._last_read.get(stream, b"0-0")
             if held:
-                start = min([recovery.before(min(held, key=_id_key)), _text(start)], key=_id_key)
-            start_text = _text(start)
+                start = min(
+                    [recovery.before(min(held, key=parse_stream_id)), as_text(start)],
+                    key=parse_stream_id,
+                )
+            start_text = as_text(start)
             created = await self._retrying(
                 "create_group",
                 lambda: recovery.create_group(self.redis, stream, self.group, start_text),
@@ -1081,7 +1085,7 @@ class GroupReader:
 
     async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
         """Delivery counts of entries just claimed (XAUTOCLAIM does not return them)."""
-        lowest, highest = min(ids, key=_id_key), max(ids, key=_id_key)
+        lowest, highest = min(ids, key=parse_stream_id), max(ids, key=parse_stream_id)
         rows: Any = await self.redis.xpending_range(
             stream,
             self.group,
@@ -1095,12 +1099,3 @@ class GroupReader:
 
 def _is_nogroup(exc: ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _id_key(entry_id: bytes | str) -> tuple[int, int]:
-    ms, _, seq = _text(entry_id).partition("-")
-    return int(ms), int(seq or 0)

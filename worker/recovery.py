@@ -14,6 +14,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.redis_values import parse_stream_id
+
 __all__ = [
     "Member",
     "Pending",
@@ -122,9 +124,7 @@ async def remove_member(redis: Redis, stream: str, group: str, member: str) -> b
 
 def before(entry_id: bytes | str) -> str:
     """The id just before `entry_id`: a group created there delivers `entry_id` next."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms_text, _, seq_text = text.partition("-")
-    ms, seq = int(ms_text), int(seq_text or 0)
+    ms, seq = parse_stream_id(entry_id)
     if seq > 0:
         return f"{ms}-{seq - 1}"
     if ms > 0:

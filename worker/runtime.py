@@ -15,11 +15,12 @@ from redis.exceptions import ResponseError
 from shared.connections import REDIS_DOWN
 from shared.keys import Keys
 from shared.logs import get_logger
+from shared.redis_values import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
 
 from .consumers import Consumer, SetupContext, resolve_options
-from .dlq import DlqDepth, now_ms
+from .dlq import DlqDepth
 from .heartbeat import Heartbeat
 from .metrics import ConsumerStats, MetricsServer, WorkerCollector
 from .reader import GroupReader

@@ -12,10 +12,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.keys import Keys
+from shared.redis_values import as_text, id_ms, now_ms
 
-from .dlq import DlqDepth, now_ms
+from .dlq import DlqDepth
 
-__all__ = ["GroupStats", "Snapshot", "StreamStats", "id_ms", "take_snapshot"]
+__all__ = ["GroupStats", "Snapshot", "StreamStats", "take_snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +83,6 @@ class Snapshot:
         }
 
 
-def id_ms(entry_id: str | bytes) -> int:
-    """The milliseconds part of a stream id: when the entry was added."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.partition("-")[0])
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def _stream_stats(redis: Redis, stream: str, now: int) -> StreamStats:
     try:
         info: Any = await redis.xinfo_stream(stream)
@@ -102,15 +93,15 @@ async def _stream_stats(redis: Redis, stream: str, now: int) -> StreamStats:
     result = StreamStats(
         stream,
         int(info["length"]),
-        _text(first[0]) if first else None,
-        _text(last[0]) if last else None,
+        as_text(first[0]) if first else None,
+        as_text(last[0]) if last else None,
     )
     for group in groups:
-        name = _text(group["name"])
+        name = as_text(group["name"])
         oldest: str | None = None
         if group["pending"]:
             summary: Any = await redis.xpending(stream, name)
-            oldest = _text(summary["min"]) if summary.get("min") else None
+            oldest = as_text(summary["min"]) if summary.get("min") else None
         lag = group.get("lag")
         result.groups.append(
             GroupStats(
@@ -118,7 +109,7 @@ async def _stream_stats(redis: Redis, stream: str, now: int) -> StreamStats:
                 consumers=int(group["consumers"]),
                 pending=int(group["pending"]),
                 lag=int(lag) if lag is not None else None,
-                last_delivered_id=_text(group["last-delivered-id"]),
+                last_delivered_id=as_text(group["last-delivered-id"]),
                 oldest_pending_id=oldest,
                 oldest_pending_age_s=max(0, now - id_ms(oldest)) / 1000 if oldest else None,
             )

@@ -13,12 +13,12 @@ from redis.asyncio import Redis
 from rtt.groups import main as groups_main
 from shared.events import Event
 from shared.keys import Keys
+from shared.redis_values import now_ms
 from shared.settings import Settings
 from tests.helpers import LogLines, eventually
 from tests.worker.helpers import add_events, running
 from worker import recovery
 from worker.consumers import Context, consumer
-from worker.dlq import now_ms
 from worker.retention import trim
 
 

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
 from shared.keys import Keys
+from shared.redis_values import as_text, parse_stream_id
 from shared.settings import Settings
 
 from .delivery import SinkError
@@ -174,7 +175,7 @@ class Outbox:
     async def _deliver_some(self, sink: Sink, stopping: asyncio.Event) -> bool:
         """Deliver what follows this sink's cursor; True if there may be more right away."""
         cursor = await self._redis.hget(self._keys.alert_cursors, sink.name)
-        start = "(" + (_text(cursor) if cursor else "0-0")
+        start = "(" + (as_text(cursor) if cursor else "0-0")
         entries: Any = await self._redis.xrange(
             self._keys.alert_outbox, min=start, max="+", count=_BATCH
         )
@@ -213,18 +214,9 @@ class Outbox:
         """Drop what every sink has; a sink without a cursor yet holds everything."""
         names = [sink.name for sink in self._sinks]
         cursors = await self._redis.hmget(self._keys.alert_cursors, names)
-        present = [_text(c) for c in cursors if c is not None]
+        present = [as_text(c) for c in cursors if c is not None]
         if not present or len(present) < len(names):
             return
-        lowest = min(present, key=_stream_id)
+        lowest = min(present, key=parse_stream_id)
         # MINID keeps ids >= lowest; the entry at `lowest` itself is delivered and harmless.
         await self._redis.xtrim(self._keys.alert_outbox, minid=lowest, approximate=False)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _stream_id(value: str) -> tuple[int, int]:
-    ms, _, seq = value.partition("-")
-    return int(ms), int(seq or 0)

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.keys import Keys
+from shared.redis_values import id_ms
 from shared.settings import Settings
 
 from .notifications import QuietChange
@@ -81,7 +82,7 @@ class QuietRule:
             except ResponseError:  # no such stream yet: nothing ever received
                 continue
             last = info.get("last-generated-id") or b"0-0"
-            ms = int((last.decode() if isinstance(last, bytes) else str(last)).split("-")[0])
+            ms = id_ms(last)
             if ms and (newest is None or ms > newest):
                 newest = ms
         return newest

@@ -30,8 +30,9 @@ from shared.settings import Settings
 from shared.tracing import tracer
 
 from .auth import Gate, open_to_anyone, parse_networks
+from .batching import StoreItem
 from .metrics import ReceiverMetrics
-from .store import Outcome, Store, StoreItem, StoreUnavailable
+from .store import Outcome, Store, StoreUnavailable
 
 __all__ = ["METRICS", "SETTINGS", "STORE", "create_app"]
 
@@ -89,7 +90,7 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     )
 
 
-class _Events:
+class _WebhookHandler:
     """The handler of the events path and what it needs, resolved once per app."""
 
     def __init__(self, settings: Settings, store: Store, metrics: ReceiverMetrics) -> None:
@@ -280,7 +281,6 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(
     settings: Settings,
     redis: Redis,
-    store: Store | None = None,
     *,
     spool_dir: str | Path | None = None,
     orphan_spool_dirs: tuple[Path, ...] = (),
@@ -291,7 +291,8 @@ def create_app(
     """
     app = web.Application(client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
-    app[STORE] = store or Store(
+    app[METRICS] = ReceiverMetrics()
+    app[STORE] = Store(
         redis,
         spool_dir=spool_dir or Path(settings.spool_dir) / "p0",
         orphan_spool_dirs=orphan_spool_dirs,
@@ -301,12 +302,12 @@ def create_app(
         replicas=settings.store_replicas,
         replicas_timeout_s=settings.store_replicas_timeout.total_seconds(),
         close_timeout_s=settings.shutdown_timeout.total_seconds(),
+        metrics=app[METRICS],
     )
-    app[METRICS] = app[STORE].metrics
     app[METRICS].open_to_anyone.set(
         open_to_anyone(settings.host, settings.basic_auth, settings.allow_cidrs)
     )
-    events = _Events(settings, app[STORE], app[METRICS])
+    handler = _WebhookHandler(settings, app[STORE], app[METRICS])
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].start()
@@ -314,7 +315,7 @@ def create_app(
         await app[STORE].close()
 
     app.cleanup_ctx.append(store_lifetime)
-    app.router.add_post(settings.path, events.handle)
+    app.router.add_post(settings.path, handler.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -28,7 +28,7 @@ from .batching import ItemRefused, RedisFailed, RedisWriter, StoreItem
 from .metrics import ReceiverMetrics
 from .spool import Record, Segment, Spool, SpoolError
 
-__all__ = ["Outcome", "Store", "StoreItem", "StoreUnavailable"]
+__all__ = ["Outcome", "Store", "StoreUnavailable"]
 
 log = get_logger()
 

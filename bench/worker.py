@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from rtt.samples import CAUSES, EVENT_TYPES, sample_body
+from rtt.samples import CAUSES, TYPE_BY_SHORT_NAME, sample_body
 from shared.embedded import EmbeddedValkey
 from shared.entries import StreamEntry
 from shared.events import Event, decode_event
@@ -37,7 +37,7 @@ BATCH = 500
 
 async def _fill(redis: Redis, stream: str, count: int) -> None:
     rng = random.Random(7)
-    kinds = list(EVENT_TYPES.values())
+    kinds = list(TYPE_BY_SHORT_NAME.values())
     bodies = []
     for _ in range(256):
         kind = rng.choice(kinds)

@@ -53,7 +53,7 @@ def _letter_json(letter: DeadLetter, *, body: bool) -> dict[str, Any]:
         "original_id": letter.original_id,
         "attempts": letter.attempts,
         "error": letter.error,
-        "worker_id": letter.consumer,
+        "worker_id": letter.worker_id,
         "failed_at": _when(letter.failed_at_ms),
         "type": letter.entry.type,
         "request_id": letter.entry.request_id,

@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["CAUSES", "EVENT_TYPES", "sample_body", "sample_event"]
+__all__ = ["CAUSES", "TYPE_BY_SHORT_NAME", "sample_body", "sample_event"]
 
-EVENT_TYPES = {
+TYPE_BY_SHORT_NAME = {
     "started": "realTimeTranscriptionStarted",
     "rejected": "realTimeTranscriptionRejected",
     "stopped": "realTimeTranscriptionStopped",
@@ -47,7 +47,7 @@ def sample_event(
     **overrides: Any,
 ) -> dict[str, Any]:
     """One event as Bandwidth would send it; `cause` defaults to the first known one."""
-    event_type = EVENT_TYPES.get(event_type, event_type)
+    event_type = TYPE_BY_SHORT_NAME.get(event_type, event_type)
     rng = rng or random.Random()
     call_id = call_id or f"c-{uuid.UUID(int=rng.getrandbits(128))}"
     transcription_id = transcription_id or f"t-{uuid.UUID(int=rng.getrandbits(128))}"

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from shared.settings import ConfigError, Settings, load_settings
 
-from .samples import CAUSES, EVENT_TYPES, sample_body
+from .samples import CAUSES, TYPE_BY_SHORT_NAME, sample_body
 
 __all__ = ["Report", "SendOptions", "kinds", "main", "planned_bodies", "send_events"]
 
@@ -33,7 +33,7 @@ __all__ = ["Report", "SendOptions", "kinds", "main", "planned_bodies", "send_eve
 _PROGRESS_FROM: Final = 200
 _ALL_KINDS: Final[list[tuple[str, str | None]]] = [
     (event_type, cause)
-    for event_type in EVENT_TYPES.values()
+    for event_type in TYPE_BY_SHORT_NAME.values()
     for cause in (CAUSES.get(event_type) or [None])  # type: ignore[list-item]
 ]
 
@@ -73,9 +73,9 @@ def kinds(type_: str, cause: str | None, rng: random.Random) -> Iterator[tuple[s
             yield from _ALL_KINDS
     while True:
         if type_ == "mixed":
-            event_type = rng.choice(list(EVENT_TYPES.values()))
+            event_type = rng.choice(list(TYPE_BY_SHORT_NAME.values()))
         else:
-            event_type = EVENT_TYPES.get(type_, type_)
+            event_type = TYPE_BY_SHORT_NAME.get(type_, type_)
         causes = CAUSES.get(event_type)
         if causes is None:
             yield event_type, None
@@ -173,7 +173,7 @@ async def send_events(options: SendOptions) -> Report:
 
 # The receiver's settings that say where it listens: the default URL follows them.
 URL_SETTINGS = ("host", "port", "path")
-TYPES = (*EVENT_TYPES, "mixed", "all")
+TYPES = (*TYPE_BY_SHORT_NAME, "mixed", "all")
 KNOWN_CAUSES = sorted({cause for causes in CAUSES.values() for cause in causes})
 
 
@@ -248,9 +248,11 @@ def _cause_problem(type_: str, cause: str | None) -> str | None:
         return None
     if type_ == "all":
         return "--type all sends every cause in turn; leave out --cause"
-    event_type = EVENT_TYPES.get(type_)
+    event_type = TYPE_BY_SHORT_NAME.get(type_)
     if event_type is None:  # mixed: the cause goes on both Stopped and Rejected events
-        both = sorted(set(CAUSES[EVENT_TYPES["stopped"]]) & set(CAUSES[EVENT_TYPES["rejected"]]))
+        both = sorted(
+            set(CAUSES[TYPE_BY_SHORT_NAME["stopped"]]) & set(CAUSES[TYPE_BY_SHORT_NAME["rejected"]])
+        )
         if cause not in both:
             return f"--type mixed takes a cause both Stopped and Rejected have: {', '.join(both)}"
         return None

@@ -15,7 +15,7 @@ from typing import Final, Literal, TypeAlias
 import msgspec
 
 __all__ = [
-    "EVENT_TYPES",
+    "EVENT_CLASSES",
     "Available",
     "DecodeFailure",
     "Event",
@@ -114,11 +114,11 @@ class Available(_Event, tag="realTimeTranscriptionAvailable", frozen=True):
 
 
 Event: TypeAlias = Started | Rejected | Stopped | Available
-EVENT_TYPES: Final[dict[str, type[Event]]] = {
+EVENT_CLASSES: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (Started, Rejected, Stopped, Available)
 }
-_BY_LOWER_TYPE: Final = {name.lower(): name for name in EVENT_TYPES}
+_BY_LOWER_TYPE: Final = {name.lower(): name for name in EVENT_CLASSES}
 
 
 class UnknownEvent(msgspec.Struct, frozen=True):
@@ -148,7 +148,7 @@ class _Envelope(msgspec.Struct):
 _decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _members_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_typed_decoders: Final = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
+_typed_decoders: Final = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_CLASSES.items()}
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 

@@ -35,7 +35,7 @@ class DeadLetter:
     stream: str
     original_id: str
     group: str
-    consumer: str  # the worker id that gave up on it
+    worker_id: str  # the member of the group that gave up on it
     error: str
     attempts: int
     entry: StreamEntry
@@ -47,7 +47,8 @@ class DeadLetter:
             "stream": self.stream,
             "id": self.original_id,
             "group": self.group,
-            "consumer": self.consumer,
+            # Stored as "consumer" (the group member, in Redis's words); kept for old entries.
+            "consumer": self.worker_id,
             "error": self.error[:_ERROR_MAX_CHARS],
             "attempts": self.attempts,
             "failed_at": self.failed_at_ms,
@@ -64,7 +65,7 @@ class DeadLetter:
             stream=text.get("stream", ""),
             original_id=text.get("id", ""),
             group=text.get("group", ""),
-            consumer=text.get("consumer", ""),
+            worker_id=text.get("consumer", ""),
             error=text.get("error", ""),
             attempts=int(text.get("attempts", "0")),
             entry=StreamEntry(

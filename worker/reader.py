@@ -654,7 +654,7 @@ class GroupReader:
             stream=stream,
             original_id=entry_id.decode(),
             group=self.group,
-            consumer=self.worker_id,
+            worker_id=self.worker_id,
             error=error,
             attempts=deliveries,
             entry=StreamEntry.from_fields(item.fields),

@@ -74,7 +74,7 @@ def test_dlq_show_into_a_closed_pipe_is_quiet(
         stream=keys.events(),
         original_id="1-0",
         group="billing",
-        consumer="w1",
+        worker_id="w1",
         error="RuntimeError('sink down')",
         attempts=5,
         failed_at_ms=1,

@@ -17,7 +17,7 @@ def _letter(group: str, n: int) -> DeadLetter:
         stream="no-such-stream",
         original_id=f"1-{n}",
         group=group,
-        consumer="w",
+        worker_id="w",
         error="boom",
         attempts=5,
         entry=StreamEntry("realTimeTranscriptionStopped", b"{}", n, f"r{n}"),

@@ -133,7 +133,7 @@ async def test_failing_handler_is_retried_with_growing_delays_then_dead_lettered
     assert (letter.stream, letter.original_id, letter.group) == (stream, entry_id, "flaky")
     assert letter.attempts == 4
     assert "destination said no" in letter.error
-    assert letter.consumer == "w-test"
+    assert letter.worker_id == "w-test"
     assert b'"cause":"error"' in letter.entry.body
     failures = logs.named("handler_failed")
     assert [line["deliveries"] for line in failures] == [1, 2, 3, 4]

@@ -73,7 +73,7 @@ def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
         check_listen(settings.host, settings.port, "RTT_PORT")
         if settings.worker_metrics_port:
             port = settings.worker_metrics_port
-            check_listen(settings.host, port, "RTT_WORKER_METRICS_PORT")
+            check_listen(settings.worker_metrics_listen_host, port, "RTT_WORKER_METRICS_PORT")
         return _Run(settings, overrides, stop, lock_fd).run()
     except ListenError as exc:
         return _fail(exc)

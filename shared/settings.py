@@ -198,6 +198,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     worker_metrics_port: Annotated[
         OptionalPort, _doc("port of the worker's /metrics; 0 turns it off")
     ] = 9464
+    worker_metrics_host: Annotated[
+        str | None, _doc("address the worker's /metrics listens on (default: RTT_HOST)")
+    ] = None
 
     # --- alerts -------------------------------------------------------------------------
     alert_causes: Annotated[list[str], _doc("causes that raise an error alert")] = msgspec.field(
@@ -253,6 +256,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alert_quiet_after: Annotated[
         Grace, _doc("alert when no event at all was received for this; 0: off")
     ] = timedelta(0)
+
+    @property
+    def worker_metrics_listen_host(self) -> str:
+        """Where the worker's /metrics listens: RTT_WORKER_METRICS_HOST, else RTT_HOST."""
+        return self.worker_metrics_host or self.host
 
 
 class ConfigError(Exception):
@@ -649,6 +657,7 @@ WORKER_SETTINGS = (
     "dlq_max_len",
     "stats_interval",
     "worker_metrics_port",
+    "worker_metrics_host",
     "log_format",
     "log_level",
     "log_phone_numbers",

@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
             return 1
         # The only socket the worker listens on: its /metrics.
         port = settings.worker_metrics_port
-        error = listen_error(exc, settings.host, port, "RTT_WORKER_METRICS_PORT")
+        host = settings.worker_metrics_listen_host
+        error = listen_error(exc, host, port, "RTT_WORKER_METRICS_PORT")
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -237,7 +237,7 @@ class Worker:
         return MetricsServer(
             collector,
             self.snapshot,
-            host=self.settings.host,
+            host=self.settings.worker_metrics_listen_host,
             port=self.settings.worker_metrics_port,
             refresh_timeout_s=self.settings.redis_timeout.total_seconds(),
             log=self.log,

@@ -193,3 +193,9 @@ def test_a_bad_boolean_is_refused() -> None:
     with pytest.raises(ConfigError, match="RTT_LOG_PHONE_NUMBERS: got 'maybe'; expected 1 or 0"):
         load_settings(env={"RTT_LOG_PHONE_NUMBERS": "maybe"})
     assert load_settings(env={"RTT_LOG_PHONE_NUMBERS": "off"}).log_phone_numbers is False
+
+
+def test_worker_metrics_follow_rtt_host_unless_given_their_own() -> None:
+    assert load_settings(env={"RTT_HOST": "10.0.0.5"}).worker_metrics_listen_host == "10.0.0.5"
+    env = {"RTT_HOST": "10.0.0.5", "RTT_WORKER_METRICS_HOST": "127.0.0.1"}
+    assert load_settings(env=env).worker_metrics_listen_host == "127.0.0.1"

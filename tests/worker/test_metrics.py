@@ -122,3 +122,31 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
         metrics = await eventually(scraped)
     sent = metrics.get("rtt_alerts_total[('outcome', 'sent'), ('severity', 'error')]", 0)
     assert sent >= 1
+
+
+async def test_metrics_listen_on_their_own_host_setting(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    port = free_port()
+    # RTT_HOST names an address this machine does not have: the receiver's, elsewhere.
+    settings = make_settings(
+        worker_metrics_port=port, host="192.0.2.1", worker_metrics_host="127.0.0.1"
+    )
+
+    @consumer("idle")
+    async def idle(event: Event, ctx: Context) -> None:
+        pass
+
+    async with running(settings, redis, [idle]):
+
+        async def served() -> bool:
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+                ):
+                    return resp.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        assert await eventually(served, 15, "/metrics on RTT_WORKER_METRICS_HOST")

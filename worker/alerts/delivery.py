@@ -19,16 +19,9 @@ from typing import Final
 
 import aiohttp
 from redis.asyncio import Redis
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from shared.keys import Keys
+from worker.retry import backoff_s as backoff_delay_s
 
 __all__ = [
     "MAX_WAIT_S",
@@ -131,9 +124,7 @@ class Poster:
         self._keys = keys
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._retries = retries
-        self._backoff = wait_exponential(multiplier=backoff_s, max=MAX_WAIT_S / 2) + wait_random(
-            0, backoff_s
-        )
+        self._backoff_s = backoff_s
         self._max_wait_ms = _FOREVER_MS if max_wait_s is None else int(max_wait_s * 1000)
         self._slot = redis.register_script(_SLOT)
 
@@ -146,12 +137,6 @@ class Poster:
         """An upper bound on one `post` of a poster that does not wait out long pauses."""
         total = self._timeout.total or 0.0
         return (self._retries + 1) * (total + MAX_WAIT_S)
-
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, SinkThrottled):
-            return 0.0  # the pacing slot already waits out Retry-After, for every worker
-        return float(self._backoff(state))
 
     async def post(
         self,
@@ -175,19 +160,22 @@ class Poster:
     async def _post_with_retries(
         self, sink: str, url: str, body: bytes, headers: Mapping[str, str], interval_ms: int
     ) -> None:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retries + 1),
-            wait=self._wait,
-            # A pause longer than this poster waits is not retried here: it is handed on.
-            retry=retry_if_exception(
-                lambda e: isinstance(e, SinkUnavailable) and not isinstance(e, SinkPaused)
-            ),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
+        for attempt in range(1, self._retries + 2):
+            try:
                 await self._wait_for_slot(sink, interval_ms)
                 await self._post_once(sink, url, body, headers)
+                return
+            except SinkPaused:
+                raise  # paused longer than this poster waits: not retried here, handed on
+            except SinkThrottled:
+                if attempt > self._retries:
+                    raise
+                # No backoff: the pacing slot already waits out Retry-After, for every worker.
+            except SinkUnavailable:
+                if attempt > self._retries:
+                    raise
+                # Between backoff_s and twice it at first, doubling, at most MAX_WAIT_S / 2.
+                await asyncio.sleep(backoff_delay_s(attempt, 2 * self._backoff_s, MAX_WAIT_S / 2))
 
     async def _wait_for_slot(self, sink: str, interval_ms: int) -> None:
         wait_ms = int(

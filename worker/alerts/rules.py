@@ -10,13 +10,14 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from shared.events import Event, Rejected, Stopped
+from shared.events import Event, Rejected, Started, Stopped
 from shared.settings import Settings
 
 __all__ = [
     "GROUP_FIELDS",
     "Alert",
     "Severity",
+    "alert_about",
     "alert_field",
     "alert_for",
     "check_group_by",
@@ -77,16 +78,37 @@ def alert_for(event: Event, settings: Settings) -> Alert | None:
         severity = "warning"
     else:
         return None
+    duration = event.transcription_info.duration
+    # One alert per (transcription, event type, cause).
+    return alert_about(
+        event,
+        key_parts=(event.event_type, event.cause),
+        severity=severity,
+        cause=event.cause,
+        error_message=event.error_message,
+        duration_s=duration.total_seconds() if duration is not None else None,
+    )
+
+
+def alert_about(
+    event: Started | Stopped | Rejected,
+    *,
+    key_parts: tuple[str, ...],
+    severity: Severity,
+    cause: str,
+    error_message: str | None,
+    duration_s: float | None,
+) -> Alert:
+    """The alert on `event`'s transcription. Its key is the transcription id and
+    `key_parts`, hashed to a fixed length so it fits PagerDuty's dedup_key and Redis keys."""
     info = event.transcription_info
-    identity = f"{info.id}|{event.event_type}|{event.cause}"
+    identity = "|".join((info.id, *key_parts))
     return Alert(
-        # One alert per (transcription, event type, cause): the key is that triple, hashed
-        # to a fixed length so it fits PagerDuty's dedup_key and Redis keys alike.
         alert_key=hashlib.sha256(identity.encode()).hexdigest()[:32],
         severity=severity,
         event_type=event.event_type,
-        cause=event.cause,
-        error_message=event.error_message,
+        cause=cause,
+        error_message=error_message,
         call_id=event.call_id,
         transcription_id=info.id,
         transcription_name=info.name,
@@ -94,7 +116,7 @@ def alert_for(event: Event, settings: Settings) -> Alert | None:
         account_id=event.account_id,
         application_id=event.application_id,
         tracks=list(info.tracks),
-        duration_s=info.duration.total_seconds() if info.duration is not None else None,
+        duration_s=duration_s,
         event_time=event.event_time.isoformat(),
     )
 

@@ -15,7 +15,6 @@ is scanned, so memory stays bounded whatever is lost.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -28,7 +27,7 @@ from shared.settings import Settings, format_duration
 
 from .notifications import StaleResolved
 from .pipelined import Call
-from .rules import Alert
+from .rules import Alert, alert_about
 
 __all__ = ["STALE_CAUSE", "StaleRule", "stale_resolved_from_outbox"]
 
@@ -96,25 +95,16 @@ _alert_decoder: Final = msgspec.json.Decoder(Alert)
 
 def stale_alert(event: Started, stale_after: timedelta) -> Alert:
     """The alert a Started raises if its transcription is still open after `stale_after`."""
-    info = event.transcription_info
-    return Alert(
-        alert_key=hashlib.sha256(f"{info.id}|{STALE_CAUSE}".encode()).hexdigest()[:32],
+    return alert_about(
+        event,
+        key_parts=(STALE_CAUSE,),
         severity="warning",
-        event_type=event.event_type,
         cause=STALE_CAUSE,
         error_message=(
             f"no Stopped or Rejected {format_duration(stale_after)} after Started "
             "(a lost webhook, or a transcription stuck open)"
         ),
-        call_id=event.call_id,
-        transcription_id=info.id,
-        transcription_name=info.name,
-        destination=info.destination,
-        account_id=event.account_id,
-        application_id=event.application_id,
-        tracks=list(info.tracks),
         duration_s=None,
-        event_time=event.event_time.isoformat(),
     )
 
 

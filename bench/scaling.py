@@ -358,18 +358,20 @@ def _drain(
             )
             for i in range(workers)
         ]
-        marks: dict[str, tuple[float, int, float, float]] = {}
         pids = [p.pid for p in started]
+        # The workers' start is the fallback first mark: a small backlog can be 90 % done
+        # by the first sample, which would leave no interval between the two marks.
+        marks = {"start": (time.perf_counter(), 0, 0.0, 0.0)}
         deadline = time.monotonic() + 1800
         try:
             while time.monotonic() < deadline:
                 done = _acked(redis, keys)
                 now = time.perf_counter(), done, _tree_cpu_s(pids), _waited_s(pids)
-                if done >= count * 0.1 and "from" not in marks:
-                    marks["from"] = now
                 if done >= count * 0.9:
                     marks["to"] = now
                     break
+                if done >= count * 0.1 and "from" not in marks:
+                    marks["from"] = now
                 time.sleep(0.2)
             else:
                 raise TimeoutError(f"{workers} workers did not drain {count} entries")
@@ -378,7 +380,8 @@ def _drain(
                 _stop(process)
     finally:
         redis.close()
-    (t0, done0, cpu0, wait0), (t1, done1, cpu1, wait1) = marks["from"], marks["to"]
+    first = marks.get("from", marks["start"])
+    (t0, done0, cpu0, wait0), (t1, done1, cpu1, wait1) = first, marks["to"]
     return {
         "rate": (done1 - done0) / (t1 - t0),
         "seconds": t1 - t0,

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from shared.connections import RedisRefused, check_redis, create_redis
 from shared.credentials import FILE_SUFFIX
 from shared.embedded import EmbeddedValkey
 from shared.lifeline import Lifeline, python_command
@@ -37,6 +38,8 @@ from .readiness import Readiness
 __all__ = ["serve"]
 
 PROG = "rtt serve"
+# As the worker's: Redis refuses these settings (TLS, password, ACL).
+REDIS_REFUSED = 3
 LOOPBACK = "127.0.0.1"
 log = get_logger()
 
@@ -51,7 +54,8 @@ def serve(settings: Settings, overrides: Mapping[str, Any]) -> int:
     """Run until SIGINT, SIGTERM or SIGHUP, or until a child dies; leave no process behind.
 
     Exit 2, with one line, when the configuration cannot work (the data directory is in
-    use, a port is taken, a consumer cannot be loaded); 1 when a child failed.
+    use, a port is taken, a consumer cannot be loaded); 3, with one line, when the external
+    Redis refuses these settings (TLS, password, ACL); 1 when a child failed.
     """
     stop = StopSignals()  # first: a signal during the start must stop it cleanly too
     tls_settings = [
@@ -110,6 +114,11 @@ class _Run:
             except ValueError as exc:
                 return _fail(f"RTT_REDIS_URL: {exc}")
             embedded_url = None if self.settings.redis_url else redis_url
+            if embedded_url is None:
+                refused = asyncio.run(_refused(self.settings))
+                if refused is not None:
+                    _write(f"{PROG}: {refused}\n")
+                    return REDIS_REFUSED
             env = self.lifeline.child_env(self._child_env(embedded_url), prog=PROG)
             worker = self._spawn("worker", env)
             stack.callback(self._stop_child, "worker", worker)
@@ -215,6 +224,19 @@ class _Run:
             f"  Redis           {mask_url(redis_url)}\n"
             f"Press Ctrl-C to stop.\n"
         )
+
+
+async def _refused(settings: Settings) -> str | None:
+    """Why the external Redis refuses these settings, before a child says it (each would,
+    in its own words); None when it answers, or is only down (the children wait for it)."""
+    redis = create_redis(settings)
+    try:
+        await check_redis(redis, settings)
+    except RedisRefused as exc:
+        return str(exc)
+    finally:
+        await redis.aclose()
+    return None
 
 
 # --- output that may be gone ------------------------------------------------------------

@@ -14,7 +14,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Program", "console_script", "http_status", "processes_mentioning"]
+__all__ = ["Program", "console_script", "http_status", "processes_mentioning", "rtt_env"]
+
+
+def rtt_env(redis_url: str, prefix: str, tmp_path: Path, **settings: str) -> dict[str, str]:
+    """Environment of a receiver or worker child on loopback: JSON logs, no worker /metrics,
+    a spool under `tmp_path`; `settings` add RTT_* variables by their setting names."""
+    env = {
+        "RTT_REDIS_URL": redis_url,
+        "RTT_KEY_PREFIX": prefix,
+        "RTT_HOST": "127.0.0.1",
+        "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0",
+        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    env.update({f"RTT_{name.upper()}": value for name, value in settings.items()})
+    return env
 
 
 def console_script(name: str = "rtt") -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from shared.embedded import free_port
 from tests.bodies import SEED_EXAMPLES, sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status
+from tests.processes import Program, http_status, rtt_env
 
 __all__ = ["LivePages", "run_live_pages"]
 
@@ -31,15 +31,9 @@ def _get(url: str) -> str:
 
 def run_live_pages(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[LivePages]:
     port, metrics_port = free_port(), free_port()
-    env = {
-        "RTT_REDIS_URL": redis_url,
-        "RTT_KEY_PREFIX": prefix,
-        "RTT_PORT": str(port),
-        "RTT_HOST": "127.0.0.1",
-        "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": str(metrics_port),
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+    env = rtt_env(
+        redis_url, prefix, tmp_path, port=str(port), worker_metrics_port=str(metrics_port)
+    )
     receiver = Program(["receiver"], env, tmp_path / "receiver.log")
     worker = Program(["worker"], env, tmp_path / "worker.log")
     try:

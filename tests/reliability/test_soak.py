@@ -23,7 +23,7 @@ from shared.embedded import EmbeddedValkey, free_port
 from shared.keys import Keys
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status
+from tests.processes import Program, http_status, rtt_env
 from tests.reliability.sizes import LONG
 
 SOAK_S = float(os.environ.get("RTT_SOAK_S", "600" if LONG else "20"))
@@ -50,16 +50,7 @@ def test_steady_load_with_a_worker_restarted_every_minute(tmp_path: Path) -> Non
         assert valkey.process is not None
         port = free_port()
         prefix = "soak"
-        env = {
-            "RTT_REDIS_URL": valkey.url,
-            "RTT_KEY_PREFIX": prefix,
-            "RTT_PORT": str(port),
-            "RTT_HOST": "127.0.0.1",
-            "RTT_LOG_FORMAT": "json",
-            "RTT_WORKER_METRICS_PORT": "0",
-            "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-            "RTT_WORKER_ID": "soak-worker",
-        }
+        env = rtt_env(valkey.url, prefix, tmp_path, port=str(port), worker_id="soak-worker")
         receiver = Program(["receiver"], env, tmp_path / "receiver.log")
         workers = [Program(["worker"], env, tmp_path / "worker0.log")]
         url = f"http://127.0.0.1:{port}/realTimeTranscriptionEvents"

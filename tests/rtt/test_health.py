@@ -12,7 +12,7 @@ import pytest
 from rtt.health import main_process_role
 from shared.embedded import free_port
 from tests.helpers import wait_for
-from tests.processes import Program, http_status
+from tests.processes import Program, http_status, rtt_env
 
 pytestmark = pytest.mark.slow
 
@@ -27,21 +27,9 @@ def _health(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-def _env(redis_url: str, prefix: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "RTT_REDIS_URL": redis_url,
-        "RTT_KEY_PREFIX": prefix,
-        "RTT_HOST": "127.0.0.1",
-        "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": "0",
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-        **extra,
-    }
-
-
 def test_receiver_check_follows_rtt_port(redis_url: str, prefix: str, tmp_path: Path) -> None:
     port = free_port()
-    env = _env(redis_url, prefix, tmp_path, RTT_PORT=str(port))
+    env = rtt_env(redis_url, prefix, tmp_path, port=str(port))
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 30, "ready")
@@ -60,7 +48,7 @@ def test_receiver_check_follows_rtt_port(redis_url: str, prefix: str, tmp_path: 
 def test_worker_check_sees_its_heartbeat_and_its_absence(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    env = _env(redis_url, prefix, tmp_path)
+    env = rtt_env(redis_url, prefix, tmp_path)
     worker = Program(["rtt", "worker"], env, tmp_path / "worker.log")
     try:
         wait_for(lambda: worker.named("worker_started"), 30, "worker started")
@@ -76,7 +64,7 @@ def test_worker_check_sees_its_heartbeat_and_its_absence(
 
 
 def test_worker_check_names_an_unreachable_redis(prefix: str, tmp_path: Path) -> None:
-    env = _env(f"redis://127.0.0.1:{free_port()}/0", prefix, tmp_path)
+    env = rtt_env(f"redis://127.0.0.1:{free_port()}/0", prefix, tmp_path)
     result = _health("worker", env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("rtt health: Redis unreachable")

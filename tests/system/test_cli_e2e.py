@@ -14,7 +14,7 @@ import pytest
 from shared.embedded import free_port
 from tests.bodies import SEED_EXAMPLES, sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status, processes_mentioning
+from tests.processes import Program, http_status, processes_mentioning, rtt_env
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -24,15 +24,7 @@ def test_receiver_and_worker_as_separate_processes(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        "RTT_REDIS_URL": redis_url,
-        "RTT_KEY_PREFIX": prefix,
-        "RTT_PORT": str(port),
-        "RTT_HOST": "127.0.0.1",
-        "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": "0",
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+    env = rtt_env(redis_url, prefix, tmp_path, port=str(port))
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
     worker = Program(["worker"], env, tmp_path / "worker.log")  # python -m worker
     try:

@@ -179,16 +179,17 @@ def tls_args(
 ) -> list[str]:
     """Listen on TLS only (`--port 0`), with the test CA; the server's certificate also
     serves as its client one towards its peers (cluster bus, sentinel to master)."""
-    return [
-        "--port", "0",
-        "--tls-port", str(port),
-        "--tls-cert-file", str(cert),
-        "--tls-key-file", str(key),
-        "--tls-client-cert-file", str(certs.server_cert),
-        "--tls-client-key-file", str(certs.server_key),
-        "--tls-ca-cert-file", str(certs.ca),
-        "--tls-auth-clients", "yes" if auth_clients else "no",
-    ]  # fmt: skip
+    options = {
+        "port": "0",
+        "tls-port": str(port),
+        "tls-cert-file": str(cert),
+        "tls-key-file": str(key),
+        "tls-client-cert-file": str(certs.server_cert),
+        "tls-client-key-file": str(certs.server_key),
+        "tls-ca-cert-file": str(certs.ca),
+        "tls-auth-clients": "yes" if auth_clients else "no",
+    }
+    return [part for name, value in options.items() for part in (f"--{name}", value)]
 
 
 def tls_client(certs: Certificates, port: int, timeout_s: float) -> Redis:

@@ -365,7 +365,8 @@ class FollowingSentinelPool(SentinelConnectionPool):
     until the sentinels reconfigure it as a replica some seconds later. redis-py keeps
     its connections to it meanwhile, and every write it acknowledges is then discarded
     when it resynchronises from the new master. Asking again moves the idle connections
-    to the new master (connections in use are dropped when they come back to the pool).
+    to the new master; a connection that was in use then is moved when it is next taken
+    (redis-py would hand it out again still on the old master).
     """
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
@@ -380,6 +381,15 @@ class FollowingSentinelPool(SentinelConnectionPool):
             with contextlib.suppress(RedisError, OSError):
                 await self.get_master_address()  # type: ignore[no-untyped-call]
         connection: Connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        master = self.master_address
+        if master is not None and (connection.host, connection.port) != tuple(master):
+            await connection.disconnect()
+            try:
+                # connect() asks for the master; a reconnect on the next command would not.
+                await connection.connect()  # type: ignore[no-untyped-call]
+            except BaseException:
+                await self.release(connection)
+                raise
         return connection
 
 

@@ -348,6 +348,9 @@ class RedisWriter:
         made them, so each node's calls go packed on one of its connections, then WAIT.
         A redirection or a lost node fails its items (to the spool) and reloads the slots."""
         cluster = cast(RedisCluster, self._redis)
+        # The slots are learned on a client's first command; this path sends none of its
+        # own through the client (a no-op once it knows them).
+        await cluster.initialize()
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, stream in enumerate(streams):
             node = cluster.get_node_from_key(stream)

@@ -78,6 +78,14 @@ class EmbeddedCluster:
                 client.close()
         return self
 
+    def replicas_of(self, master: EmbeddedValkey) -> list[EmbeddedValkey]:
+        """The running nodes that replicate `master` now."""
+        with Redis(port=master.port, socket_timeout=1) as client:
+            master_id = client.execute_command("CLUSTER", "MYID").decode()
+            replicas = client.execute_command("CLUSTER", "REPLICAS", master_id)
+        ports = {int(line.split()[1].split(b"@")[0].rsplit(b":", 1)[1]) for line in replicas}
+        return [node for node in self.nodes if node.port in ports]
+
     def master_of_slot(self, slot: int) -> EmbeddedValkey:
         for node in self.nodes:
             if node.process is None or node.process.poll() is not None:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.crc import key_slot
 
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
 from tests.bodies import sample_body
+from tests.cluster import EmbeddedCluster
 from tests.helpers import LogLines
 from tests.receiver.helpers import live_receiver, metric, post_all
 
@@ -50,6 +52,29 @@ async def test_every_204_is_already_on_the_replica(
     assert spooled == 0
     with Redis(port=replica.port) as client:
         assert client.xlen(Keys(prefix).events()) == 200
+
+
+async def test_every_204_is_already_on_a_replica_of_its_shard_on_a_cluster(
+    cluster: EmbeddedCluster, make_settings: Callable[..., Settings], prefix: str
+) -> None:
+    # On a cluster WAIT counts the replicas of the node the connection reaches: each
+    # node's writes go on one of its connections, followed by WAIT there.
+    settings = make_settings(redis_url=cluster.url, store_replicas=1, shards=3)
+    bodies = [sample_body("stopped") for _ in range(200)]
+    async with live_receiver(settings) as receiver:
+        posted = await post_all(receiver.events_url, bodies, concurrency=8)
+        spooled = await metric(receiver.url, "rtt_receiver_requests_total", outcome="spooled")
+    assert posted.count() == {204: 200}
+    assert spooled == 0
+    keys = Keys(prefix, 3)
+    on_replicas = 0
+    for stream in keys.event_streams():
+        master = cluster.master_of_slot(key_slot(stream.encode()))
+        [replica] = cluster.replicas_of(master)
+        with Redis(port=replica.port) as client:
+            client.execute_command("READONLY")
+            on_replicas += client.xlen(stream)
+    assert on_replicas == 200
 
 
 async def test_no_replica_in_time_sends_the_event_to_the_spool(

@@ -20,6 +20,7 @@ from shared import cli_support
 from shared.embedded import EmbeddedValkey
 from shared.logs import configure_logging, reset_logging
 from shared.settings import Settings, load_settings
+from tests.cluster import EmbeddedCluster
 from tests.helpers import LogLines
 
 # Markers left out of a plain `pytest` run, and the variable that lets each in.
@@ -51,6 +52,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), appendonly=False) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """A Valkey Cluster for the session: three masters, a replica each (so `WAIT` has
+    replicas to count). Tests share it under their own key prefixes; none stops a node."""
+    with EmbeddedCluster(tmp_path_factory.mktemp("cluster"), replicas=1) as running:
+        yield running
 
 
 @pytest.fixture

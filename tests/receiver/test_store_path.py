@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,12 @@ PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module", params=["valkey", "cluster"])
-def redis_url(
-    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+@pytest.fixture(params=["valkey", "cluster"])
+def redis_url(request: pytest.FixtureRequest, redis_url: str) -> str:
     if request.param == "valkey":
-        yield redis_url
-        return
-    with EmbeddedCluster(tmp_path_factory.mktemp("store-cluster")) as cluster:
-        yield cluster.url
+        return redis_url
+    cluster: EmbeddedCluster = request.getfixturevalue("cluster")
+    return cluster.url
 
 
 @pytest.fixture

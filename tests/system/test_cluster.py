@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ from tests.processes import Program, http_status
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
-    with EmbeddedCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
 
 
 def test_sharded_events_flow_through_a_cluster(cluster: EmbeddedCluster, tmp_path: Path) -> None:

@@ -59,6 +59,11 @@ __all__ = [
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 TLS_SCHEMES = frozenset({"rediss", "rediss+sentinel", "rediss+cluster"})
 _CONNECT_TIMEOUT_S = 5.0
+# redis-py 8 caps a pool at 100 connections and fails the next command at once
+# (MaxConnectionsError, a ConnectionError): a worker under load, 64 handlers per consumer
+# each with its own calls beside its readers, went past it and failed handlers as if Redis
+# were down. Redis's own limit (maxclients, 10,000 by default) is the one to meet.
+_MAX_CONNECTIONS = 10_000
 log = get_logger()
 
 
@@ -407,6 +412,7 @@ def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
         "socket_timeout": read_timeout_s,
         "socket_connect_timeout": _CONNECT_TIMEOUT_S,
         "health_check_interval": 15,
+        "max_connections": _MAX_CONNECTIONS,
     }
     if settings.redis_password is not None:
         url = _with_password(url, settings.redis_password)

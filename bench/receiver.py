@@ -381,6 +381,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if bad == 0 and on_stream >= answered else 1
 
 
+def _ratios(
+    rounds: list[dict[str, Any]], base: list[dict[str, Any]]
+) -> tuple[list[float], list[float]]:
+    """Per round: requests/s over bare's, and bare's server CPU per request over this one's
+    (what the ratio would be if each server had a core of its own; robust to the load)."""
+    pairs = list(zip(rounds, base, strict=True))
+    rates = [r["rate"] / b["rate"] for r, b in pairs]
+    cpu = [
+        b["us_per_request"]["server"] / max(1e-9, r["us_per_request"]["server"]) for r, b in pairs
+    ]
+    return rates, cpu
+
+
 def _report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
     base = results.get("bare")
     print(
@@ -389,15 +402,16 @@ def _report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) 
     )
     header = (
         f"{'variant':14} {'req/s (rounds)':34} {'ratio':>6} {'core':>5} "
-        f"{'p99 c=64':>9} {'p50/p99 c=1':>15} {'us/req srv+valkey':>18}"
+        f"{'p99 c=64':>9} {'p50/p99 c=1':>15} {'us/req srv+valkey':>18} {'cpu ratio':>9}"
     )
     print(header)
     for name, rounds in results.items():
         rates = " ".join(f"{r['rate']:.0f}" for r in rounds)
-        ratio = ""
+        ratio = cpu_ratio = ""
         if base is not None:
-            ratios = [r["rate"] / b["rate"] for r, b in zip(rounds, base, strict=True)]
-            ratio = f"{statistics.median(ratios):.2f}"
+            rate_ratios, cpu_ratios = _ratios(rounds, base)
+            ratio = f"{statistics.median(rate_ratios):.2f}"
+            cpu_ratio = f"{statistics.median(cpu_ratios):.2f}"
         share = statistics.median(r["server_core_share"] for r in rounds)
         p99 = statistics.median(r["p99_us"] for r in rounds) / 1000
         c1 = (
@@ -410,9 +424,17 @@ def _report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) 
         )
         print(
             f"{name:14} {rates:34} {ratio:>6} {share:5.0%} {p99:7.2f}ms "
-            f"{c1[0]:6.2f}/{c1[1]:5.2f}ms {cost[0]:8.1f} + {cost[1]:5.1f}"
+            f"{c1[0]:6.2f}/{c1[1]:5.2f}ms {cost[0]:8.1f} + {cost[1]:5.1f} {cpu_ratio:>9}"
         )
     if base is not None:
+        for name, rounds in results.items():
+            if name == "bare":
+                continue
+            rate_ratios, cpu_ratios = _ratios(rounds, base)
+            print(
+                f"{name}/bare per round: req/s {' '.join(f'{x:.2f}' for x in rate_ratios)}; "
+                f"cpu {' '.join(f'{x:.2f}' for x in cpu_ratios)}"
+            )
         low = [r["server_core_share"] for r in base if r["server_core_share"] < 0.9]
         if low:
             print(
@@ -420,6 +442,10 @@ def _report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) 
                 "round(s): the load, not the server, set the pace there"
             )
     print("ratio: median over rounds of variant/bare in the same round (bare: aiohttp, uvloop)")
+    print(
+        "cpu ratio: median over rounds of bare's server CPU per request over the variant's: "
+        "the ratio if each server had a core of its own"
+    )
 
 
 def _chart(results: dict[str, list[dict[str, Any]]], path: Path) -> None:

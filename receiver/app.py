@@ -7,16 +7,16 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import structlog
 from aiohttp import web
 from redis.asyncio import Redis
+from structlog.contextvars import bind_contextvars
 
-from shared.entries import Fields, StreamEntry
+from shared.entries import Fields, entry_fields
 from shared.events import (
     DecodeFailure,
     UnknownEvent,
@@ -29,7 +29,7 @@ from shared.logs import get_logger
 from shared.settings import Settings
 from shared.tracing import tracer
 
-from .auth import Gate, open_to_anyone, parse_networks
+from .auth import Gate, Refusal, open_to_anyone, parse_networks
 from .batching import StoreItem
 from .metrics import ReceiverMetrics
 from .store import Outcome, Store, StoreUnavailable
@@ -42,6 +42,10 @@ METRICS = web.AppKey("metrics", ReceiverMetrics)
 
 log = get_logger()
 _JSON_TYPES = frozenset({"application/json", "text/json"})
+# Content-Type headers as clients usually write them: JSON, no parameter to parse.
+_JSON_HEADERS = frozenset(
+    {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
+)
 _REJECTED_BODY_BYTES = 4096
 _REQUEST_ID_CHARS = 128
 # What a client can read back in the answer's header and find in the logs as it sent it.
@@ -59,12 +63,24 @@ def _request_id(request: web.Request) -> str:
     aiohttp keeps a byte outside UTF-8 as a surrogate, which no encoder takes: such an id
     is replaced here, before it reaches a stream entry, a log line or the answer.
     """
-    sent = request.headers.get("X-Request-Id", "")[:_REQUEST_ID_CHARS]
+    sent = request.headers.get("X-Request-Id")
+    if sent is None:  # the usual case: Bandwidth sends none
+        return _new_id()
+    sent = sent[:_REQUEST_ID_CHARS]
     if _CLIENT_REQUEST_ID.fullmatch(sent):
         return sent
     if sent:
         log.debug("request_id_replaced", sent=ascii(sent))
     return _new_id()
+
+
+def _is_json(request: web.Request) -> tuple[bool, str]:
+    """Whether the body is declared JSON, and its media type as read."""
+    raw = request.headers.get("Content-Type")
+    if raw in _JSON_HEADERS:  # what clients send, recognised without parsing
+        return True, "application/json"
+    ctype = _media_type(request)
+    return ctype in _JSON_TYPES or ctype.endswith("+json"), ctype
 
 
 def _media_type(request: web.Request) -> str:
@@ -81,20 +97,28 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode()
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
+def _error(status: int, message: str, request_id: str, **headers: str) -> web.Response:
     return web.Response(
         status=status,
         body=_encode({"error": message, "path": "$"}),
         content_type="application/json",
-        headers=headers,
+        headers={**headers, "X-Request-Id": request_id},
     )
 
 
 class _WebhookHandler:
-    """The handler of the events path and what it needs, resolved once per app."""
+    """The handler of the events path and what it needs, resolved once per app.
+
+    `handle` is the path every event takes, kept to what each request must do: what can
+    be resolved once (keys, metric children, the expected credentials) is resolved here.
+    """
 
     def __init__(self, settings: Settings, store: Store, metrics: ReceiverMetrics) -> None:
         self.keys = Keys(settings.key_prefix, settings.shards)
+        self._streams = [
+            (self.keys.events(shard), self.keys.dedup_prefix(shard))
+            for shard in range(settings.shards)
+        ]
         self.store = store
         self.metrics = metrics
         self.tracer = tracer()
@@ -109,7 +133,12 @@ class _WebhookHandler:
         # Only at debug level is there a line per accepted event; skip building it otherwise.
         self.log_accepted = settings.log_level == "debug"
         self._counters: dict[tuple[str, str], Any] = {}
-        self._timers = {outcome: metrics.store_seconds.labels(outcome.value) for outcome in Outcome}
+        self._timers = {outcome: metrics.store_seconds.labels(outcome) for outcome in Outcome}
+
+    @property
+    def route(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """What the route calls: with tracing on, each request in a span of its own."""
+        return self.handle_traced if self.tracer.enabled else self.handle
 
     def _count(self, outcome: str, event_type: str = "") -> None:
         # Label values are a closed set (outcomes; known event types or "unknown").
@@ -120,37 +149,23 @@ class _WebhookHandler:
             )
         counter.inc()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        request_id = _request_id(request)
-        # aiohttp runs each request in a task of its own, so these bindings end with it.
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        if self.tracer.enabled:
-            with self.tracer.receive(request.headers, request.path) as (span, traceparent):
-                response = await self._handle(request, request_id, traceparent)
-                span.set_attribute("http.response.status_code", response.status)
-        else:
-            response = await self._handle(request, request_id)
-        response.headers["X-Request-Id"] = request_id
+    async def handle_traced(self, request: web.Request) -> web.StreamResponse:
+        with self.tracer.receive(request.headers, request.path) as (span, traceparent):
+            response = await self.handle(request, traceparent)
+            span.set_attribute("http.response.status_code", response.status)
         return response
 
-    async def _handle(
-        self, request: web.Request, request_id: str, traceparent: str = ""
-    ) -> web.StreamResponse:
+    async def handle(self, request: web.Request, traceparent: str = "") -> web.StreamResponse:
+        request_id = _request_id(request)
+        # aiohttp runs each request in a task of its own, so these bindings end with it.
+        bind_contextvars(request_id=request_id)
         refusal = self.gate.refusal(request)
-        if refusal == "forbidden":
-            log.warning("request_forbidden", peer=self.gate.client_address(request))
-            self._count("forbidden")
-            return _error(403, "source address not allowed")
         if refusal is not None:
-            # A first request without credentials is Bandwidth's normal challenge flow.
-            level = log.debug if refusal == "missing" else log.warning
-            level("request_unauthorized", reason=refusal, peer=self.gate.client_address(request))
-            self._count("unauthorized")
-            return _error(401, "credentials required", **{"WWW-Authenticate": self.gate.challenge})
-        ctype = _media_type(request)
-        if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+            return self._refuse(request, refusal, request_id)
+        is_json, ctype = _is_json(request)
+        if not is_json:
             self._count("unsupported_media_type")
-            return _error(415, f"expected a JSON content type, got {_printable(ctype)}")
+            return _error(415, f"expected a JSON content type, got {_printable(ctype)}", request_id)
         try:
             if request.content.is_eof():  # the usual small body came with the head
                 body = await request.read()
@@ -163,44 +178,29 @@ class _WebhookHandler:
         except TimeoutError:
             log.warning("request_body_timeout", peer=self.gate.client_address(request))
             self._count("timeout")
-            return _error(408, "request body not received in time", Connection="close")
+            return _error(408, "request body not received in time", request_id, Connection="close")
         received_at_ms = time.time_ns() // 1_000_000
         decoded = decode_event(body)
         if isinstance(decoded, DecodeFailure):
             client = self.gate.client_address(request)
             return await self._reject(decoded, body, client, received_at_ms, request_id)
         if isinstance(decoded, UnknownEvent):
-            structlog.contextvars.bind_contextvars(call_id=decoded.call_id)
-            log.warning("event_type_unknown", event_type=decoded.event_type)
-            event_type, label = decoded.event_type, "unknown"
-            # No identity of its own: the body's digest keeps a drain retry from adding it twice.
-            identity = hashlib.blake2b(body, digest_size=16).hexdigest()
-            stream = self.keys.unknown
-            item = StoreItem(
-                stream,
-                StreamEntry(
-                    event_type, body, received_at_ms, request_id, traceparent=traceparent
-                ).to_fields(),
-                dedup_key=self.keys.forensic_markers(stream),
-                max_len=self.forensic_max_len,
-                marker=identity,
+            item, event_type, label = self._unknown(
+                decoded, body, received_at_ms, request_id, traceparent
             )
         else:
-            structlog.contextvars.bind_contextvars(
-                call_id=decoded.call_id, transcription_id=decoded.transcription_info.id
-            )
+            call_id = decoded.call_id
+            bind_contextvars(call_id=call_id, transcription_id=decoded.transcription_info.id)
             event_type = label = decoded.event_type
             cause = unknown_cause(decoded)
             if cause is not None:
                 # Accepted all the same: Bandwidth may add causes; an operator should know.
                 log.warning("event_cause_unknown", event_type=event_type, cause=cause)
-            shard = self.keys.shard_of(decoded.call_id)
+            stream, dedup_prefix = self._streams[self.keys.shard_of(call_id)]
             item = StoreItem(
-                self.keys.events(shard),
-                StreamEntry(
-                    event_type, body, received_at_ms, request_id, traceparent=traceparent
-                ).to_fields(),
-                dedup_key=self.keys.dedup(shard, event_identity(decoded)),
+                stream,
+                entry_fields(event_type, body, received_at_ms, request_id, traceparent),
+                dedup_prefix + event_identity(decoded),
             )
         started = time.perf_counter()
         try:
@@ -208,9 +208,11 @@ class _WebhookHandler:
         except StoreUnavailable as exc:
             log.error("event_not_stored", error=str(exc), event_type=event_type)
             self._count("unavailable", label)
-            return _error(503, "storage unavailable, retry later", **{"Retry-After": "5"})
+            return _error(
+                503, "storage unavailable, retry later", request_id, **{"Retry-After": "5"}
+            )
         self._timers[outcome].observe(time.perf_counter() - started)
-        self._count(outcome.value, label)
+        self._count(outcome, label)
         if outcome is Outcome.DUPLICATE:
             self.metrics.dedup_hits.inc()
         if self.log_accepted and not isinstance(decoded, UnknownEvent):
@@ -220,7 +222,45 @@ class _WebhookHandler:
                 outcome=outcome.value,
                 **{"from": decoded.from_, "to": decoded.to},
             )
-        return web.Response(status=204)
+        response = web.Response(status=204)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    def _refuse(self, request: web.Request, refusal: Refusal, request_id: str) -> web.Response:
+        if refusal == "forbidden":
+            log.warning("request_forbidden", peer=self.gate.client_address(request))
+            self._count("forbidden")
+            return _error(403, "source address not allowed", request_id)
+        # A first request without credentials is Bandwidth's normal challenge flow.
+        level = log.debug if refusal == "missing" else log.warning
+        level("request_unauthorized", reason=refusal, peer=self.gate.client_address(request))
+        self._count("unauthorized")
+        return _error(
+            401, "credentials required", request_id, **{"WWW-Authenticate": self.gate.challenge}
+        )
+
+    def _unknown(
+        self,
+        decoded: UnknownEvent,
+        body: bytes,
+        received_at_ms: int,
+        request_id: str,
+        traceparent: str,
+    ) -> tuple[StoreItem, str, str]:
+        """The item of a type this version does not know: kept on `rtt:unknown`."""
+        bind_contextvars(call_id=decoded.call_id)
+        log.warning("event_type_unknown", event_type=decoded.event_type)
+        # No identity of its own: the body's digest keeps a drain retry from adding it twice.
+        identity = hashlib.blake2b(body, digest_size=16).hexdigest()
+        stream = self.keys.unknown
+        item = StoreItem(
+            stream,
+            entry_fields(decoded.event_type, body, received_at_ms, request_id, traceparent),
+            dedup_key=self.keys.forensic_markers(stream),
+            max_len=self.forensic_max_len,
+            marker=identity,
+        )
+        return item, decoded.event_type, "unknown"
 
     async def _reject(
         self,
@@ -253,6 +293,7 @@ class _WebhookHandler:
             status=400,
             body=_encode({"error": failure.error, "path": failure.path}),
             content_type="application/json",
+            headers={"X-Request-Id": request_id},
         )
 
 
@@ -315,7 +356,7 @@ def create_app(
         await app[STORE].close()
 
     app.cleanup_ctx.append(store_lifetime)
-    app.router.add_post(settings.path, handler.handle)
+    app.router.add_post(settings.path, handler.route)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -8,6 +8,7 @@ bad credentials carries the challenge.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hmac
 import ipaddress
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from shared.settings import ConfigError
 
-__all__ = ["Gate", "open_to_anyone", "parse_networks"]
+__all__ = ["Gate", "Refusal", "open_to_anyone", "parse_networks"]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -75,6 +76,11 @@ class Gate:
         trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self._expected = [pair.encode() for pair in credentials]
+        # The header a client builds from each pair, as a client writes it: the usual
+        # request matches one of these and needs no decoding.
+        self._expected_headers = [
+            "Basic " + base64.b64encode(pair).decode() for pair in self._expected
+        ]
         self._allow = tuple(allow)
         self._proxies = tuple(trusted_proxies)
         realm = realm.replace("\\", "\\\\").replace('"', '\\"')
@@ -112,6 +118,14 @@ class Gate:
         header = request.headers.get("Authorization")
         if header is None:
             return "missing"
+        if header.isascii():  # compare_digest takes ASCII text only
+            # Compared with every pair, without stopping at a match, so the time taken
+            # says nothing about which pair (or how much of one) was right.
+            matched = False
+            for expected_header in self._expected_headers:
+                matched |= hmac.compare_digest(header, expected_header)
+            if matched:
+                return None
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "basic":
             return "malformed"
@@ -121,8 +135,7 @@ class Gate:
             return "malformed"
         if b":" not in presented:
             return "malformed"
-        # Compare against every pair, without stopping at a match, so the time taken
-        # says nothing about which pair (or how much of one) was right.
+        # Other spellings (scheme case, spaces, padding): decoded, then compared the same way.
         matched = False
         for expected in self._expected:
             matched |= hmac.compare_digest(presented, expected)

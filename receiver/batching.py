@@ -151,15 +151,18 @@ class RedisWriter:
         self._flushes: set[asyncio.Task[None]] = set()
         self._kick_scheduled = False
 
-    async def put(self, item: StoreItem) -> bytes | None:
-        """The new entry id, or None for a repeat; RedisFailed if Redis did not answer in time."""
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    def put(self, item: StoreItem) -> asyncio.Future[bytes | None]:
+        """Queue an item. Its future ends with the new entry id, or None for a repeat;
+        RedisFailed if Redis did not answer in time. (A future, not a coroutine: one
+        frame less on every request.)"""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes | None] = loop.create_future()
         self._queue.append((item, future))
         if not self._kick_scheduled:
             # Flush on the next loop turn: requests read in this turn join the same batch.
             self._kick_scheduled = True
-            asyncio.get_running_loop().call_soon(self._kick)
-        return await future
+            loop.call_soon(self._kick)
+        return future
 
     def _kick(self) -> None:
         self._kick_scheduled = False

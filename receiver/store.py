@@ -35,7 +35,9 @@ log = get_logger()
 _FieldValue = bytes | str | int | float
 
 
-class Outcome(enum.Enum):
+class Outcome(enum.StrEnum):
+    """What became of an item; also its metric label (a str: hashed and compared in C)."""
+
     STORED = "stored"
     DUPLICATE = "duplicate"
     SPOOLED = "spooled"

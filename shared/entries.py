@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Fields", "StreamEntry"]
+__all__ = ["Fields", "StreamEntry", "entry_fields"]
 
 # What XADD takes; redis-py types its arguments as this union.
 FieldValue = bytes | bytearray | memoryview | str | int | float
 Fields = dict[FieldValue, FieldValue]
+
+
+def entry_fields(
+    type: str, body: bytes, received_at_ms: int, request_id: str, traceparent: str = ""
+) -> Fields:
+    """The fields of a new entry; the receiver builds one per request, without an object."""
+    fields: Fields = {
+        "type": type,
+        "body": body,
+        "received_at": received_at_ms,
+        "request_id": request_id,
+    }
+    if traceparent:
+        fields["traceparent"] = traceparent
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +44,7 @@ class StreamEntry:
     traceparent: str = ""
 
     def to_fields(self) -> Fields:
-        fields: Fields = {
-            "type": self.type,
-            "body": self.body,
-            "received_at": self.received_at_ms,
-            "request_id": self.request_id,
-        }
+        fields = entry_fields(self.type, self.body, self.received_at_ms, self.request_id)
         if self.group is not None:
             fields["group"] = self.group
         if self.traceparent:

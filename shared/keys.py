@@ -32,11 +32,15 @@ class Keys:
 
     def dedup(self, shard: int, identity: str) -> str:
         """Marks a delivery as stored; lives in its stream's slot."""
+        return self.dedup_prefix(shard) + identity
+
+    def dedup_prefix(self, shard: int) -> str:
+        """What every dedup key of a shard starts with (the receiver resolves it once)."""
         if self.shards > 1:
-            return f"{self.prefix}:dedup:{{{shard}}}:{identity}"
+            return f"{self.prefix}:dedup:{{{shard}}}:"
         # The unsharded stream key has no braces, so Redis hashes the whole key: the same
         # name used as a hash tag puts this key in the stream's slot.
-        return f"{self.prefix}:dedup:{{{self.events()}}}:{identity}"
+        return f"{self.prefix}:dedup:{{{self.events()}}}:"
 
     def forensic_markers(self, stream: str) -> str:
         """The markers of `rtt:rejected` or `rtt:unknown` entries: one sorted set per stream,

@@ -149,3 +149,21 @@ async def test_allowed_source_still_needs_credentials(start_receiver: Any) -> No
     headers = _as("bandwidth", "s3cret-Pa55")
     resp = await client.post(PATH, data=sample_body("stopped"), headers=headers)
     assert resp.status == 204
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "basic " + base64.b64encode(b"bandwidth:s3cret-Pa55").decode(),
+        "  Basic   " + base64.b64encode(b"bandwidth:s3cret-Pa55").decode() + " ",
+    ],
+)
+async def test_other_spellings_of_the_right_credentials_are_accepted(
+    start_receiver: Any, header: str
+) -> None:
+    # The usual header is matched as a whole; any other spelling is decoded and compared.
+    client = await start_receiver(basic_auth="bandwidth:s3cret-Pa55")
+    resp = await client.post(
+        PATH, data=sample_body("stopped"), headers={**JSON, "Authorization": header}
+    )
+    assert resp.status == 204

@@ -658,6 +658,7 @@ WORKER_SETTINGS = (
     "stats_interval",
     "worker_metrics_port",
     "worker_metrics_host",
+    "host",  # where /metrics listens unless RTT_WORKER_METRICS_HOST says
     "log_format",
     "log_level",
     "log_phone_numbers",

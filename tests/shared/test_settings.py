@@ -9,6 +9,7 @@ import pytest
 
 from shared.settings import (
     ALL_SETTINGS,
+    WORKER_SETTINGS,
     ConfigError,
     Settings,
     add_arguments,
@@ -199,3 +200,9 @@ def test_worker_metrics_follow_rtt_host_unless_given_their_own() -> None:
     assert load_settings(env={"RTT_HOST": "10.0.0.5"}).worker_metrics_listen_host == "10.0.0.5"
     env = {"RTT_HOST": "10.0.0.5", "RTT_WORKER_METRICS_HOST": "127.0.0.1"}
     assert load_settings(env=env).worker_metrics_listen_host == "127.0.0.1"
+
+
+def test_the_worker_reads_rtt_host_for_its_metrics() -> None:
+    """`rtt serve` hands its loopback RTT_HOST to the worker: /metrics must follow it."""
+    settings = load_settings(env={"RTT_HOST": "127.0.0.1"}, names=WORKER_SETTINGS)
+    assert settings.worker_metrics_listen_host == "127.0.0.1"

@@ -276,6 +276,13 @@ class GroupReader:
         self._queue.extend(items)
         self._wake_lane()
 
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sleep until `_wake_lane` hands this lane work."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._idle_lanes.append(waiter)
+        await waiter
+        self._waking = max(0, self._waking - 1)
+
     def _wake_lane(self) -> None:
         # Wake one lane at a time: a lane that takes an entry wakes the next, so a burst
         # of entries fans out to as many lanes as have work, and light handlers that never
@@ -322,10 +329,7 @@ class GroupReader:
             if self._closing:
                 return
             if not queue:
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._idle_lanes.append(waiter)
-                await waiter
-                self._waking = max(0, self._waking - 1)
+                await self._idle(loop)
                 continue
             item = queue.popleft()
             if queue and not self._waking and self._idle_lanes:
@@ -409,10 +413,7 @@ class GroupReader:
         assert me is not None
         while not self._closing:
             if not queue:
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._idle_lanes.append(waiter)
-                await waiter
-                self._waking = max(0, self._waking - 1)
+                await self._idle(loop)
                 continue
             taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
             if queue and not self._waking and self._idle_lanes:

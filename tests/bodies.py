@@ -5,9 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import msgspec
+
 from rtt.samples import sample_body, sample_event
 
-__all__ = ["SEED_EXAMPLES", "sample_body", "sample_event"]
+__all__ = [
+    "BROKE_THE_DECODER",
+    "DRAFT",
+    "SEED_EXAMPLES",
+    "error_body",
+    "sample_body",
+    "sample_event",
+]
 
 _SEED = Path(__file__).parent / "data" / "real-time-transcription-stopped.txt"
 
@@ -22,3 +31,51 @@ def _seed_examples() -> list[bytes]:
 
 
 SEED_EXAMPLES = _seed_examples()
+
+
+def error_body(**changes: object) -> bytes:
+    """The sample Stopped with cause `error`, with fields changed (`...` drops one)."""
+    event = sample_event("stopped", cause="error")
+    for key, value in changes.items():
+        if value is ...:
+            event.pop(key, None)
+        else:
+            event[key] = value
+    return msgspec.json.encode(event)
+
+
+DRAFT = "realtimeTranscriptionStopped"
+DEEP = b"[" * 1000 + b"]" * 1000
+# Bodies on which the decoder raised instead of answering (a 500, nothing kept).
+BROKE_THE_DECODER = {
+    "truncated after an unknown type": (
+        b'{"eventType": "realTimeTranscriptionPaused", "callId": "c-1", "x": [1, 2',
+        "$",
+        "truncated",
+    ),
+    "NaN": (b'{"eventType": "realTimeTranscriptionPaused", "callId": NaN}', "$", "malformed"),
+    "invalid UTF-8 in a string": (b'{"callId": "\xff\xfe"}', "$", "UTF-8"),
+    "invalid UTF-8 after an unknown type": (
+        b'{"eventType": "somethingNew", "callId": "\xff\xfe"}',
+        "$",
+        "UTF-8",
+    ),
+    "draft casing, truncated": (error_body(eventType=DRAFT)[:-3], "$", "truncated"),
+    "draft casing, NaN": (error_body(eventType=DRAFT)[:-1] + b', "x": NaN}', "$", "malformed"),
+    "deep nesting under an ignored field": (
+        error_body()[:-1] + b', "ignored": ' + DEEP + b"}",
+        "$",
+        "nested too deeply",
+    ),
+    "deep nesting, unknown type": (
+        b'{"eventType": "somethingNew", "x": ' + DEEP + b"}",
+        "$",
+        "nested too deeply",
+    ),
+    "deep nesting, draft casing": (
+        error_body(eventType=DRAFT)[:-1] + b', "x": ' + DEEP + b"}",
+        "$",
+        "nested too deeply",
+    ),
+    "deep objects": (b'{"a":' * 1000 + b"1" + b"}" * 1000, "$", "nested too deeply"),
+}

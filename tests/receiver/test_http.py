@@ -10,8 +10,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from tests.bodies import SEED_EXAMPLES, sample_body
-from tests.shared.test_events import BROKE_THE_DECODER
+from tests.bodies import BROKE_THE_DECODER, SEED_EXAMPLES, sample_body
 
 PATH = "/realTimeTranscriptionEvents"
 JSON = {"Content-Type": "application/json"}

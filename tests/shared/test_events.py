@@ -17,17 +17,7 @@ from shared.events import (
     decode_event,
     event_identity,
 )
-from tests.bodies import SEED_EXAMPLES, sample_event
-
-
-def _body(**changes: object) -> bytes:
-    event = sample_event("stopped", cause="error")
-    for key, value in changes.items():
-        if value is ...:
-            event.pop(key, None)
-        else:
-            event[key] = value
-    return msgspec.json.encode(event)
+from tests.bodies import BROKE_THE_DECODER, DRAFT, SEED_EXAMPLES, error_body, sample_event
 
 
 @pytest.mark.parametrize("body", SEED_EXAMPLES, ids=["enqueued", "destination"])
@@ -73,7 +63,7 @@ def test_stabilized_boolean_or_string(raw: object, expected: bool) -> None:
 
 
 def test_optional_fields_absent_or_null_and_unknown_fields_ignored() -> None:
-    body = _body(
+    body = error_body(
         answerTime=None,
         tag=None,
         errorMessage=None,
@@ -94,22 +84,22 @@ def test_optional_fields_absent_or_null_and_unknown_fields_ignored() -> None:
     "caller", ["Private", "Restricted", "Unavailable", "Anonymous", "+15551112222"]
 )
 def test_from_is_not_validated_as_e164(caller: str) -> None:
-    assert isinstance(decode_event(_body(**{"from": caller})), Stopped)
+    assert isinstance(decode_event(error_body(**{"from": caller})), Stopped)
 
 
 def test_unknown_cause_is_kept() -> None:
-    event = decode_event(_body(cause="brand-new-cause"))
+    event = decode_event(error_body(cause="brand-new-cause"))
     assert isinstance(event, Stopped)
     assert event.cause == "brand-new-cause"
 
 
 def test_draft_casing_of_event_type_is_accepted() -> None:
-    event = decode_event(_body(eventType="realtimeTranscriptionStopped"))
+    event = decode_event(error_body(eventType="realtimeTranscriptionStopped"))
     assert isinstance(event, Stopped)
 
 
 def test_unknown_event_type_is_recognised_not_refused() -> None:
-    event = decode_event(_body(eventType="realTimeTranscriptionPaused"))
+    event = decode_event(error_body(eventType="realTimeTranscriptionPaused"))
     assert event == UnknownEvent(event_type="realTimeTranscriptionPaused", call_id=event.call_id)  # type: ignore[union-attr]
 
 
@@ -122,27 +112,31 @@ def test_unknown_event_type_is_recognised_not_refused() -> None:
         (b"[1, 2]", "$", "Expected `object`, got `array`"),
         (b'"text"', "$", "Expected `object`"),
         (b"{}", "$.eventType", "missing required field"),
-        (_body(eventType=7), "$.eventType", "Expected `str`, got `int`"),
-        (_body(callId=...), "$.callId", "missing required field"),
-        (_body(eventType="realtimeTranscriptionStopped", callId=12), "$.callId", "got `int`"),
-        (_body(eventType="realtimeTranscriptionStopped", cause=...), "$.cause", "missing"),
-        (_body(callId=12), "$.callId", "Expected `str`, got `int`"),
-        (_body(cause=...), "$.cause", "missing required field"),
-        (_body(eventTime="yesterday"), "$.eventTime", "Invalid RFC3339"),
-        (_body(realTimeTranscription=...), "$.realTimeTranscription", "missing required field"),
-        (_body(realTimeTranscription={"name": "x"}), "$.realTimeTranscription.id", "missing"),
+        (error_body(eventType=7), "$.eventType", "Expected `str`, got `int`"),
+        (error_body(callId=...), "$.callId", "missing required field"),
+        (error_body(eventType="realtimeTranscriptionStopped", callId=12), "$.callId", "got `int`"),
+        (error_body(eventType="realtimeTranscriptionStopped", cause=...), "$.cause", "missing"),
+        (error_body(callId=12), "$.callId", "Expected `str`, got `int`"),
+        (error_body(cause=...), "$.cause", "missing required field"),
+        (error_body(eventTime="yesterday"), "$.eventTime", "Invalid RFC3339"),
         (
-            _body(realTimeTranscription={"id": "t", "tracks": "inbound"}),
+            error_body(realTimeTranscription=...),
+            "$.realTimeTranscription",
+            "missing required field",
+        ),
+        (error_body(realTimeTranscription={"name": "x"}), "$.realTimeTranscription.id", "missing"),
+        (
+            error_body(realTimeTranscription={"id": "t", "tracks": "inbound"}),
             "$.realTimeTranscription.tracks",
             "Expected `array`",
         ),
         (
-            _body(realTimeTranscription={"id": "t", "duration": "ten minutes"}),
+            error_body(realTimeTranscription={"id": "t", "duration": "ten minutes"}),
             "$.realTimeTranscription.duration",
             "duration",
         ),
         (
-            _body(realTimeTranscription={"id": "t", "stabilized": "maybe"}),
+            error_body(realTimeTranscription={"id": "t", "stabilized": "maybe"}),
             "$.realTimeTranscription.stabilized",
             "Invalid enum value",
         ),
@@ -153,43 +147,6 @@ def test_malformed_bodies_say_what_and_where(body: bytes, path: str, fragment: s
     assert isinstance(failure, DecodeFailure)
     assert failure.path == path
     assert fragment.lower() in failure.error.lower()
-
-
-DRAFT = "realtimeTranscriptionStopped"
-DEEP = b"[" * 1000 + b"]" * 1000
-# Bodies on which the decoder raised instead of answering (a 500, nothing kept).
-BROKE_THE_DECODER = {
-    "truncated after an unknown type": (
-        b'{"eventType": "realTimeTranscriptionPaused", "callId": "c-1", "x": [1, 2',
-        "$",
-        "truncated",
-    ),
-    "NaN": (b'{"eventType": "realTimeTranscriptionPaused", "callId": NaN}', "$", "malformed"),
-    "invalid UTF-8 in a string": (b'{"callId": "\xff\xfe"}', "$", "UTF-8"),
-    "invalid UTF-8 after an unknown type": (
-        b'{"eventType": "somethingNew", "callId": "\xff\xfe"}',
-        "$",
-        "UTF-8",
-    ),
-    "draft casing, truncated": (_body(eventType=DRAFT)[:-3], "$", "truncated"),
-    "draft casing, NaN": (_body(eventType=DRAFT)[:-1] + b', "x": NaN}', "$", "malformed"),
-    "deep nesting under an ignored field": (
-        _body()[:-1] + b', "ignored": ' + DEEP + b"}",
-        "$",
-        "nested too deeply",
-    ),
-    "deep nesting, unknown type": (
-        b'{"eventType": "somethingNew", "x": ' + DEEP + b"}",
-        "$",
-        "nested too deeply",
-    ),
-    "deep nesting, draft casing": (
-        _body(eventType=DRAFT)[:-1] + b', "x": ' + DEEP + b"}",
-        "$",
-        "nested too deeply",
-    ),
-    "deep objects": (b'{"a":' * 1000 + b"1" + b"}" * 1000, "$", "nested too deeply"),
-}
 
 
 @pytest.mark.parametrize(
@@ -206,20 +163,20 @@ def test_bodies_that_raised_are_failures_naming_the_fault(
 
 def test_huge_numbers_in_ignored_fields_are_ignored_under_either_casing() -> None:
     for event_type in ("realTimeTranscriptionStopped", DRAFT):
-        body = _body(eventType=event_type)[:-1] + b', "x": 1e999, "y": 1' + b"0" * 400 + b"}"
+        body = error_body(eventType=event_type)[:-1] + b', "x": 1e999, "y": 1' + b"0" * 400 + b"}"
         assert isinstance(decode_event(body), Stopped)
 
 
 def test_identity_is_type_call_and_transcription() -> None:
-    a = decode_event(_body(callId="c-1"))
-    b = decode_event(_body(callId="c-1", eventTime="2030-01-01T00:00:00Z"))
-    c = decode_event(_body(callId="c-2"))
+    a = decode_event(error_body(callId="c-1"))
+    b = decode_event(error_body(callId="c-1", eventTime="2030-01-01T00:00:00Z"))
+    c = decode_event(error_body(callId="c-2"))
     assert isinstance(a, Stopped)
     assert isinstance(b, Stopped)
     assert isinstance(c, Stopped)
     assert a.transcription_info.id != b.transcription_info.id  # random ids per sample
-    same = decode_event(_body(callId="c-1", realTimeTranscription={"id": "t-9"}))
-    again = decode_event(_body(callId="c-1", realTimeTranscription={"id": "t-9"}, tag="x"))
+    same = decode_event(error_body(callId="c-1", realTimeTranscription={"id": "t-9"}))
+    again = decode_event(error_body(callId="c-1", realTimeTranscription={"id": "t-9"}, tag="x"))
     assert isinstance(same, Stopped)
     assert isinstance(again, Stopped)
     assert event_identity(same) == event_identity(again)

@@ -19,6 +19,7 @@ from shared.settings import Settings
 from tests.alerts.sinkserver import SinkServer
 from tests.helpers import eventually
 from tests.processes import Program
+from tests.worker.helpers import running_many
 from worker.alerts import make_alerts_consumer
 from worker.runtime import Worker
 
@@ -64,18 +65,12 @@ async def running_workers(
     settings: Settings, redis: Redis, count: int = 1
 ) -> AsyncIterator[list[Worker]]:
     """`count` workers, each with its own alerts consumer and worker id, as replicas are."""
-    workers = []
-    for n in range(count):
-        replica = settings if count == 1 else _with_worker_id(settings, f"w{n}")
-        workers.append(Worker(replica, redis, [make_alerts_consumer(replica)]))
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
+    replicas = [
+        settings if count == 1 else _with_worker_id(settings, f"w{n}") for n in range(count)
+    ]
+    pairs = [(replica, [make_alerts_consumer(replica)]) for replica in replicas]
+    async with running_many(redis, pairs) as workers:
         yield workers
-    finally:
-        for worker in workers:
-            worker.stop()
-        async with asyncio.timeout(20):
-            await asyncio.gather(*tasks)
 
 
 def _with_worker_id(settings: Settings, worker_id: str) -> Settings:

@@ -25,6 +25,7 @@ __all__ = [
     "group_info",
     "pending_ids",
     "running",
+    "running_many",
     "start_worker",
     "worker_env",
 ]
@@ -68,13 +69,24 @@ async def running(
     settings: Settings, redis: Redis, consumers: Sequence[Consumer]
 ) -> AsyncIterator[Worker]:
     """A worker running in this process; stopped (gracefully) and awaited on exit."""
-    worker = Worker(settings, redis, consumers)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running_many(redis, [(settings, consumers)]) as (worker,):
         yield worker
+
+
+@contextlib.asynccontextmanager
+async def running_many(
+    redis: Redis, workers: Sequence[tuple[Settings, Sequence[Consumer]]]
+) -> AsyncIterator[list[Worker]]:
+    """Workers running in this process, one per (settings, consumers); all asked to stop
+    at once on exit, then awaited, as replicas stop in a rolling deploy."""
+    started = [Worker(settings, redis, consumers) for settings, consumers in workers]
+    tasks = [asyncio.create_task(worker.run()) for worker in started]
+    try:
+        yield started
     finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
+        for worker in started:
+            worker.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
 # --- worker child processes ------------------------------------------------------------

@@ -298,29 +298,40 @@ def _measure(
         process.wait(60)
 
 
-def _variants(url: str, prefix: str, tmp: str) -> dict[str, tuple[list[str], dict[str, str]]]:
-    me = [sys.executable, "-m", "bench.receiver"]
-    plain = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    receiver_env = {
-        **plain,
+def _plain_env() -> dict[str, str]:
+    """This environment without OTEL_ variables: no variant may trace unless it says so."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def receiver_env(url: str, prefix: str, spool: Path, **extra: str) -> dict[str, str]:
+    """A measured `rtt receiver`: Basic auth on, warnings only, its own spool."""
+    return {
+        **_plain_env(),
         "RTT_REDIS_URL": url,
         "RTT_KEY_PREFIX": prefix,
         "RTT_HOST": "127.0.0.1",
         "RTT_LOG_FORMAT": "json",
         "RTT_LOG_LEVEL": "warning",
         "RTT_BASIC_AUTH": f"{USER}:{PASSWORD}",
-        "RTT_SPOOL_DIR": str(Path(tmp) / "spool"),
+        "RTT_SPOOL_DIR": str(spool),
+        **extra,
     }
+
+
+def _variants(url: str, prefix: str, tmp: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    me = [sys.executable, "-m", "bench.receiver"]
+    plain = _plain_env()
+    env = receiver_env(url, prefix, Path(tmp) / "spool")
     found = {
         "bare": ([*me, "bare", "--loop", "uvloop"], plain),
         "bare-asyncio": ([*me, "bare", "--loop", "asyncio"], plain),
-        "receiver": ([sys.executable, "-m", "receiver"], receiver_env),
+        "receiver": ([sys.executable, "-m", "receiver"], env),
         "naive": ([*me, "naive", "--redis-url", url, "--stream", f"{prefix}:naive"], plain),
         # Spans made and dropped (no exporter): what tracing costs the receiver when on.
         "receiver-otel": (
             [sys.executable, "-m", "receiver"],
             {
-                **receiver_env,
+                **env,
                 "RTT_SPOOL_DIR": str(Path(tmp) / "spool-otel"),
                 "OTEL_TRACES_EXPORTER": "none",
             },

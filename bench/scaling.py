@@ -44,7 +44,7 @@ from typing import Any
 
 from bench import _wrk as wrk
 from bench._http import wait_up
-from bench.receiver import AUTH, PASSWORD, PATH, USER, _cpu_s, _template
+from bench.receiver import AUTH, PATH, _cpu_s, _template, receiver_env
 from shared.keys import Keys
 
 __all__ = ["main"]
@@ -133,21 +133,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 # --- receiver --processes 1 and 2 ---------------------------------------------------------
 
 
-def _receiver_env(url: str, prefix: str, spool: Path, **extra: str) -> dict[str, str]:
-    plain = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return {
-        **plain,
-        "RTT_REDIS_URL": url,
-        "RTT_KEY_PREFIX": prefix,
-        "RTT_HOST": "127.0.0.1",
-        "RTT_LOG_FORMAT": "json",
-        "RTT_LOG_LEVEL": "warning",
-        "RTT_BASIC_AUTH": f"{USER}:{PASSWORD}",
-        "RTT_SPOOL_DIR": str(spool),
-        **extra,
-    }
-
-
 def _load_receiver(
     env: dict[str, str],
     *,
@@ -226,7 +211,7 @@ def _part_receiver(args: argparse.Namespace, tmp: Path) -> bool:
                 # Alternate which goes first, so neither always meets a warmer Valkey.
                 for processes in (1, 2) if n % 2 == 0 else (2, 1):
                     spool = tmp / f"spool-{n}-{layout[:3]}-{processes}"
-                    env = _receiver_env(valkey.url, prefix, spool, RTT_PROCESSES=str(processes))
+                    env = receiver_env(valkey.url, prefix, spool, RTT_PROCESSES=str(processes))
                     result = _load_receiver(
                         env,
                         cores=servers,
@@ -480,7 +465,7 @@ def _part_replicas(args: argparse.Namespace, tmp: Path) -> bool:
             _pin(pid, [load] if load is not None else None)
         for n in range(args.rounds):
             for replicas in (0, 1) if n % 2 == 0 else (1, 0):
-                env = _receiver_env(
+                env = receiver_env(
                     master.url,
                     prefix,
                     tmp / f"spool-repl-{n}-{replicas}",

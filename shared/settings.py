@@ -664,6 +664,9 @@ WORKER_SETTINGS = (
     "log_phone_numbers",
     "redis_timeout",
     "handler_timeout",
+    # The alerts' once-records and the acknowledgements wait for replicas too.
+    "store_replicas",
+    "store_replicas_timeout",
     *(name for name in _FIELDS if name.startswith("alert_")),
 )
 ALL_SETTINGS = tuple(_FIELDS)

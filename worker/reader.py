@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from structlog.typing import FilteringBoundLogger
 
@@ -31,6 +32,7 @@ from shared.events import DecodeFailure, Event, UnknownEvent, decode_event
 from shared.keys import Keys
 from shared.logs import get_logger
 from shared.redis_values import as_text, now_ms, parse_stream_id
+from shared.replicas import NotReplicated, confirm, wait_of
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
 from shared.tracing import tracer
@@ -122,6 +124,8 @@ class GroupReader:
         self.group = consumer.name
         self.redis = redis
         self.settings = settings
+        # On a cluster WAIT would have to go to each stream's node: acks are not waited for.
+        self._wait = None if isinstance(redis, RedisCluster) else wait_of(settings)
         self.keys = keys
         self.worker_id = worker_id
         self.stats = stats
@@ -710,7 +714,7 @@ class GroupReader:
                     await self._send_acks(batch)
                     failures = 0
                     self._acking = {}
-                except (*REDIS_DOWN, ResponseError) as exc:
+                except (*REDIS_DOWN, ResponseError, NotReplicated) as exc:
                     for stream, ids in batch.items():
                         self._acks[stream][:0] = ids
                     self._acking = {}
@@ -722,6 +726,18 @@ class GroupReader:
                 return
 
     async def _send_acks(self, batch: dict[str, list[bytes]]) -> None:
+        wait = self._wait
+        if wait is not None:
+            # RTT_STORE_REPLICAS: the acknowledgements count once replicas have them, or a
+            # failover leaves their entries pending; else they are sent again (XACK again
+            # is harmless).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, ids in batch.items():
+                    pipe.xack(stream, self.group, *ids)
+                pipe.execute_command(*wait.command())
+                *_, confirmed = await pipe.execute()
+            confirm(confirmed, wait, "acknowledgements")
+            return
         if len(batch) == 1:
             [(stream, ids)] = batch.items()
             await self.redis.xack(stream, self.group, *ids)

@@ -37,6 +37,7 @@ from structlog.typing import FilteringBoundLogger
 
 from shared.events import Event, Rejected, Started, Stopped
 from shared.keys import Keys
+from shared.replicas import NotReplicated, wait_of
 from shared.settings import Settings
 from worker.consumers import Consumer, Context, SetupContext, consumer
 
@@ -143,6 +144,7 @@ class AlertsConsumer:
             ttl_s=settings.alert_once_ttl.total_seconds(),
             lock_s=lock_s,
             wait_s=handler_poster.budget_s + lock_s,
+            replicas=wait_of(settings),
         )
         tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
         # The lease is renewed every tick, so it must outlive a few of them.
@@ -340,8 +342,19 @@ async def _raise_batch(
             sink = run.log_sink.name if silence is None else "silenced"
             claims.append(_Claimed(n, alert, silence, sink, token))
         states = await run_calls(
-            run.redis, [run.once.claim_call(c.sink, c.alert.alert_key, c.token) for c in claims]
+            run.redis,
+            [run.once.claim_call(c.sink, c.alert.alert_key, c.token) for c in claims],
+            run.once.replicas,
         )
+    except NotReplicated as exc:
+        # Claimed on the master alone: give the claims up, send nothing; retried later.
+        with contextlib.suppress(RedisError, OSError):
+            await run_calls(
+                run.redis,
+                [run.once.release_call(c.sink, c.alert.alert_key, c.token) for c in claims],
+            )
+        fail(alerts, exc)
+        return
     except (RedisError, OSError) as exc:
         fail(alerts, exc)
         return
@@ -430,7 +443,7 @@ async def _record_claimed(
     silenced = [c for c in taken if c.silence is not None]
     calls += [hit_call(run.keys, c.silence.id) for c in silenced if c.silence is not None]
     try:
-        results = await run_calls(run.redis, calls)
+        results = await run_calls(run.redis, calls, run.once.replicas)
     except (RedisError, OSError) as exc:
         results = [exc] * len(calls)
     unrecorded = [

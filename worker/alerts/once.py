@@ -10,6 +10,9 @@ Once a sink has taken a notification, nothing Redis does makes it send again: th
 is written until Redis answers, with the sent fact kept here meanwhile. The one duplicate
 left possible is a worker dying (or being stopped while Redis is away) between the sink's
 answer and the record; the notification's key lets the receiving end fold it away.
+
+With RTT_STORE_REPLICAS, a claim counts only once that many replicas have it (WAIT), and
+so does a record: a failover cannot lose either and have the notification sent again.
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
 from shared.keys import Keys
+from shared.replicas import NotReplicated, Wait
 from worker.retry import backoff_s
 
-from .pipelined import Call
+from .pipelined import Call, run
 
 __all__ = ["CLAIMED", "SENDING", "SENT", "Once"]
 
@@ -69,9 +74,12 @@ class Once:
         ttl_s: float,
         lock_s: float,
         wait_s: float,
+        replicas: Wait | None = None,
     ) -> None:
         """`lock_s`: how long a silent sender's lock outlives it; `wait_s`: how long to wait
-        for a live sender of the same thing before giving up (and being retried)."""
+        for a live sender of the same thing before giving up (and being retried);
+        `replicas`: the replicas each claim and record must reach (RTT_STORE_REPLICAS)."""
+        self.replicas = replicas
         self._redis = redis
         self._keys = keys
         self._log = log
@@ -89,6 +97,12 @@ class Once:
         For a send that takes no time (a log line): no lock renewal runs meanwhile."""
         keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
         return Call(self._acquire, keys, [token, self._lock_ms])
+
+    def release_call(self, sink: str, key: str, token: str) -> Call:
+        """A claim given up before its send (its replicas did not confirm it): the lock
+        freed, no record written; to run in a batch."""
+        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
+        return Call(self._finish, keys, [token, ""])
 
     def record_call(self, sink: str, key: str, token: str) -> Call:
         """After a claimed send went through: the record, to run in a batch."""
@@ -118,7 +132,11 @@ class Once:
         token = uuid.uuid4().hex
         async with asyncio.timeout(self._wait_s):
             while True:
-                state = int(await self._acquire(keys=keys, args=[token, self._lock_ms]))
+                try:
+                    state = int(await self._call(self._acquire, keys, [token, self._lock_ms]))
+                except NotReplicated:
+                    await self._release(keys, token)  # not ours to keep: retried later
+                    raise
                 if state != 2:
                     break
                 # Another worker's lock lives in Redis; nothing local to wait on but time.
@@ -143,6 +161,15 @@ class Once:
             done.set()
         return True
 
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """The script, then (with replicas) WAIT on the same connection."""
+        if self.replicas is None:
+            return await script(keys=keys, args=args)
+        [result] = await run(self._redis, [Call(script, keys, args)], self.replicas)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     async def _keep(self, lock: str, token: str, done: asyncio.Event) -> None:
         """Renew the lock while the send (and its record) runs; a failed renewal is retried
         at the next tick: the lock is a courtesy to other replicas, not a guarantee."""
@@ -166,7 +193,7 @@ class Once:
         try:
             while True:
                 try:
-                    await self._finish(keys=keys, args=[token, self._ttl_ms])
+                    await self._call(self._finish, keys, [token, self._ttl_ms])
                     break
                 except (RedisError, OSError) as exc:
                     failures += 1

@@ -12,6 +12,11 @@ events fail; Redis being away raises.
 On a cluster, where a script's keys must share a slot and redis-py pipelines no scripts,
 each call goes alone, a script's calls one after the other and the scripts side by side;
 there Redis being away is each call's outcome.
+
+With `wait` (RTT_STORE_REPLICAS), the pipeline ends with WAIT on its connection, and the
+batch counts as written only once that many replicas have it: fewer in time raises
+NotReplicated, as Redis being away would. Not on a cluster, where WAIT would have to go to
+each key's node: there the calls are written on the master alone.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from shared.replicas import Wait, confirm
 
 __all__ = ["Call", "run"]
 
@@ -122,7 +129,7 @@ class _BatchOp(msgspec.Struct):
         return _Op(batched, list(self.keys), [_pack(self.packed)], self.calls)
 
 
-async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
+async def run(redis: Redis, calls: Sequence[Call], wait: Wait | None = None) -> list[Any]:
     """Every call in one non-transactional pipeline; a result or an exception per call.
 
     The calls of one script run in their order; calls of different scripts and commands
@@ -134,7 +141,7 @@ async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
     if isinstance(redis, RedisCluster):
         return await _one_by_one(redis, calls)
     ops = _plan(calls)
-    replies = await _execute(redis, ops)
+    replies = await _execute(redis, ops, wait)
     # A server that lost its scripts (restarted, SCRIPT FLUSH) ran none of those: load
     # them and run just those again.
     missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -142,7 +149,7 @@ async def run(redis: Redis, calls: Sequence[Call]) -> list[Any]:
         scripts = {id(s): s for n in missing if (s := ops[n].script) is not None}
         for script in scripts.values():
             script.sha = await redis.script_load(script.script)
-        again = await _execute(redis, [ops[n] for n in missing])
+        again = await _execute(redis, [ops[n] for n in missing], wait)
         for n, reply in zip(missing, again, strict=True):
             replies[n] = reply
     results: list[Any] = [None] * len(calls)
@@ -177,14 +184,19 @@ def _plan(calls: Sequence[Call]) -> list[_Op]:
     ]
 
 
-async def _execute(redis: Redis, ops: Sequence[_Op]) -> list[Any]:
+async def _execute(redis: Redis, ops: Sequence[_Op], wait: Wait | None) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for op in ops:
             if op.script is None:
                 pipe.execute_command(*op.args)
             else:
                 pipe.evalsha(op.script.sha, len(op.keys), *op.keys, *op.args)
-        return list(await pipe.execute(raise_on_error=False))
+        if wait is None:
+            return list(await pipe.execute(raise_on_error=False))
+        pipe.execute_command(*wait.command())
+        *replies, confirmed = await pipe.execute(raise_on_error=False)
+    confirm(confirmed, wait, "alert records")
+    return replies
 
 
 async def _one_by_one(redis: Any, calls: Sequence[Call]) -> list[Any]:

@@ -1,0 +1,52 @@
+"""RTT_STORE_REPLICAS for the worker's writes: WAIT after them, and what too few means.
+
+The receiver has its own (receiver/batching.py); the worker's alert records and
+acknowledgements end their pipeline with WAIT on the same connection, and count as
+written only once that many replicas confirmed them. On a cluster they do not wait.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from redis.exceptions import RedisError
+
+from shared.settings import Settings
+
+__all__ = ["NotReplicated", "Wait", "confirm", "wait_of"]
+
+
+class Wait(msgspec.Struct, frozen=True):
+    """How many replicas must confirm a pipeline's writes, and how long to wait for them."""
+
+    replicas: int
+    timeout_ms: int
+
+    def command(self) -> tuple[str, int, int]:
+        return ("WAIT", self.replicas, max(1, self.timeout_ms))
+
+
+class NotReplicated(RedisError):
+    """Written on the master, but fewer replicas than asked confirmed it in time: a
+    failover may lose it, so it does not count as written (as if Redis were away)."""
+
+    def __repr__(self) -> str:
+        # redis-py's errors show only their class in repr; this one's message is the point.
+        return f"NotReplicated({str(self)!r})"
+
+
+def wait_of(settings: Settings) -> Wait | None:
+    """The WAIT that RTT_STORE_REPLICAS asks for; None when it is 0."""
+    if not settings.store_replicas:
+        return None
+    return Wait(
+        settings.store_replicas, int(settings.store_replicas_timeout.total_seconds() * 1000)
+    )
+
+
+def confirm(confirmed: object, wait: Wait, what: str) -> None:
+    """Raise NotReplicated unless WAIT's reply says enough replicas have `what`."""
+    if isinstance(confirmed, Exception) or int(str(confirmed)) < wait.replicas:
+        raise NotReplicated(
+            f"{what}: {confirmed!r} of RTT_STORE_REPLICAS={wait.replicas} replicas confirmed"
+            f" within RTT_STORE_REPLICAS_TIMEOUT ({wait.timeout_ms} ms)"
+        )

@@ -30,6 +30,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, Re
 from shared.connections import is_permission_denied, report_permission_denied
 from shared.entries import Fields
 from shared.logs import get_logger
+from shared.replicas import Wait
 
 __all__ = ["ItemRefused", "RedisFailed", "RedisWriter", "StoreItem"]
 
@@ -136,9 +137,7 @@ class RedisWriter:
         self._redis = redis
         # With replicas, each exchange ends with WAIT on its connection: the items count
         # as stored only once that many replicas have them (RTT_STORE_REPLICAS).
-        self._wait: tuple[object, ...] | None = (
-            ("WAIT", replicas, max(1, replicas_timeout_ms)) if replicas else None
-        )
+        self._wait = Wait(replicas, replicas_timeout_ms) if replicas else None
         # The path a flush takes: to one node the calls go hand-packed on one pooled
         # connection (`_exchange`); a Cluster client sends each to the node of its slot.
         self._cluster = not isinstance(redis, Redis)
@@ -314,7 +313,7 @@ class RedisWriter:
         self, connection: Connection, calls: Sequence[tuple[object, ...]]
     ) -> list[object]:
         """Send the calls (then WAIT, with replicas) in one write; read every reply."""
-        sent = [*calls, self._wait] if self._wait is not None else list(calls)
+        sent = [*calls, self._wait.command()] if self._wait is not None else list(calls)
         # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
         packed = b"".join(hiredis.pack_command(call) for call in sent)  # type: ignore[arg-type]
         try:
@@ -334,11 +333,11 @@ class RedisWriter:
             raise
         if self._wait is None:
             return replies
-        acked, wanted = replies.pop(), self._wait[1]
-        if isinstance(acked, int) and isinstance(wanted, int) and acked >= wanted:
+        acked, wanted = replies.pop(), self._wait.replicas
+        if isinstance(acked, int) and acked >= wanted:
             return replies
         failed = NotReplicated(
-            f"WAIT: {acked} of {wanted} replicas within {self._wait[2]} ms"
+            f"WAIT: {acked} of {wanted} replicas within {self._wait.command()[2]} ms"
             if isinstance(acked, int)
             else f"WAIT: {acked!r}"
         )

@@ -1,8 +1,9 @@
 """RTT_STORE_REPLICAS for the worker's writes: WAIT after them, and what too few means.
 
-The receiver has its own (receiver/batching.py); the worker's alert records and
-acknowledgements end their pipeline with WAIT on the same connection, and count as
-written only once that many replicas confirmed them. On a cluster they do not wait.
+The receiver ends each flush with this WAIT (receiver/batching.py, which fails its items
+its own way); the worker's alert records and acknowledgements end their pipeline with it
+on the same connection, and count as written only once that many replicas confirmed
+them. On a cluster the worker's writes do not wait.
 """
 
 from __future__ import annotations

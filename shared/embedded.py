@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -54,7 +55,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedValkey:
+class Lifetime:
+    """A server, or a group of them, that `with` starts and stops."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedValkey(Lifetime):
     """A Valkey server process on loopback that this object owns from start to stop."""
 
     def __init__(
@@ -188,14 +211,3 @@ class EmbeddedValkey:
         with contextlib.suppress(OSError):
             if path.read_text().strip() == self.url:
                 path.unlink()
-
-    def __enter__(self) -> EmbeddedValkey:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.crc import key_slot
 
-from shared.embedded import EmbeddedValkey, free_port
+from shared.embedded import EmbeddedValkey, Lifetime, free_port
 
 __all__ = ["EmbeddedCluster"]
 
 _SLOTS = 16384
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(Lifetime):
     """`nodes` masters with the slots split evenly, each with `replicas` replicas."""
 
     def __init__(
@@ -127,14 +126,3 @@ class EmbeddedCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> EmbeddedCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,9 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from shared.embedded import EmbeddedValkey, valkey_binary
+from shared.embedded import EmbeddedValkey, Lifetime, valkey_binary
 
 __all__ = ["MASTER_NAME", "EmbeddedSentinel", "SentinelProcess"]
 
@@ -83,7 +82,7 @@ class SentinelProcess(EmbeddedValkey):
         ]
 
 
-class EmbeddedSentinel:
+class EmbeddedSentinel(Lifetime):
     """A master, one replica of it and three sentinels watching them (quorum 2).
 
     With `password` the data nodes ask for it; with `sentinel_password` the sentinels ask
@@ -177,14 +176,3 @@ class EmbeddedSentinel:
     def stop(self) -> None:
         for process in (*self.sentinels, *self.nodes):
             process.stop()
-
-    def __enter__(self) -> EmbeddedSentinel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,7 +9,6 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from redis import Redis
 
-from shared.embedded import EmbeddedValkey
+from shared.embedded import EmbeddedValkey, Lifetime
 from tests.cluster import EmbeddedCluster
 from tests.sentinel import SentinelProcess
 
@@ -286,7 +285,7 @@ class TlsSentinelProcess(SentinelProcess):
         return tls_client(self.certs, self.port, timeout_s)
 
 
-class TlsSentinel:
+class TlsSentinel(Lifetime):
     """A TLS master and one sentinel watching it over TLS."""
 
     def __init__(
@@ -321,14 +320,3 @@ class TlsSentinel:
     def stop(self) -> None:
         self.sentinel.stop()
         self.master.stop()
-
-    def __enter__(self) -> TlsSentinel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

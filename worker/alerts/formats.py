@@ -214,22 +214,14 @@ def pagerduty_event(notification: Notification, routing_key: str) -> dict[str, A
                 ],
             },
         }
-    elif isinstance(notification, QuietChange):
+    elif isinstance(notification, QuietChange | RateChange):
         dedup_key = notification.dedup_key
+        quiet = isinstance(notification, QuietChange)
         payload |= {
             "source": "rtt-events",
             "severity": "critical",
             "timestamp": notification.at,
-            "class": "events-feed-quiet",
-            "custom_details": msgspec.structs.asdict(notification),
-        }
-    elif isinstance(notification, RateChange):
-        dedup_key = notification.dedup_key
-        payload |= {
-            "source": "rtt-events",
-            "severity": "critical",
-            "timestamp": notification.at,
-            "class": "transcription-failure-rate",
+            "class": "events-feed-quiet" if quiet else "transcription-failure-rate",
             "custom_details": msgspec.structs.asdict(notification),
         }
     return {

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from shared.cli_support import settings_from_args, settings_parser
+from shared.cli_support import require_redis_url, settings_from_args, settings_parser
 from shared.lifeline import watch_parent
 from shared.listen import ListenError, check_listen
 from shared.loop import run
@@ -37,8 +37,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt receiver") -> int:
     # Set by the supervisor of `--processes N` on each child it starts.
     parser.add_argument("--slot", type=_slot, help=argparse.SUPPRESS)
     args, settings = settings_from_args(parser, argv, RECEIVER_SETTINGS, component="receiver")
-    if not settings.redis_url:
-        parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
+    require_redis_url(parser, settings)
     watch_parent(_grace_s(settings))
     if settings.processes == 1 or args.slot is not None:
         try:

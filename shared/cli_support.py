@@ -40,3 +40,14 @@ def settings_from_args(
         phone_numbers=settings.log_phone_numbers,
     )
     return args, settings
+
+
+def require_redis_url(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """Receiver and worker need a server of their own: one line and exit 2 without one."""
+    if not settings.redis_url:
+        print(
+            f"{parser.prog}: configuration error: RTT_REDIS_URL (or --redis-url) is required;"
+            " `rtt serve` embeds a server",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import ResponseError
 
-from shared.cli_support import settings_from_args, settings_parser
+from shared.cli_support import require_redis_url, settings_from_args, settings_parser
 from shared.connections import (
     PermissionDenied,
     RedisRefused,
@@ -104,8 +104,7 @@ def consumer_import_path(directory: str | None = None) -> None:
 def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     parser = settings_parser(prog, "Run consumers on the event streams.", WORKER_SETTINGS)
     _, settings = settings_from_args(parser, argv, WORKER_SETTINGS, component="worker")
-    if not settings.redis_url:
-        parser.error("RTT_REDIS_URL (or --redis-url) is required; `rtt serve` embeds a server")
+    require_redis_url(parser, settings)
     watch_parent(settings.shutdown_timeout.total_seconds() + 10)
     consumer_import_path()
     try:

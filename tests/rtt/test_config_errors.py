@@ -34,6 +34,16 @@ def test_a_nonsense_redis_url_is_one_line_and_exit_2(command: str, tmp_path: Pat
     assert not (tmp_path / ".rtt").exists()  # `rtt serve` started no embedded server
 
 
+@pytest.mark.parametrize("command", ["receiver", "worker"])
+def test_no_redis_url_is_one_line_and_exit_2(command: str, tmp_path: Path) -> None:
+    """`rtt receiver` and `rtt worker` need a server (`rtt serve` embeds one): say that
+    alone, not argparse's whole usage text."""
+    result = _rtt([command], {}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"rtt {command}: configuration error: RTT_REDIS_URL")
+
+
 @pytest.mark.parametrize(
     ("command", "variable", "value"),
     [

@@ -49,10 +49,19 @@ def valkey_binary() -> Path:
     return Path(get_binary_path())
 
 
+# Ports this process handed out: servers built before any of them binds (a master and
+# its replica) must not be given the same one, which the kernel may offer twice.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class Lifetime:

@@ -34,7 +34,7 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
-from worker.alerts import make_alerts_consumer
+from worker.alerts import AlertOptions, make_alerts_consumer
 from worker.consumers import Consumer, Context, consumer
 from worker.runtime import Worker
 
@@ -133,7 +133,8 @@ async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool
             await redis.delete(*keys)
         await redis.aclose()
         noop = await _drain(url, prefix, _noop(f"noop{n}"), events)
-        alerts_consumer = make_alerts_consumer(_settings(url, prefix, "bench-alerts"))
+        options = AlertOptions.from_settings(_settings(url, prefix, "bench-alerts"))
+        alerts_consumer = make_alerts_consumer(options)
         # The runtime names the group after the consumer: rename for a fresh group.
         alerts = await _drain(url, prefix, _renamed(alerts_consumer, f"alerts{n}"), events)
         ratio = alerts.per_s / noop.per_s

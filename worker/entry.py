@@ -27,7 +27,7 @@ from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
 from shared.tracing import configure_tracing, tracer
 
-from .alerts import make_alerts_consumer
+from .alerts import AlertOptions, make_alerts_consumer
 from .consumers import Consumer, ConsumerLoadError, load_consumers, resolve_options
 from .heartbeat import WorkerIdInUse
 from .runtime import Worker
@@ -108,7 +108,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
     watch_parent(settings.shutdown_timeout.total_seconds() + 10)
     consumer_import_path()
     try:
-        consumers = load_consumers(settings.consumer, builtin=[make_alerts_consumer(settings)])
+        consumers = load_consumers(
+            settings.consumer, builtin=[make_alerts_consumer(AlertOptions.from_settings(settings))]
+        )
         for item in consumers:
             resolve_options(item, settings)
     except ConsumerLoadError as exc:

@@ -20,11 +20,13 @@ from tests.alerts.sinkserver import SinkServer
 from tests.helpers import eventually
 from tests.processes import Program
 from tests.worker.helpers import running_many
-from worker.alerts import make_alerts_consumer
+from worker.alerts import AlertOptions, make_alerts_consumer
+from worker.consumers import Consumer
 from worker.runtime import Worker
 
 __all__ = [
     "add_event",
+    "alerts_consumer",
     "running_workers",
     "settled",
     "sink_settings",
@@ -60,6 +62,12 @@ async def wait_handled(redis: Redis, settings: Settings, count: int, timeout_s: 
     await eventually(handled, timeout_s, f"the alerts group to handle {count} entries")
 
 
+def alerts_consumer(settings: Settings) -> Consumer:
+    """A fresh alerts consumer with the options these settings give it, as `rtt worker`
+    builds it."""
+    return make_alerts_consumer(AlertOptions.from_settings(settings))
+
+
 @contextlib.asynccontextmanager
 async def running_workers(
     settings: Settings, redis: Redis, count: int = 1
@@ -68,7 +76,7 @@ async def running_workers(
     replicas = [
         settings if count == 1 else _with_worker_id(settings, f"w{n}") for n in range(count)
     ]
-    pairs = [(replica, [make_alerts_consumer(replica)]) for replica in replicas]
+    pairs = [(replica, [alerts_consumer(replica)]) for replica in replicas]
     async with running_many(redis, pairs) as workers:
         yield workers
 

@@ -31,7 +31,7 @@ from tests.alerts.sinkserver import SinkServer
 from tests.processes import Program
 from tests.receiver.helpers import metric
 from tests.worker.helpers import worker_env
-from worker.alerts.rules import alert_for
+from worker.alerts import AlertOptions, alert_for
 
 __all__ = ["PREFIX", "Load", "Result", "run_failover"]
 
@@ -211,12 +211,12 @@ async def run_failover(
     bodies = list(itertools.islice(planned_bodies(options), load.count))
     call_ids = [msgspec.json.decode(body)["callId"] for body in bodies]
     # Failures the alerts consumer sends, keyed as it keys them.
-    alert_settings = load_settings(env={})
+    alert_options = AlertOptions.from_settings(load_settings(env={}))
     expected_alerts = {
         alert.alert_key: call_id
         for body, call_id in zip(bodies, call_ids, strict=True)
         if isinstance(event := decode_event(body), Event)
-        and (alert := alert_for(event, alert_settings)) is not None
+        and (alert := alert_for(event, alert_options)) is not None
     }
     sent_alerts = Counter(b["alert_key"] for b in webhook.accepted if b.get("kind") == "alert")
     return Result(

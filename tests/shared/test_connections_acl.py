@@ -22,10 +22,10 @@ from redis.asyncio import Redis
 from shared.connections import PermissionDenied
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.alerts.helpers import alerts_consumer
 from tests.bodies import sample_body
 from tests.helpers import LogLines, eventually
 from tests.receiver.helpers import live_receiver
-from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
 pytestmark = pytest.mark.managed_redis
@@ -67,7 +67,7 @@ async def test_worker_without_a_grant_says_which_command_and_user_once_and_stops
     settings = make_settings(redis_url=_as(redis_url, user))
     async with asyncio.timeout(30):
         with pytest.raises(PermissionDenied) as refused:
-            await run_worker(settings, [make_alerts_consumer(settings)])
+            await run_worker(settings, [alerts_consumer(settings)])
     command = denied.upper()
     assert refused.value.command == command
     assert refused.value.user == user

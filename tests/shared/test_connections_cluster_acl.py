@@ -21,11 +21,11 @@ from redis.exceptions import ResponseError
 from shared.connections import PermissionDenied, create_redis, on_permission_denied
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.alerts.helpers import alerts_consumer
 from tests.bodies import sample_body
 from tests.cluster import EmbeddedCluster
 from tests.helpers import LogLines, eventually
 from tests.receiver.helpers import live_receiver
-from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]
@@ -126,7 +126,7 @@ async def test_worker_on_a_cluster_without_a_grant_says_which_command_and_user_o
     settings = make_settings(redis_url=_as(cluster, user), shards=SHARDS)
     async with asyncio.timeout(60):
         with pytest.raises(PermissionDenied) as refused:
-            await run_worker(settings, [make_alerts_consumer(settings)])
+            await run_worker(settings, [alerts_consumer(settings)])
     assert (refused.value.command, refused.value.user) == (denied.upper(), user)
     lines = logs.named("redis_permission_denied")
     assert [(x["command"], x["user"]) for x in lines] == [(denied.upper(), user)]

@@ -22,13 +22,13 @@ from shared.connections import RedisRefused, check_redis, create_redis
 from shared.embedded import free_port
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
+from tests.alerts.helpers import alerts_consumer
 from tests.bodies import sample_body
 from tests.helpers import LogLines, eventually
 from tests.receiver.helpers import live_receiver
 from tests.tls_fixtures import cert_paths
 from tests.tlsredis import Certificates, TlsRedis
 from tests.worker.helpers import running
-from worker.alerts import make_alerts_consumer
 
 pytestmark = pytest.mark.managed_redis
 JSON = {"Content-Type": "application/json"}
@@ -62,7 +62,7 @@ async def test_receiver_stores_and_worker_alerts_over_tls_with_a_client_certific
         stream = Keys(settings.key_prefix).events()
         [(_, fields)] = await redis.xrange(stream)
         assert fields[b"body"] == body
-        async with running(settings, redis, [make_alerts_consumer(settings)]):
+        async with running(settings, redis, [alerts_consumer(settings)]):
             await eventually(
                 lambda: asyncio.sleep(0, logs.named("transcription_alert")), what="alert"
             )

@@ -24,11 +24,11 @@ from rtt.stats import main as stats_main
 from shared.connections import RedisRefused, check_redis, create_redis
 from shared.embedded import free_port
 from shared.settings import Settings
+from tests.alerts.helpers import alerts_consumer
 from tests.helpers import LogLines, eventually, wait_for
 from tests.processes import Program
 from tests.tls_fixtures import cert_paths
 from tests.tlsredis import Certificates, TlsCluster, TlsRedis, TlsSentinel
-from worker.alerts import make_alerts_consumer
 from worker.entry import run_worker
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]
@@ -165,7 +165,7 @@ async def test_worker_in_process_raises_it(
     settings = make_settings(redis_url=chosen.url, **chosen.settings)
     async with asyncio.timeout(30):
         with pytest.raises(RedisRefused) as refused:
-            await run_worker(settings, [make_alerts_consumer(settings)])
+            await run_worker(settings, [alerts_consumer(settings)])
     _assert_names_it(str(refused.value), chosen)
 
 

@@ -86,8 +86,8 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
     """A plugin's prometheus-client metrics and the built-in alert counter reach /metrics."""
     from prometheus_client import Counter
 
+    from tests.alerts.helpers import alerts_consumer
     from tests.bodies import sample_body
-    from worker.alerts import make_alerts_consumer
 
     port = free_port()
     settings = make_settings(worker_metrics_port=port, host="127.0.0.1")
@@ -101,7 +101,7 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
     keys = Keys(settings.key_prefix)
     body = sample_body("stopped", cause="error")
     sent_key = "rtt_alerts_total[('outcome', 'sent'), ('severity', 'error')]"
-    async with running(settings, redis, [counting, make_alerts_consumer(settings)]):
+    async with running(settings, redis, [counting, alerts_consumer(settings)]):
         await redis.xadd(keys.events(), {"type": "realTimeTranscriptionStopped", "body": body})
 
         async def scraped() -> dict[str, float]:

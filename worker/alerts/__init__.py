@@ -2,10 +2,12 @@
 
 from .consumer import AlertsConsumer, make_alerts_consumer
 from .notifications import Notification, RateChange, Summary
+from .options import AlertOptions
 from .rules import Alert, alert_for
 
 __all__ = [
     "Alert",
+    "AlertOptions",
     "AlertsConsumer",
     "Notification",
     "RateChange",

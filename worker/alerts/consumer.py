@@ -37,14 +37,14 @@ from structlog.typing import FilteringBoundLogger
 
 from shared.events import Event, Rejected, Started, Stopped
 from shared.keys import Keys
-from shared.replicas import NotReplicated, wait_of
-from shared.settings import Settings
+from shared.replicas import NotReplicated
 from worker.consumers import Consumer, Context, SetupContext, consumer
 
 from .alertmanager import AlertmanagerSink
 from .delivery import MAX_WAIT_S, Poster, SinkError, SinkPaused
 from .grouping import Groups, decision_of
 from .once import CLAIMED, SENDING, Once
+from .options import AlertOptions
 from .outbox import Lease, Outbox
 from .pipelined import Call
 from .pipelined import run as run_calls
@@ -75,7 +75,7 @@ class SinkFailed(Exception):
 class _Running:
     redis: Redis
     keys: Keys
-    settings: Settings
+    options: AlertOptions
     session: aiohttp.ClientSession
     log_sink: LogSink
     sinks: list[Sink]
@@ -98,17 +98,18 @@ class _Running:
 class AlertsConsumer:
     """One per worker process: owns the HTTP session and the upkeep task.
 
-    Built with the settings by the worker (its sinks' URLs and keys are its own); like any
-    plugin, it gets only its own options and resources from the worker's contexts.
+    Built with its options by the worker (`AlertOptions.from_settings`: its sinks' URLs and
+    keys are its own); like any plugin, it gets only its own resources from the worker's
+    contexts.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, options: AlertOptions) -> None:
+        self._options = options
         self._run: _Running | None = None
 
     async def setup(self, ctx: SetupContext) -> None:
-        settings = self._settings
-        check_group_by(settings.alert_group_by)
+        options = self._options
+        check_group_by(options.group_by)
         session = aiohttp.ClientSession()
 
         def poster(max_wait_s: float | None) -> Poster:
@@ -116,8 +117,8 @@ class AlertsConsumer:
                 session,
                 ctx.redis,
                 ctx.keys,
-                timeout_s=settings.alert_sink_timeout.total_seconds(),
-                retries=settings.alert_sink_retries,
+                timeout_s=options.sink_timeout.total_seconds(),
+                retries=options.sink_retries,
                 max_wait_s=max_wait_s,
             )
 
@@ -125,30 +126,30 @@ class AlertsConsumer:
         # Handlers wait a short pause out; a longer one hands the alert to the outbox,
         # whose sinks wait as long as the sink asks.
         handler_poster = poster(MAX_WAIT_S)
-        sinks = http_sinks(settings, handler_poster)
-        outbox_sinks = http_sinks(settings, poster(None))
+        sinks = http_sinks(options, handler_poster)
+        outbox_sinks = http_sinks(options, poster(None))
         # Alertmanager gets every alert from the handler, and rate changes from the outbox.
         alertmanager = None
-        if settings.alert_alertmanager_url:
-            resolve_after = settings.alert_alertmanager_resolve_after
-            url = settings.alert_alertmanager_url
+        if options.alertmanager_url:
+            resolve_after = options.alertmanager_resolve_after
+            url = options.alertmanager_url
             alertmanager = AlertmanagerSink(handler_poster, url, resolve_after)
             outbox_sinks.append(AlertmanagerSink(poster(None), url, resolve_after))
         # A sender's lock lapses with its heartbeat: when a dead worker's entries are taken
         # over, the copy of what it was sending can go out at once.
-        lock_s = settings.heartbeat_ttl.total_seconds()
+        lock_s = options.heartbeat_ttl.total_seconds()
         once = Once(
             ctx.redis,
             ctx.keys,
             ctx.log,
-            ttl_s=settings.alert_once_ttl.total_seconds(),
+            ttl_s=options.once_ttl.total_seconds(),
             lock_s=lock_s,
             wait_s=handler_poster.budget_s + lock_s,
-            replicas=wait_of(settings),
+            replicas=options.replicas,
         )
-        tick_s = min(1.0, max(0.05, settings.alert_group_interval.total_seconds() / 4))
+        tick_s = min(1.0, max(0.05, options.group_interval.total_seconds() / 4))
         # The lease is renewed every tick, so it must outlive a few of them.
-        lease_s = max(settings.heartbeat_ttl.total_seconds(), 3 * tick_s)
+        lease_s = max(options.heartbeat_ttl.total_seconds(), 3 * tick_s)
         lease = Lease(
             ctx.redis,
             ctx.keys.alert_leader,
@@ -158,7 +159,7 @@ class AlertsConsumer:
         outbox = Outbox(
             ctx.redis,
             ctx.keys,
-            settings,
+            options,
             [log_sink, *outbox_sinks],
             once,
             lease,
@@ -169,15 +170,15 @@ class AlertsConsumer:
         run = _Running(
             redis=ctx.redis,
             keys=ctx.keys,
-            settings=settings,
+            options=options,
             session=session,
             log_sink=log_sink,
             sinks=sinks,
             once=once,
-            groups=Groups(ctx.redis, ctx.keys, settings),
-            rate=RateRule(ctx.redis, ctx.keys, settings),
-            stale=StaleRule(ctx.redis, ctx.keys, settings),
-            quiet=QuietRule(ctx.redis, ctx.keys, settings),
+            groups=Groups(ctx.redis, ctx.keys, options),
+            rate=RateRule(ctx.redis, ctx.keys, options),
+            stale=StaleRule(ctx.redis, ctx.keys, options),
+            quiet=QuietRule(ctx.redis, ctx.keys, options),
             lease=lease,
             outbox=outbox,
             stopping=stopping,
@@ -229,7 +230,7 @@ class AlertsConsumer:
                 at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
                 stops.append((event, at_ms))
                 stopped.append(n)
-            alert = alert_for(event, run.settings)
+            alert = alert_for(event, run.options)
             if alert is not None:
                 alerts.append((n, alert))
         if stops:
@@ -249,7 +250,7 @@ class AlertsConsumer:
 
     async def _upkeep(self, run: _Running, tick_s: float) -> None:
         """Close due windows, slide the rate window, hold the lease; deliver while held."""
-        resend_s = run.settings.alert_alertmanager_resend.total_seconds()
+        resend_s = run.options.alertmanager_resend.total_seconds()
         next_resend = 0.0
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tasks:
@@ -555,8 +556,8 @@ async def _send_first(
         ALERTS.labels(alert.severity, "sent").inc()
 
 
-def make_alerts_consumer(settings: Settings) -> Consumer:
+def make_alerts_consumer(options: AlertOptions) -> Consumer:
     """A fresh `alerts` consumer with its own session and upkeep (one per worker)."""
     return consumer("alerts", events=[Started, Stopped, Rejected], batch=True)(
-        AlertsConsumer(settings)
+        AlertsConsumer(options)
     )

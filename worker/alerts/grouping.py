@@ -22,9 +22,9 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from shared.settings import Settings
 
 from .notifications import Summary
+from .options import AlertOptions
 from .pipelined import Call
 from .rules import Alert, group_labels
 
@@ -131,13 +131,13 @@ def _iso_ms(ms: bytes | str | int) -> str:
 
 
 class Groups:
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, redis: Redis, keys: Keys, options: AlertOptions) -> None:
         self._redis = redis
         self._keys = keys
-        self._group_by = list(settings.alert_group_by)
-        self._interval_ms = _ms(int(settings.alert_group_interval.total_seconds() * 1000))
-        self._repeat_ms = _ms(int(settings.alert_repeat_interval.total_seconds() * 1000))
-        self._once_ttl_ms = _ms(int(settings.alert_once_ttl.total_seconds() * 1000))
+        self._group_by = list(options.group_by)
+        self._interval_ms = _ms(int(options.group_interval.total_seconds() * 1000))
+        self._repeat_ms = _ms(int(options.repeat_interval.total_seconds() * 1000))
+        self._once_ttl_ms = _ms(int(options.once_ttl.total_seconds() * 1000))
         self._register = redis.register_script(_REGISTER)
         self._close = redis.register_script(_CLOSE)
 

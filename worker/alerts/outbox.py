@@ -28,12 +28,12 @@ from structlog.typing import FilteringBoundLogger
 
 from shared.keys import Keys
 from shared.redis_values import as_text, parse_stream_id
-from shared.settings import Settings
 
 from .delivery import SinkError
 from .grouping import summary_from_outbox
 from .notifications import Notification
 from .once import Once
+from .options import AlertOptions
 from .quiet import quiet_change_from_outbox
 from .rate import rate_change_from_outbox
 from .rules import Alert
@@ -98,7 +98,7 @@ class Outbox:
         self,
         redis: Redis,
         keys: Keys,
-        settings: Settings,
+        options: AlertOptions,
         sinks: Sequence[Sink],
         once: Once,
         lease: Lease,
@@ -108,14 +108,14 @@ class Outbox:
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._settings = settings
+        self._options = options
         self._sinks = list(sinks)
         self._once = once
         self._lease = lease
         self._log = log
         self._tick_s = tick_s
-        self._retry_base_s = max(tick_s, settings.retry_base.total_seconds())
-        self._retry_max_s = max(self._retry_base_s, settings.retry_max.total_seconds())
+        self._retry_base_s = max(tick_s, options.retry_base.total_seconds())
+        self._retry_max_s = max(self._retry_base_s, options.retry_max.total_seconds())
 
     def decode(self, entry_id: str, fields: dict[bytes, bytes]) -> OutboxEntry:
         kind = fields.get(b"kind")
@@ -125,9 +125,9 @@ class Outbox:
             return OutboxEntry(alert, alert.alert_key, sinks)
         notification: Notification
         if kind == b"rate":
-            notification = rate_change_from_outbox(fields, self._settings)
+            notification = rate_change_from_outbox(fields, self._options)
         elif kind == b"quiet":
-            notification = quiet_change_from_outbox(fields, self._settings)
+            notification = quiet_change_from_outbox(fields, self._options)
         elif kind == b"stale_resolved":
             notification = stale_resolved_from_outbox(fields)
         else:

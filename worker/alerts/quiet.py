@@ -17,9 +17,9 @@ from redis.exceptions import ResponseError
 
 from shared.keys import Keys
 from shared.redis_values import id_ms
-from shared.settings import Settings
 
 from .notifications import QuietChange
+from .options import AlertOptions
 
 __all__ = ["QuietRule", "quiet_change_from_outbox"]
 
@@ -62,11 +62,11 @@ def _iso(ms: int) -> str:
 
 
 class QuietRule:
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, redis: Redis, keys: Keys, options: AlertOptions) -> None:
         self._redis = redis
         self._keys = keys
-        self._settings = settings
-        self._after_ms = int(settings.alert_quiet_after.total_seconds() * 1000)
+        self._options = options
+        self._after_ms = int(options.quiet_after.total_seconds() * 1000)
         self._script = redis.register_script(_EVALUATE)
 
     @property
@@ -112,18 +112,18 @@ class QuietRule:
             b"last": _bytes(last),
             b"at": b"%d" % (seconds * 1000 + micros // 1000),
         }
-        return quiet_change_from_outbox(fields, self._settings)
+        return quiet_change_from_outbox(fields, self._options)
 
 
-def quiet_change_from_outbox(fields: dict[bytes, bytes], settings: Settings) -> QuietChange:
+def quiet_change_from_outbox(fields: dict[bytes, bytes], options: AlertOptions) -> QuietChange:
     incident = int(fields[b"incident"])
     last, at = int(fields[b"last"]), int(fields[b"at"])
     return QuietChange(
         status="firing" if fields[b"status"] == b"firing" else "resolved",
-        dedup_key=f"{settings.key_prefix}-feed-quiet-{incident}",
+        dedup_key=f"{options.key_prefix}-feed-quiet-{incident}",
         incident=incident,
         last_event_at=_iso(last),
         quiet_s=(at - last) / 1000,
-        quiet_after_s=settings.alert_quiet_after.total_seconds(),
+        quiet_after_s=options.quiet_after.total_seconds(),
         at=_iso(at),
     )

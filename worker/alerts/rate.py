@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from shared.events import Stopped, event_identity
 from shared.keys import Keys
-from shared.settings import Settings
 
 from .notifications import RateChange
+from .options import AlertOptions
 from .pipelined import Call
 
 __all__ = ["RateRule", "rate_change_from_outbox"]
@@ -67,14 +67,14 @@ return {stops, failed, change}
 
 
 class RateRule:
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, redis: Redis, keys: Keys, options: AlertOptions) -> None:
         self._keys = keys
         self._redis = redis
-        self._settings = settings
-        self._window_ms = max(1, int(settings.alert_rate_window.total_seconds() * 1000))
-        self._threshold = settings.alert_rate_threshold
-        self._min_stops = settings.alert_rate_min_stops
-        self._failing = frozenset(settings.alert_causes)
+        self._options = options
+        self._window_ms = max(1, int(options.rate_window.total_seconds() * 1000))
+        self._threshold = options.rate_threshold
+        self._min_stops = options.rate_min_stops
+        self._failing = frozenset(options.causes)
         self._script = redis.register_script(_EVALUATE)
 
     async def record(self, event: Stopped, at_ms: int) -> str:
@@ -115,7 +115,7 @@ class RateRule:
             b"stops": b"%d" % stops,
             b"at": b"%d" % (time.time() * 1000),
         }
-        return rate_change_from_outbox(fields, self._settings)
+        return rate_change_from_outbox(fields, self._options)
 
 
 def _change(result: list[object]) -> str:
@@ -123,20 +123,20 @@ def _change(result: list[object]) -> str:
     return change.decode() if isinstance(change, bytes) else str(change)
 
 
-def rate_change_from_outbox(fields: dict[bytes, bytes], settings: Settings) -> RateChange:
+def rate_change_from_outbox(fields: dict[bytes, bytes], options: AlertOptions) -> RateChange:
     status = fields[b"status"].decode()
     incident = int(fields[b"incident"])
     failed, stops = int(fields[b"failed"]), int(fields[b"stops"])
     at = datetime.fromtimestamp(int(fields[b"at"]) / 1000, UTC)
     return RateChange(
         status="firing" if status == "firing" else "resolved",
-        dedup_key=f"{settings.key_prefix}-failure-rate-{incident}",
+        dedup_key=f"{options.key_prefix}-failure-rate-{incident}",
         incident=incident,
         failed=failed,
         stops=stops,
         share=failed / stops if stops else 0.0,
-        threshold=settings.alert_rate_threshold,
-        min_stops=settings.alert_rate_min_stops,
-        window_s=settings.alert_rate_window.total_seconds(),
+        threshold=options.rate_threshold,
+        min_stops=options.rate_min_stops,
+        window_s=options.rate_window.total_seconds(),
         at=at.isoformat(timespec="milliseconds"),
     )

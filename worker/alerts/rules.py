@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from shared.events import Event, Rejected, Started, Stopped
-from shared.settings import Settings
+
+from .options import AlertOptions
 
 __all__ = [
     "GROUP_FIELDS",
@@ -67,14 +68,14 @@ def destination_host(destination: str | None) -> str | None:
     return host or destination
 
 
-def alert_for(event: Event, settings: Settings) -> Alert | None:
+def alert_for(event: Event, options: AlertOptions) -> Alert | None:
     """An alert for a failed Stopped or Rejected event, or None."""
     if not isinstance(event, Stopped | Rejected):
         return None
     severity: Severity
-    if event.cause in settings.alert_causes:
+    if event.cause in options.causes:
         severity = "error"
-    elif isinstance(event, Rejected) and event.cause in settings.alert_warning_causes:
+    elif isinstance(event, Rejected) and event.cause in options.warning_causes:
         severity = "warning"
     else:
         return None

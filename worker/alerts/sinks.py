@@ -7,8 +7,6 @@ from typing import Final, Protocol
 import msgspec
 from structlog.typing import FilteringBoundLogger
 
-from shared.settings import Settings
-
 from .delivery import Poster
 from .formats import pagerduty_event, slack_message
 from .notifications import (
@@ -18,6 +16,7 @@ from .notifications import (
     Summary,
     notification_key_of,
 )
+from .options import AlertOptions
 from .rules import Alert
 
 __all__ = [
@@ -121,17 +120,13 @@ class PagerDutySink:
         await self._poster.post(self.name, self._url, body)
 
 
-def http_sinks(settings: Settings, poster: Poster) -> list[Sink]:
+def http_sinks(options: AlertOptions, poster: Poster) -> list[Sink]:
     """The sinks configured by `RTT_ALERT_*` settings; several may be on at once."""
     sinks: list[Sink] = []
-    if settings.alert_webhook_url:
-        sinks.append(WebhookSink(poster, settings.alert_webhook_url))
-    if settings.alert_slack_webhook_url:
-        sinks.append(SlackSink(poster, settings.alert_slack_webhook_url))
-    if settings.alert_pagerduty_routing_key:
-        sinks.append(
-            PagerDutySink(
-                poster, settings.alert_pagerduty_url, settings.alert_pagerduty_routing_key
-            )
-        )
+    if options.webhook_url:
+        sinks.append(WebhookSink(poster, options.webhook_url))
+    if options.slack_webhook_url:
+        sinks.append(SlackSink(poster, options.slack_webhook_url))
+    if options.pagerduty_routing_key:
+        sinks.append(PagerDutySink(poster, options.pagerduty_url, options.pagerduty_routing_key))
     return sinks

@@ -23,9 +23,10 @@ from redis.asyncio import Redis
 
 from shared.events import Rejected, Started, Stopped
 from shared.keys import Keys
-from shared.settings import Settings, format_duration
+from shared.settings import format_duration
 
 from .notifications import StaleResolved
+from .options import AlertOptions
 from .pipelined import Call
 from .rules import Alert, alert_about
 
@@ -109,13 +110,13 @@ def stale_alert(event: Started, stale_after: timedelta) -> Alert:
 
 
 class StaleRule:
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, redis: Redis, keys: Keys, options: AlertOptions) -> None:
         self._redis = redis
         self._keys = keys
-        self._stale_after = settings.alert_stale_after
-        self._after_ms = int(settings.alert_stale_after.total_seconds() * 1000)
+        self._stale_after = options.stale_after
+        self._after_ms = int(options.stale_after.total_seconds() * 1000)
         self._ttl_ms = 2 * self._after_ms + _MARGIN_MS
-        self._stale_ttl_ms = max(1, int(settings.alert_once_ttl.total_seconds() * 1000))
+        self._stale_ttl_ms = max(1, int(options.once_ttl.total_seconds() * 1000))
         self._record = redis.register_script(_RECORD)
         self._raised = redis.register_script(_RAISED)
 

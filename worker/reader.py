@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
 from shared.connections import REDIS_DOWN
@@ -51,6 +58,30 @@ T = TypeVar("T")
 # Reconnection backoff: first retry soon, then no more than one attempt every 5 s.
 _RECONNECT_BASE_S, _RECONNECT_MAX_S = 0.1, 5.0
 _RECANCEL_S = 0.5
+# A handler that failed on these failed because Redis was away (down, failing over, or
+# not confirming RTT_STORE_REPLICAS), not because of its entry: the delivery is not
+# counted towards RTT_MAX_DELIVERIES. redis-py's own errors only: a consumer's OSError
+# may be any destination's.
+_REDIS_AWAY = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    NotReplicated,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+)
+
+
+def redis_away(exc: BaseException) -> bool:
+    """Whether `exc`, or what it was raised from, says Redis was away."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, _REDIS_AWAY):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class Item(msgspec.Struct, frozen=True, gc=False):
@@ -628,9 +659,15 @@ class GroupReader:
     ) -> None:
         deliveries = item.deliveries
         self.stats.failed += 1
-        if deliveries >= self._max_deliveries:
+        away = not timed_out and redis_away(exc)
+        if deliveries >= self._max_deliveries and not away:
             entry_log.error(
-                "handler_failed", error=repr(exc), exc_info=exc, timed_out=timed_out, final=True
+                "handler_failed",
+                error=repr(exc),
+                exc_info=exc,
+                timed_out=timed_out,
+                redis_away=False,
+                final=True,
             )
             await self._give_up(item, repr(exc))
             return
@@ -640,9 +677,14 @@ class GroupReader:
             error=repr(exc),
             exc_info=exc,
             timed_out=timed_out,
+            redis_away=away,
             retry_in_s=round(delay_s, 3),
         )
-        self._schedule_retry(item.stream, item.entry_id, deliveries, delay_s)
+        # Redis away: the next delivery carries this one's number again (nothing about
+        # the entry failed), so an outage longer than the retries never dead-letters it.
+        self._schedule_retry(
+            item.stream, item.entry_id, deliveries - 1 if away else deliveries, delay_s
+        )
         self.stats.retried += 1
 
     def _schedule_retry(
@@ -897,13 +939,22 @@ class GroupReader:
                 await self._redeliver(stream, counts)
 
     async def _redeliver(self, stream: str, counts: dict[bytes, int]) -> None:
-        """Claim the due entries again for this worker: Redis counts the new delivery."""
+        """Claim the due entries again for this worker, setting the delivery count Redis
+        keeps to the one this delivery carries (a retry after Redis was away keeps its
+        number), so a worker taking them over later counts as this one did."""
         settling = {(stream, entry_id) for entry_id in counts}
         self._settling |= settling
+        by_count: dict[int, list[bytes]] = {}
+        for entry_id, deliveries in counts.items():
+            by_count.setdefault(deliveries + 1, []).append(entry_id)
         try:
-            rows = await recovery.claim(
-                self.redis, stream, self.group, self.worker_id, list(counts), 0
-            )
+            rows = [
+                row
+                for deliveries, ids in by_count.items()
+                for row in await recovery.claim(
+                    self.redis, stream, self.group, self.worker_id, ids, 0, deliveries
+                )
+            ]
         except ResponseError as exc:
             if _is_nogroup(exc):
                 await self._recreate_group(stream, str(exc))

@@ -79,14 +79,23 @@ async def pending_of(
 
 
 async def claim(
-    redis: Redis, stream: str, group: str, worker_id: str, ids: list[bytes], min_idle_ms: int
+    redis: Redis,
+    stream: str,
+    group: str,
+    worker_id: str,
+    ids: list[bytes],
+    min_idle_ms: int,
+    deliveries: int | None = None,
 ) -> list[RawEntry]:
     """XCLAIM `ids` for `worker_id`. Entries trimmed away meanwhile are dropped by Redis
     from the pending list and are not returned; nor are those idle less than `min_idle_ms`
-    (another worker took them first)."""
+    (another worker took them first). `deliveries`: the delivery count Redis is to keep
+    for them (RETRYCOUNT) instead of adding one."""
     if not ids:
         return []
-    rows: Any = await redis.xclaim(stream, group, worker_id, min_idle_ms, list[Any](ids))
+    rows: Any = await redis.xclaim(
+        stream, group, worker_id, min_idle_ms, list[Any](ids), retrycount=deliveries
+    )
     return [(entry_id, fields) for entry_id, fields in rows if fields is not None]
 
 

@@ -61,6 +61,7 @@ class Result:
     spooled: float
     consumed: bool
     pending: int
+    dead_lettered: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -71,7 +72,7 @@ class Result:
             f"alerts {self.alerts_sent}/{self.alerts_expected} (missing "
             f"{len(self.alerts_missing)} {self.alerts_missing[:5]}, twice "
             f"{len(self.alerts_twice)} {self.alerts_twice[:5]}); consumed {self.consumed}, "
-            f"pending {self.pending}; statuses {self.statuses}"
+            f"pending {self.pending}, dead-lettered {self.dead_lettered}; statuses {self.statuses}"
         )
 
 
@@ -197,6 +198,7 @@ async def run_failover(
             consumed = False
         stored = await _stored(redis, keys)
         pending = await _pending(redis, keys)
+        dead_lettered = await redis.xlen(keys.dlq)
         pending_rows = [
             row
             for stream in keys.event_streams()
@@ -234,6 +236,7 @@ async def run_failover(
         spooled=spooled,
         consumed=consumed,
         pending=pending,
+        dead_lettered=dead_lettered,
         extra={"pending_rows": pending_rows},
     )
 

@@ -66,6 +66,8 @@ async def _run(
         # Acknowledged only once the replica had it: a failover cannot lose it.
         assert result.lost == []
     assert result.duplicated == []
+    # Redis away spends no delivery: no entry is dead-lettered for a failover.
+    assert result.dead_lettered == 0
     assert result.alerts_missing == []
     if fault == "sigkill" or replicas:
         # After SENTINEL FAILOVER the old master takes writes for about a second before the

@@ -8,9 +8,13 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from shared.embedded import EmbeddedValkey, free_port
 from shared.events import Event, Started, Stopped
 from shared.keys import Keys
 from shared.settings import Settings
@@ -381,3 +385,39 @@ async def test_every_shard_is_read_and_acknowledged_on_its_own_stream(
         for stream in keys.event_streams():
             await eventually(lambda s=stream: _settled(redis, s, "sharded", 4))
     assert sorted(seen) == sorted(added)
+
+
+async def test_a_handler_failing_because_redis_is_away_keeps_its_delivery_and_is_not_dead_lettered(
+    make_settings: Callable[..., Settings], redis: Redis, tmp_path: Path, logs: LogLines
+) -> None:
+    # The handler writes to a Redis of its own, down until the test starts it: more
+    # failures than max_deliveries, none of them the entry's fault.
+    settings = make_settings(retry_base="20ms", max_deliveries=2)
+    port = free_port()
+    target = Redis(port=port, retry=Retry(NoBackoff(), 0))  # each call fails at once
+    seen: list[int] = []
+
+    @consumer("copier")
+    async def copier(event: Event, ctx: Context) -> None:
+        seen.append(ctx.deliveries)
+        await target.set(f"copied:{event.call_id}", "1")
+
+    stream = Keys(settings.key_prefix).events()
+    try:
+        async with running(settings, redis, [copier]):
+            [entry_id] = await add_events(redis, settings, 1)
+            await eventually(lambda: len(seen) > 3 * settings.max_deliveries)
+            # Redis keeps the same count, so a worker taking the entry over counts alike.
+            [row] = await redis.xpending_range(stream, "copier", "-", "+", 10)
+            assert row["times_delivered"] == 1
+            with EmbeddedValkey(tmp_path / "target", port=port, appendonly=False):
+                await eventually(lambda: target.get("copied:c-0"))
+                await eventually(lambda: _settled(redis, stream, "copier", 1))
+    finally:
+        await target.aclose()
+    assert set(seen) == {1}
+    assert await redis.xlen(Keys(settings.key_prefix).dlq) == 0
+    failures = logs.named("handler_failed")
+    assert failures
+    assert all(line["redis_away"] for line in failures)
+    assert entry_id not in await pending_ids(redis, stream, "copier")

@@ -525,6 +525,7 @@ async def _send_first(
     results = await asyncio.gather(*(one(sink) for sink in run.sinks), return_exceptions=True)
     failed: dict[str, str] = {}
     paused: dict[str, float] = {}
+    redis_errors: list[RedisError] = []
     for sink, result in zip(run.sinks, results, strict=True):
         if isinstance(result, SinkPaused):
             paused[sink.name] = result.retry_after_s
@@ -532,6 +533,8 @@ async def _send_first(
             if not isinstance(result, SinkError | RedisError | TimeoutError):
                 raise result
             failed[sink.name] = str(result)
+            if isinstance(result, RedisError):
+                redis_errors.append(result)
         elif result:
             log.info(
                 "alert_notification_sent", sink=sink.name, kind="alert", alert_key=alert.alert_key
@@ -551,7 +554,9 @@ async def _send_first(
         log.warning(
             "alert_sink_failed", alert_key=alert.alert_key, sinks=failed, deliveries=deliveries
         )
-        raise SinkFailed(f"alert {alert.alert_key} not taken by {', '.join(sorted(failed))}")
+        failure = SinkFailed(f"alert {alert.alert_key} not taken by {', '.join(sorted(failed))}")
+        # Only Redis failed (its once-claims or records): Redis was away, no sink refused.
+        raise failure from (redis_errors[0] if len(redis_errors) == len(failed) else None)
     if not paused:
         ALERTS.labels(alert.severity, "sent").inc()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -14,6 +15,7 @@ __all__ = [
     "DRAFT",
     "SEED_EXAMPLES",
     "error_body",
+    "sample_bodies",
     "sample_body",
     "sample_event",
 ]
@@ -79,3 +81,10 @@ BROKE_THE_DECODER = {
     ),
     "deep objects": (b'{"a":' * 1000 + b"1" + b"}" * 1000, "$", "nested too deeply"),
 }
+
+
+def sample_bodies(
+    count: int, event_type: str = "realTimeTranscriptionStopped", **changes: Any
+) -> list[bytes]:
+    """`count` sample bodies of one type, calls c-0, c-1...; `changes` as `sample_body`."""
+    return [sample_body(event_type, call_id=f"c-{n}", **changes) for n in range(count)]

@@ -1,5 +1,6 @@
-"""Helpers for every test: one way to wait from plain code, one from a coroutine, and the
-log lines a test captured. Fixtures live in conftest.py; tests import helpers from here."""
+"""Helpers for every test: one way to wait from plain code, one from a coroutine, one way
+to put events on the stream, and the log lines a test captured. Fixtures live in
+conftest.py; tests import helpers from here."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 
-__all__ = ["LogLines", "eventually", "wait_for"]
+from shared.entries import StreamEntry
+from shared.keys import Keys
+from shared.settings import Settings
+
+__all__ = ["LogLines", "add_events", "add_events_sync", "eventually", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
@@ -44,6 +51,42 @@ async def eventually(
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}") from None
+
+
+async def add_events(
+    redis: Redis,
+    settings: Settings,
+    *bodies: bytes,
+    shard: int = 0,
+    received_at_ms: int | None = None,
+) -> list[str]:
+    """XADD each body, in order and one at a time, as the receiver stores it (its type read
+    from the body), received now or from `received_at_ms` on, a millisecond apart; returns
+    their entry ids. Generated bodies: `tests.bodies.sample_bodies`."""
+    stream = Keys(settings.key_prefix, settings.shards).events(shard)
+    first_ms = int(time.time() * 1000) if received_at_ms is None else received_at_ms
+    ids = []
+    for n, body in enumerate(bodies):
+        entry = StreamEntry(_event_type(body), body, first_ms + n, f"req-{n}")
+        entry_id: Any = await redis.xadd(stream, entry.to_fields())
+        ids.append(entry_id.decode())
+    return ids
+
+
+def add_events_sync(client: SyncRedis, prefix: str, *bodies: bytes) -> list[str]:
+    """The same from plain code (tests of child processes), in one pipeline."""
+    stream = Keys(prefix).events()
+    first_ms = int(time.time() * 1000)
+    with client.pipeline(transaction=False) as pipe:
+        for n, body in enumerate(bodies):
+            pipe.xadd(
+                stream, StreamEntry(_event_type(body), body, first_ms + n, f"req-{n}").to_fields()
+            )
+        return [entry_id.decode() for entry_id in pipe.execute()]
+
+
+def _event_type(body: bytes) -> str:
+    return str(msgspec.json.decode(body)["eventType"])
 
 
 class LogLines:

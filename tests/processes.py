@@ -1,7 +1,9 @@
-"""Start the real programs as child processes and read what they print."""
+"""Start the real programs as child processes and read what they print; `start_worker` is
+the one way to start a worker child."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,11 +12,19 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Program", "console_script", "http_status", "processes_mentioning", "rtt_env"]
+__all__ = [
+    "Program",
+    "console_script",
+    "http_status",
+    "processes_mentioning",
+    "rtt_env",
+    "start_worker",
+    "worker_processes",
+]
 
 
 def rtt_env(redis_url: str, prefix: str, tmp_path: Path, **settings: str) -> dict[str, str]:
@@ -96,6 +106,45 @@ class Program:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *args: str,
+    worker_id: str | None = None,
+    rtt: bool = False,
+    script: bool = False,
+    cwd: Path | None = None,
+) -> Program:
+    """A worker child: `python -m worker`, or with `rtt` the `rtt worker` command (`python
+    -m rtt worker`; with `script` too, the installed `rtt` itself); `args` on its command
+    line (`--consumer ...`), RTT_WORKER_ID set to `worker_id` when one is given."""
+    command = ["rtt", "worker"] if rtt else ["worker"]
+    child_env = {**env, "RTT_WORKER_ID": worker_id} if worker_id is not None else env
+    return Program([*command, *args], child_env, log_path, cwd=cwd, script=script)
+
+
+@contextlib.asynccontextmanager
+async def worker_processes(
+    env: Mapping[str, str], tmp_path: Path, count: int
+) -> AsyncIterator[list[Program]]:
+    """`count` worker children for an async test, worker ids w0, w1... (logs w0.log...);
+    stopped with SIGTERM at the end, each exiting 0 unless the test killed it.
+
+    Stopping goes through a thread: a worker finishing its alerts may be waiting on a sink
+    served by this test's event loop, which must keep running meanwhile.
+    """
+    programs = [start_worker(env, tmp_path / f"w{n}.log", worker_id=f"w{n}") for n in range(count)]
+    try:
+        yield programs
+    finally:
+        codes = await asyncio.gather(
+            *(asyncio.to_thread(p.stop, signal.SIGTERM, 30.0) for p in programs)
+        )
+        for program, code in zip(programs, codes, strict=True):
+            if code not in (0, -signal.SIGKILL):
+                raise AssertionError(f"worker exited with {code}:\n{program.text()[-3000:]}")
 
 
 def http_status(

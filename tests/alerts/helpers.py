@@ -1,53 +1,29 @@
-"""Run the real worker runtime in-process with fresh alerts consumers, and feed its stream."""
+"""Run the real worker runtime in-process with fresh alerts consumers, and see what they did."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
-import time
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import msgspec
 from redis.asyncio import Redis
 
-from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.alerts.sinkserver import SinkServer
 from tests.helpers import eventually
-from tests.processes import Program
 from tests.worker.helpers import running_many
 from worker.alerts import AlertOptions, make_alerts_consumer
 from worker.consumers import Consumer
 from worker.runtime import Worker
 
 __all__ = [
-    "add_event",
     "alerts_consumer",
     "running_workers",
     "settled",
     "sink_settings",
     "wait_handled",
-    "worker_processes",
 ]
-
-
-async def add_event(
-    redis: Redis, settings: Settings, body: bytes, *, received_at_ms: int | None = None
-) -> str:
-    """XADD an event as the receiver stores it; returns the entry id."""
-    event_type = _event_type(body)
-    at = int(time.time() * 1000) if received_at_ms is None else received_at_ms
-    entry = StreamEntry(event_type, body, at, "req-test")
-    entry_id: Any = await redis.xadd(Keys(settings.key_prefix).events(), entry.to_fields())
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
-def _event_type(body: bytes) -> str:
-    return str(msgspec.json.decode(body)["eventType"])
 
 
 async def wait_handled(redis: Redis, settings: Settings, count: int, timeout_s: float = 20) -> None:
@@ -83,30 +59,6 @@ async def running_workers(
 
 def _with_worker_id(settings: Settings, worker_id: str) -> Settings:
     return msgspec.structs.replace(settings, worker_id=worker_id)
-
-
-@contextlib.asynccontextmanager
-async def worker_processes(
-    env: Mapping[str, str], tmp_path: Path, count: int
-) -> AsyncIterator[list[Program]]:
-    """`python -m worker` children with worker ids w0, w1...; stopped (SIGTERM) at the end.
-
-    Stopping goes through a thread: a worker finishing its alerts may be waiting on a sink
-    served by this test's event loop, which must keep running meanwhile.
-    """
-    programs = [
-        Program(["worker"], {**env, "RTT_WORKER_ID": f"w{n}"}, tmp_path / f"worker{n}.log")
-        for n in range(count)
-    ]
-    try:
-        yield programs
-    finally:
-        codes = await asyncio.gather(
-            *(asyncio.to_thread(p.stop, signal.SIGTERM, 30.0) for p in programs)
-        )
-        for program, code in zip(programs, codes, strict=True):
-            if code not in (0, -signal.SIGKILL):
-                raise AssertionError(f"worker exited with {code}:\n{program.text()[-3000:]}")
 
 
 async def settled(redis: Redis, settings: Settings) -> bool:

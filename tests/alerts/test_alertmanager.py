@@ -8,9 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, wait_handled
+from tests.alerts.helpers import running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_body
+from tests.helpers import add_events
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ async def test_every_alert_of_a_group_goes_to_alertmanager_with_routing_labels(
                 transcription_id=f"t-am-{n}",
                 accountId="9900",
             )
-            await add_event(redis, settings, body)
+            await add_events(redis, settings, body)
         await wait_handled(redis, settings, 3)
     # The three share a group: other sinks would get one alert and a summary; Alertmanager,
     # which groups by itself, gets each of them.
@@ -66,6 +67,6 @@ async def test_an_alertmanager_that_fails_gets_the_alert_on_the_retry_and_only_o
     base = alertmanager_stand_in.url.removesuffix("/hook")
     settings = make_settings(alert_alertmanager_url=base, retry_base="50ms", alert_sink_retries=0)
     async with running_workers(settings, redis):
-        await add_event(redis, settings, sample_body("stopped", cause="connection-error"))
+        await add_events(redis, settings, sample_body("stopped", cause="connection-error"))
         await wait_handled(redis, settings, 1)
     assert [r.status for r in alertmanager_stand_in.received] == [503, 200]

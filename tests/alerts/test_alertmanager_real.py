@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 
 from shared.embedded import free_port
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, wait_handled
+from tests.alerts.helpers import running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_body
-from tests.helpers import eventually, wait_for
+from tests.helpers import add_events, eventually, wait_for
 
 pytestmark = [pytest.mark.integrations, pytest.mark.slow]
 
@@ -103,7 +103,7 @@ async def test_alerts_reach_alertmanager_its_route_and_a_rate_incident_resolves(
             body = sample_body(
                 "stopped", cause="error", call_id=f"c-am-{n}", transcription_id=f"t-am-{n}"
             )
-            await add_event(redis, settings, body)
+            await add_events(redis, settings, body)
         await wait_handled(redis, settings, 4)
 
         def in_api() -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, wait_handled
+from tests.alerts.helpers import running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
+from tests.helpers import add_events
 
 ALERTS = 24
 CONCURRENCY = 4
@@ -34,7 +35,7 @@ async def test_first_alerts_of_a_batch_reach_a_sink_no_more_at_once_than_its_con
             body = sample_event(
                 "stopped", cause="connection-error", call_id=f"c-{n}", transcription_id=f"t-{n}"
             )
-            await add_event(redis, settings, msgspec.json.encode(body))
+            await add_events(redis, settings, msgspec.json.encode(body))
         async with running_workers(settings, redis):
             await wait_handled(redis, settings, ALERTS, timeout_s=60)
     finally:

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, settled, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, settled, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 
 
 def _failed_stop(destination: bytes, error_message: bytes = b'"boom"') -> bytes:
@@ -69,7 +69,7 @@ async def test_an_alert_goes_out_whatever_its_fields_hold(
         alert_group_interval="200ms",
     )
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _failed_stop(destination, message))
+        await add_events(redis, settings, _failed_stop(destination, message))
         await wait_handled(redis, settings, 1)
         await eventually(lambda: settled(redis, settings), what="delivered")
     assert await redis.xlen(Keys(settings.key_prefix).dlq) == 0

@@ -10,10 +10,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, settled, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, settled, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 
 APP = "7fc9698a-b04a-468b-9e8f-91238c0d0086"
 
@@ -54,7 +54,7 @@ async def test_two_workers_send_one_first_alert_and_summaries_that_add_up(
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis, count=2):
         for n in range(40):
-            await add_event(redis, settings, _failure(n))
+            await add_events(redis, settings, _failure(n))
         await wait_handled(redis, settings, 40)
         await eventually(lambda: settled(redis, settings), what="windows closed and delivered")
     [first] = _by_kind(webhook, "alert")
@@ -105,7 +105,7 @@ async def test_summary_payload_field_by_field(
     settings = _settings(make_settings, **sink_settings(sink_servers), alert_group_interval="3s")
     async with running_workers(settings, redis):
         for n in range(3):
-            await add_event(redis, settings, _failure(n))
+            await add_events(redis, settings, _failure(n))
             await wait_handled(redis, settings, n + 1)
         await eventually(lambda: settled(redis, settings), what="summary delivered")
     [first, summary] = sink_servers["webhook"].accepted
@@ -167,7 +167,7 @@ async def test_groups_are_per_destination_host_or_application(
     ]
     async with running_workers(settings, redis):
         for n, body in enumerate(bodies, 1):
-            await add_event(redis, settings, body)
+            await add_events(redis, settings, body)
             await wait_handled(redis, settings, n)
     firsts = _by_kind(sink_servers["webhook"], "alert")
     assert sorted(a["call_id"] for a in firsts) == ["c-1", "c-3", "c-4", "c-6"]
@@ -187,14 +187,14 @@ async def test_a_group_firing_again_after_the_repeat_interval_alerts_at_once(
     webhook = sink_servers["webhook"]
     keys = Keys(settings.key_prefix)
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _failure(1))
+        await add_events(redis, settings, _failure(1))
         await eventually(lambda: webhook.accepted, what="first alert")
         # The group is forgotten once its repeat interval has passed.
         await eventually(
             lambda: _gone(redis, keys.alert_groups_due), timeout_s=10, what="group quiet"
         )
         await eventually(lambda: _no_groups(redis, settings), timeout_s=10, what="group expired")
-        await add_event(redis, settings, _failure(2))
+        await add_events(redis, settings, _failure(2))
         await eventually(lambda: len(webhook.accepted) == 2, what="reminder alert")
     assert [a["kind"] for a in webhook.accepted] == ["alert", "alert"]
     assert [a["call_id"] for a in webhook.accepted] == ["c-1", "c-2"]

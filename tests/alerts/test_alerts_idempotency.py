@@ -13,10 +13,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, settled, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, settled, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import eventually
+from tests.helpers import add_events, eventually
 
 FAILURES = 20
 
@@ -51,10 +51,10 @@ async def test_every_notification_has_its_own_key_that_a_resend_keeps(
         retry_base="50ms",
     )
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _failure(0))
+        await add_events(redis, settings, _failure(0))
         await eventually(lambda: webhook.accepted, what="first alert")
         for n in range(1, FAILURES):
-            await add_event(redis, settings, _failure(n))
+            await add_events(redis, settings, _failure(n))
         await wait_handled(redis, settings, FAILURES)
         # The failures slide out of the 1 s window: the rate incident resolves.
         await eventually(

@@ -8,9 +8,9 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, alerts_consumer, wait_handled
+from tests.alerts.helpers import alerts_consumer, wait_handled
 from tests.bodies import sample_body
-from tests.helpers import LogLines
+from tests.helpers import LogLines, add_events
 from tests.worker.helpers import running
 
 
@@ -23,7 +23,7 @@ async def test_alerting_cause_logs_exactly_one_alert(
 ) -> None:
     body = sample_body(event_type, cause=cause, call_id="c-42", transcription_id="t-42")
     async with running(settings, redis, [alerts_consumer(settings)]):
-        await add_event(redis, settings, body)
+        await add_events(redis, settings, body)
         await wait_handled(redis, settings, 1)
     [alert] = logs.named("transcription_alert")
     assert alert["level"] == "error"
@@ -53,7 +53,7 @@ async def test_no_alert_without_failure(
     settings: Settings, redis: Redis, logs: LogLines, event_type: str, cause: str | None
 ) -> None:
     async with running(settings, redis, [alerts_consumer(settings)]):
-        await add_event(redis, settings, sample_body(event_type, cause=cause))
+        await add_events(redis, settings, sample_body(event_type, cause=cause))
         await wait_handled(redis, settings, 1)
     assert logs.named("transcription_alert") == []
 
@@ -68,7 +68,7 @@ async def test_duration_is_reported_in_seconds(
         realTimeTranscription={"id": "t-1", "name": "n", "duration": "PT1M52.217257456S"},
     )
     async with running(settings, redis, [alerts_consumer(settings)]):
-        await add_event(redis, settings, body)
+        await add_events(redis, settings, body)
         await wait_handled(redis, settings, 1)
     [alert] = logs.named("transcription_alert")
     assert alert["duration_s"] == pytest.approx(112.217257)

@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 from worker.alerts.alertmanager import alertmanager_alerts
 from worker.alerts.notifications import QuietChange
 
@@ -38,10 +38,10 @@ async def test_a_quiet_feed_raises_one_alert_across_workers_and_events_resolve_i
     webhook, pagerduty = sink_servers["webhook"], sink_servers["pagerduty"]
     body = msgspec.json.encode(sample_event("started", call_id="c-1", transcription_id="t-1"))
     async with running_workers(settings, redis, count=3):
-        await add_event(redis, settings, body)
+        await add_events(redis, settings, body)
         await wait_handled(redis, settings, 1)
         [firing] = await eventually(lambda: _quiet(webhook, "firing"), what="the quiet alert")
-        await add_event(redis, settings, body.replace(b"c-1", b"c-2"))
+        await add_events(redis, settings, body.replace(b"c-1", b"c-2"))
         [resolved] = await eventually(lambda: _quiet(webhook, "resolved"), what="the resolve")
         await eventually(lambda: len(pagerduty.accepted) >= 2, what="the PagerDuty resolve")
         await eventually(lambda: len(sink_servers["slack"].accepted) >= 2, what="Slack's")
@@ -64,7 +64,7 @@ async def test_off_by_default(make_settings: Callable[..., Settings], redis: Red
     settings = make_settings()
     assert settings.alert_quiet_after.total_seconds() == 0
     async with running_workers(settings, redis):
-        await add_event(redis, settings, msgspec.json.encode(sample_event("started")))
+        await add_events(redis, settings, msgspec.json.encode(sample_event("started")))
         await wait_handled(redis, settings, 1)
     assert not await redis.exists(Keys(settings.key_prefix).quiet_state)
 

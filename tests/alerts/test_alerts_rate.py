@@ -10,10 +10,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 
 
 class Feed:
@@ -27,7 +27,7 @@ class Feed:
         for _ in range(count):
             self.added += 1
             body = sample_event("stopped", cause=cause, transcription_id=f"t-{self.added}")
-            await add_event(
+            await add_events(
                 self.redis, self.settings, msgspec.json.encode(body), received_at_ms=at_ms
             )
         await wait_handled(self.redis, self.settings, self.added)

@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, sink_settings
+from tests.alerts.helpers import running_workers, sink_settings
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 from tests.worker.helpers import pending_ids
 
 
@@ -52,7 +52,7 @@ async def test_an_alert_no_replica_confirms_waits_for_one_and_is_never_dead_lett
     redis = Redis.from_url(lone_master.url)
     try:
         async with running_workers(settings, redis):
-            entry_id = await add_event(redis, settings, msgspec.json.encode(body))
+            [entry_id] = await add_events(redis, settings, msgspec.json.encode(body))
 
             async def retried_past_max_deliveries() -> bool:
                 return len(logs.named("handler_failed")) > 2 * settings.max_deliveries

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, wait_handled
+from tests.alerts.helpers import running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines
+from tests.helpers import LogLines, add_events
 from worker.alerts.silences import add_silence, list_silences, remove_silence
 
 
@@ -128,17 +128,17 @@ async def test_silenced_alerts_are_logged_at_info_counted_and_not_sent(
         return msgspec.json.encode(event)
 
     async with running_workers(settings, redis):
-        await add_event(redis, settings, failure(1, "connection-error", "wss://asr.example.com/a"))
-        await add_event(redis, settings, failure(2, "connection-error", "wss://asr.example.com/b"))
-        await add_event(redis, settings, failure(3, "error", "wss://asr.example.com/a"))
-        await add_event(redis, settings, failure(4, "connection-error", "wss://other.example/"))
+        await add_events(redis, settings, failure(1, "connection-error", "wss://asr.example.com/a"))
+        await add_events(redis, settings, failure(2, "connection-error", "wss://asr.example.com/b"))
+        await add_events(redis, settings, failure(3, "error", "wss://asr.example.com/a"))
+        await add_events(redis, settings, failure(4, "connection-error", "wss://other.example/"))
         await wait_handled(redis, settings, 4)
         # The same silenced failure again (a Bandwidth retry): counted once.
-        await add_event(redis, settings, failure(1, "connection-error", "wss://asr.example.com/a"))
+        await add_events(redis, settings, failure(1, "connection-error", "wss://asr.example.com/a"))
         await wait_handled(redis, settings, 5)
         # Once the silence is removed, the same kind of failure alerts again.
         assert await remove_silence(redis, keys, silence.id)
-        await add_event(redis, settings, failure(5, "connection-error", "wss://asr.example.com/c"))
+        await add_events(redis, settings, failure(5, "connection-error", "wss://asr.example.com/c"))
         await wait_handled(redis, settings, 6)
     muted = logs.named("transcription_alert_silenced")
     assert sorted(line["transcription_id"] for line in muted) == ["t-1", "t-2"]
@@ -159,7 +159,7 @@ async def test_hits_are_counted_per_silence(
     async with running_workers(settings, redis):
         for n in range(3):
             body = sample_event("rejected", cause="track-limit", transcription_id=f"t-{n}")
-            await add_event(redis, settings, msgspec.json.encode(body))
+            await add_events(redis, settings, msgspec.json.encode(body))
         await wait_handled(redis, settings, 3)
     [(listed, hits)] = await list_silences(redis, keys)
     assert (listed.id, hits) == (silence.id, 3)

@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 
 APP = "7fc9698a-b04a-468b-9e8f-91238c0d0086"
 ROUTING_KEY = "R0UTINGKEY0123456789012345678901"
@@ -63,7 +63,7 @@ async def _one_alert(
     settings: Settings, redis: Redis, body: bytes | None = None, count: int = 1
 ) -> None:
     async with running_workers(settings, redis):
-        await add_event(redis, settings, body or _failed_stop())
+        await add_events(redis, settings, body or _failed_stop())
         await wait_handled(redis, settings, count)
 
 
@@ -240,11 +240,11 @@ async def test_a_stop_without_its_start_alerts_once_whatever_comes_after(
     settings = make_settings(alert_webhook_url=sink_servers["webhook"].url)
     started = sample_event("started", call_id="c-1", transcription_id="t-1")
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _failed_stop())
+        await add_events(redis, settings, _failed_stop())
         await eventually(lambda: sink_servers["webhook"].accepted, what="alert before start")
         # The Started that should have come first, then Bandwidth's retry of the Stopped.
-        await add_event(redis, settings, msgspec.json.encode(started))
-        await add_event(redis, settings, _failed_stop())
+        await add_events(redis, settings, msgspec.json.encode(started))
+        await add_events(redis, settings, _failed_stop())
         await wait_handled(redis, settings, 3)
     assert [a["alert_key"] for a in sink_servers["webhook"].accepted] == [ALERT_KEY]
     assert len(logs.named("transcription_alert")) == 1

@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 from shared.events import Started, decode_event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, sink_settings, wait_handled
+from tests.alerts.helpers import running_workers, sink_settings, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 from worker.alerts.alertmanager import alertmanager_alerts
 from worker.alerts.notifications import StaleResolved
 from worker.alerts.stale import stale_alert
@@ -78,10 +78,10 @@ async def test_a_started_without_stop_raises_one_stale_alert_and_one_that_stoppe
     async with running_workers(settings, redis):
         # Transcription 1 stops in time; only then does transcription 2 start, and it never
         # stops: when 2 is stale, 1 would have been long before.
-        await add_event(redis, settings, _started(1))
-        await add_event(redis, settings, _stopped(1))
+        await add_events(redis, settings, _started(1))
+        await add_events(redis, settings, _stopped(1))
         await wait_handled(redis, settings, 2)
-        await add_event(redis, settings, _started(2))
+        await add_events(redis, settings, _started(2))
         await wait_handled(redis, settings, 3)
         await eventually(lambda: _stale(webhook), what="the stale alert")
         await eventually(lambda: sink_servers["pagerduty"].accepted, what="the page")
@@ -118,10 +118,10 @@ async def test_a_late_stop_resolves_the_stale_alert_in_every_sink(
     settings = _settings(make_settings, **sink_settings(sink_servers))
     webhook, pagerduty = sink_servers["webhook"], sink_servers["pagerduty"]
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _started(1))
+        await add_events(redis, settings, _started(1))
         [alert] = await eventually(lambda: _stale(webhook), what="the stale alert")
-        await add_event(redis, settings, _stopped(1))
-        await add_event(redis, settings, _stopped(1))  # Bandwidth retrying: one resolve
+        await add_events(redis, settings, _stopped(1))
+        await add_events(redis, settings, _stopped(1))  # Bandwidth retrying: one resolve
         await wait_handled(redis, settings, 3)
         await eventually(lambda: _resolved(webhook), what="the resolve")
         await eventually(lambda: len(pagerduty.accepted) == 2, what="the PagerDuty resolve")
@@ -152,7 +152,7 @@ async def test_two_workers_raise_each_stale_alert_once(
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis, count=2):
         for n in range(10):
-            await add_event(redis, settings, _started(n))
+            await add_events(redis, settings, _started(n))
         await wait_handled(redis, settings, 10)
         await eventually(lambda: _stale(webhook), what="stale alerts")
         # Grouped by cause and host: the first alone, the rest in summaries.
@@ -176,7 +176,7 @@ async def test_a_worker_stopped_before_a_sink_took_the_alert_loses_nothing(
     webhook = sink_servers["webhook"]
     webhook.default_status = 503
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _started(1))
+        await add_events(redis, settings, _started(1))
         await eventually(lambda: webhook.received, what="a refused attempt")
     assert webhook.accepted == []
     keys = Keys(settings.key_prefix)
@@ -199,9 +199,9 @@ async def test_a_stop_before_its_start_opens_nothing(
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis):
         # Out of order (a retried Started arriving after its Stopped): nothing is open.
-        await add_event(redis, settings, _stopped(1))
-        await add_event(redis, settings, _started(1))
-        await add_event(redis, settings, _started(2))
+        await add_events(redis, settings, _stopped(1))
+        await add_events(redis, settings, _started(1))
+        await add_events(redis, settings, _started(2))
         await wait_handled(redis, settings, 3)
         await eventually(lambda: _stale(webhook), what="transcription 2's stale alert")
     assert [a["transcription_id"] for a in _stale(webhook)] == ["t-2"]
@@ -214,7 +214,7 @@ async def test_off_keeps_nothing(
 ) -> None:
     settings = _settings(make_settings, alert_stale_after="0s", **sink_settings(sink_servers))
     async with running_workers(settings, redis):
-        await add_event(redis, settings, _started(1))
+        await add_events(redis, settings, _started(1))
         await wait_handled(redis, settings, 1)
     assert await _stale_keys(redis, settings) == {}
     assert await redis.zcard(Keys(settings.key_prefix).alert_open_due) == 0

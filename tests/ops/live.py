@@ -11,7 +11,7 @@ from pathlib import Path
 from shared.embedded import free_port
 from tests.bodies import SEED_EXAMPLES, sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status, rtt_env
+from tests.processes import Program, http_status, rtt_env, start_worker
 
 __all__ = ["LivePages", "run_live_pages"]
 
@@ -35,7 +35,7 @@ def run_live_pages(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Live
         redis_url, prefix, tmp_path, port=str(port), worker_metrics_port=str(metrics_port)
     )
     receiver = Program(["receiver"], env, tmp_path / "receiver.log")
-    worker = Program(["worker"], env, tmp_path / "worker.log")
+    worker = start_worker(env, tmp_path / "worker.log")
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: http_status(base + "/readyz") == 200, 30, "receiver ready")

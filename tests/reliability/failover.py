@@ -28,7 +28,7 @@ from shared.events import Event, decode_event
 from shared.keys import Keys
 from shared.settings import load_settings
 from tests.alerts.sinkserver import SinkServer
-from tests.processes import Program
+from tests.processes import Program, start_worker
 from tests.receiver.helpers import metric
 from tests.worker.helpers import worker_env
 from worker.alerts import AlertOptions, alert_for
@@ -176,7 +176,7 @@ async def run_failover(
     env = worker_env(redis_url, prefix, **{**values, **settings})
     keys = Keys(prefix, int(env.get("RTT_SHARDS", "1")))
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
-    worker = Program(["rtt", "worker"], {**env, "RTT_WORKER_ID": "w1"}, tmp_path / "worker.log")
+    worker = start_worker(env, tmp_path / "worker.log", worker_id="w1", rtt=True)
     base = f"http://127.0.0.1:{port}"
     redis = create_redis(load_settings(env={"RTT_REDIS_URL": redis_url}))
     try:

@@ -21,10 +21,11 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import load_settings
-from tests.alerts.helpers import add_event, wait_handled, worker_processes
+from tests.alerts.helpers import wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import eventually
+from tests.helpers import add_events, eventually
+from tests.processes import worker_processes
 from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ async def test_a_worker_killed_before_the_sink_answers_costs_one_copy_with_the_s
         async with worker_processes(env, tmp_path, 2) as workers:
             for worker in workers:
                 await eventually(lambda w=worker: w.named("alert_sinks"), what="workers up")
-            await add_event(redis, settings, msgspec.json.encode(body))
+            await add_events(redis, settings, msgspec.json.encode(body))
             await eventually(lambda: webhook.received, what="the alert at the sink")
             holder = await eventually(lambda: _holder(redis, stream), what="its holder")
             victim = workers[int(holder.removeprefix("w"))]

@@ -23,7 +23,7 @@ from tests.alerts.helpers import settled, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
 from tests.helpers import LogLines, eventually
-from tests.processes import Program
+from tests.processes import Program, start_worker
 from tests.reliability.test_alerts_redis_blip import blip_run
 from tests.reliability.test_alerts_throttled import throttled_run
 from tests.worker.helpers import worker_env
@@ -99,9 +99,7 @@ async def test_a_kill_storm_loses_no_alert_and_every_copy_folds_by_its_key(
     every: list[Program] = []
 
     def start(name: str) -> None:
-        program = Program(
-            ["worker"], {**env, "RTT_WORKER_ID": name}, tmp_path / f"{name}-{len(every)}.log"
-        )
+        program = start_worker(env, tmp_path / f"{name}-{len(every)}.log", worker_id=name)
         running[name] = program
         every.append(program)
 

@@ -6,17 +6,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import load_settings
-from tests.alerts.helpers import settled, wait_handled, worker_processes
+from tests.alerts.helpers import settled, wait_handled
 from tests.alerts.sinkserver import SinkServer
-from tests.bodies import sample_event
-from tests.helpers import eventually
+from tests.bodies import sample_body
+from tests.helpers import add_events, eventually
+from tests.processes import worker_processes
 from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
@@ -45,20 +44,17 @@ async def test_three_workers_one_first_alert_and_summaries_adding_up_to_every_fa
             # Every worker reading before the failures come: one that is still starting
             # would find them all handled by the others.
             await eventually(lambda: _readers(redis, stream), 60, "three workers reading")
-            async with redis.pipeline(transaction=False) as pipe:
-                for n in range(FAILURES):
-                    body = sample_event(
-                        "stopped",
-                        cause="connection-error",
-                        call_id=f"c-{n}",
-                        transcription_id=f"t-{n}",
-                        destination=f"wss://asr.example.com/s/{n}",
-                    )
-                    entry = StreamEntry(
-                        "realTimeTranscriptionStopped", msgspec.json.encode(body), 0, f"r-{n}"
-                    )
-                    pipe.xadd(stream, entry.to_fields())
-                await pipe.execute()
+            failures = [
+                sample_body(
+                    "stopped",
+                    cause="connection-error",
+                    call_id=f"c-{n}",
+                    transcription_id=f"t-{n}",
+                    destination=f"wss://asr.example.com/s/{n}",
+                )
+                for n in range(FAILURES)
+            ]
+            await add_events(redis, settings, *failures)
             await wait_handled(redis, settings, FAILURES, timeout_s=60)
             await eventually(lambda: settled(redis, settings), 30, "windows closed, delivered")
             alert_lines = [w.named("transcription_alert") for w in workers]

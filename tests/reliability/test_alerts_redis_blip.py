@@ -21,10 +21,10 @@ from shared.connections import create_redis
 from shared.embedded import EmbeddedValkey
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, wait_handled
+from tests.alerts.helpers import running_workers, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 
 pytestmark = pytest.mark.slow
 ALERTS = 40
@@ -68,7 +68,7 @@ async def blip_run(
     try:
         async with running_workers(settings, redis):
             for n in range(alerts):
-                await add_event(redis, settings, _failure(n))
+                await add_events(redis, settings, _failure(n))
             # As many alerts as a worker sends at once are at the sink, waiting for their
             # answers: now Redis goes.
             in_flight = min(alerts, settings.concurrency)

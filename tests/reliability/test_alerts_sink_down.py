@@ -18,10 +18,11 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
-from tests.alerts.helpers import add_event, running_workers, settled, wait_handled, worker_processes
+from tests.alerts.helpers import running_workers, settled, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
+from tests.processes import worker_processes
 from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ async def test_dead_letter_then_replay_delivers_once(
     dlq = Keys(prefix).dlq
     try:
         async with running_workers(settings, redis):
-            await add_event(redis, settings, _failure(1))
+            await add_events(redis, settings, _failure(1))
             await eventually(lambda: redis.xlen(dlq), what="dead letter")
             await wait_handled(redis, settings, 1)
             # 3 deliveries of the entry, each trying the webhook twice; nothing taken.
@@ -112,11 +113,11 @@ async def test_a_summary_survives_a_sink_outage_and_its_deliverer_being_killed(
     keys = Keys(prefix)
     try:
         async with worker_processes(env, tmp_path, 2) as workers:
-            await add_event(redis, settings, _failure(0))
+            await add_events(redis, settings, _failure(0))
             await eventually(lambda: webhook.accepted, what="first alert")
             webhook.default_status = 503
             for n in range(1, 6):
-                await add_event(redis, settings, _failure(n))
+                await add_events(redis, settings, _failure(n))
             await wait_handled(redis, settings, 6)
             await eventually(lambda: redis.xlen(keys.alert_outbox), what="summary in outbox")
             await eventually(lambda: _refused(webhook), what="a refused summary")

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.alerts.helpers import add_event, running_workers, settled, wait_handled
+from tests.alerts.helpers import running_workers, settled, wait_handled
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_event
-from tests.helpers import eventually
+from tests.helpers import add_events, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ async def throttled_run(
     try:
         async with running_workers(settings, redis, count=2):
             for n in range(alerts):
-                await add_event(redis, settings, _failure(n))
+                await add_events(redis, settings, _failure(n))
             await wait_handled(redis, settings, alerts, timeout_s=60)
             await eventually(
                 lambda: settled(redis, settings), timeout_s=retry_after_s + 60, what="delivered"

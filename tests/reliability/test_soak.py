@@ -23,7 +23,7 @@ from shared.embedded import EmbeddedValkey, free_port
 from shared.keys import Keys
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status, rtt_env
+from tests.processes import Program, http_status, rtt_env, start_worker
 from tests.reliability.sizes import LONG
 
 SOAK_S = float(os.environ.get("RTT_SOAK_S", "600" if LONG else "20"))
@@ -52,7 +52,7 @@ def test_steady_load_with_a_worker_restarted_every_minute(tmp_path: Path) -> Non
         prefix = "soak"
         env = rtt_env(valkey.url, prefix, tmp_path, port=str(port), worker_id="soak-worker")
         receiver = Program(["receiver"], env, tmp_path / "receiver.log")
-        workers = [Program(["worker"], env, tmp_path / "worker0.log")]
+        workers = [start_worker(env, tmp_path / "worker0.log")]
         url = f"http://127.0.0.1:{port}/realTimeTranscriptionEvents"
         redis = Redis.from_url(valkey.url)
         stream = Keys(prefix).events()
@@ -102,7 +102,7 @@ def test_steady_load_with_a_worker_restarted_every_minute(tmp_path: Path) -> Non
                     next_restart += restart_every_s
                     assert workers[-1].stop(signal.SIGTERM) == 0, workers[-1].text()
                     log = tmp_path / f"worker{len(workers)}.log"
-                    workers.append(Program(["worker"], env, log))
+                    workers.append(start_worker(env, log))
             stop.set()
             loader.join(30)
 

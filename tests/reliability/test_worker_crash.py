@@ -11,8 +11,10 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.helpers import wait_for
-from tests.worker.helpers import add_events_sync, start_worker, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import RECORDER, worker_env
 from tests.worker.plugins import handled_key, log_key, parse
 
 pytestmark = pytest.mark.slow
@@ -25,8 +27,8 @@ def test_sigkill_mid_batch_loses_no_entry(
     stream = Keys(prefix).events()
     env = worker_env(redis_url, prefix, concurrency="8", batch_size="50")
     env["REC_SLEEP_MS"] = "5"
-    ids = add_events_sync(sync_redis, prefix, EVENTS)
-    first = start_worker(tmp_path, "w-first", env)
+    ids = add_events_sync(sync_redis, prefix, *sample_bodies(EVENTS))
+    first = start_worker(env, tmp_path / "w-first.log", "--consumer", RECORDER, worker_id="w-first")
     try:
         wait_for(lambda: sync_redis.hlen(handled_key(prefix)) >= EVENTS // 4, 30, "a quarter done")
         first.send(signal.SIGKILL)
@@ -40,7 +42,9 @@ def test_sigkill_mid_batch_loses_no_entry(
     finally:
         first.stop()
     assert held, "the kill should catch the worker holding entries"
-    second = start_worker(tmp_path, "w-second", env)
+    second = start_worker(
+        env, tmp_path / "w-second.log", "--consumer", RECORDER, worker_id="w-second"
+    )
     try:
         wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == EVENTS, 30, "every entry handled")
         recovered_s = time.monotonic() - killed_at

@@ -11,8 +11,10 @@ import pytest
 from redis import Redis
 
 from shared.embedded import EmbeddedValkey
-from tests.helpers import wait_for
-from tests.worker.helpers import add_events_sync, start_worker, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import RECORDER, worker_env
 from tests.worker.plugins import handled_key
 
 pytestmark = pytest.mark.slow
@@ -23,9 +25,15 @@ def test_worker_survives_a_redis_that_restarts_empty(prefix: str, tmp_path: Path
     worker = None
     try:
         client = Redis.from_url(server.url)
-        worker = start_worker(tmp_path, "w-restart", worker_env(server.url, prefix))
+        worker = start_worker(
+            worker_env(server.url, prefix),
+            tmp_path / "w-restart.log",
+            "--consumer",
+            RECORDER,
+            worker_id="w-restart",
+        )
         wait_for(lambda: worker.named("consumer_group_created"), 30, "worker up")
-        add_events_sync(client, prefix, 5)
+        add_events_sync(client, prefix, *sample_bodies(5))
         wait_for(lambda: client.hlen(handled_key(prefix)) == 5, 30, "first events handled")
         client.close()
 
@@ -37,7 +45,7 @@ def test_worker_survives_a_redis_that_restarts_empty(prefix: str, tmp_path: Path
         client = Redis.from_url(server.url)
         assert client.hlen(handled_key(prefix)) == 0  # it came back empty
         wait_for(lambda: worker.named("consumer_group_recreated"), 30, "group re-created")
-        ids = add_events_sync(client, prefix, 5)
+        ids = add_events_sync(client, prefix, *sample_bodies(5))
         wait_for(lambda: client.hlen(handled_key(prefix)) == 5, 30, "events after restart")
         handled = {k.decode() for k in client.hkeys(handled_key(prefix))}
         client.close()

@@ -13,8 +13,10 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.helpers import wait_for
-from tests.worker.helpers import REPO, add_events_sync, start_worker, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import RECORDER, REPO, worker_env
 from tests.worker.plugins import handled_key, log_key, parse, started_key
 from worker.retry import backoff_s
 
@@ -33,9 +35,11 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
     env = worker_env(redis_url, prefix, max_deliveries="4", retry_base="100ms")
     env["REC_FAIL_KEY"] = f"{prefix}:test:fail"
     sync_redis.set(env["REC_FAIL_KEY"], "1")
-    worker = start_worker(tmp_path, "w-retry", env)
+    worker = start_worker(
+        env, tmp_path / "w-retry.log", "--consumer", RECORDER, worker_id="w-retry"
+    )
     try:
-        [entry_id] = add_events_sync(sync_redis, prefix, 1, cause="error")
+        [entry_id] = add_events_sync(sync_redis, prefix, *sample_bodies(1, cause="error"))
         wait_for(lambda: sync_redis.xlen(keys.dlq) == 1, 30, "dead-lettered")
         attempts = [parse(raw) for raw in sync_redis.lrange(started_key(prefix), 0, -1)]
         assert sync_redis.hlen(handled_key(prefix)) == 0

@@ -10,8 +10,10 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.helpers import wait_for
-from tests.worker.helpers import add_events_sync, start_worker, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import RECORDER, worker_env
 from tests.worker.plugins import handled_key, log_key, parse
 
 pytestmark = pytest.mark.slow
@@ -23,11 +25,14 @@ def test_two_workers_share_one_group_without_handling_an_entry_twice(
 ) -> None:
     env = worker_env(redis_url, prefix, concurrency="4", batch_size="20")
     env["REC_SLEEP_MS"] = "2"
-    workers = [start_worker(tmp_path, name, env) for name in ("w-a", "w-b")]
+    workers = [
+        start_worker(env, tmp_path / f"{name}.log", "--consumer", RECORDER, worker_id=name)
+        for name in ("w-a", "w-b")
+    ]
     try:
         for worker in workers:
             wait_for(lambda w=worker: w.named("worker_started"), 30, "worker up")
-        ids = add_events_sync(sync_redis, prefix, EVENTS)
+        ids = add_events_sync(sync_redis, prefix, *sample_bodies(EVENTS))
         wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == EVENTS, 30, "all handled")
     finally:
         codes = [worker.stop() for worker in workers]

@@ -11,8 +11,10 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.helpers import wait_for
-from tests.worker.helpers import add_events_sync, start_worker, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import RECORDER, worker_env
 from tests.worker.plugins import handled_key, log_key, parse, started_key
 
 pytestmark = pytest.mark.slow
@@ -24,8 +26,10 @@ def test_sigterm_finishes_in_flight_work_and_hands_back_the_rest(
     stream = Keys(prefix).events()
     env = worker_env(redis_url, prefix, concurrency="2", batch_size="10", shutdown_timeout="20s")
     env["REC_SLEEP_MS"] = "1000"
-    first = start_worker(tmp_path, "w-leaving", env)
-    ids = add_events_sync(sync_redis, prefix, 6)
+    first = start_worker(
+        env, tmp_path / "w-leaving.log", "--consumer", RECORDER, worker_id="w-leaving"
+    )
+    ids = add_events_sync(sync_redis, prefix, *sample_bodies(6))
     wait_for(lambda: sync_redis.llen(started_key(prefix)) >= 2, 30, "two handlers running")
     first.send(signal.SIGTERM)
     assert first.wait(30) == 0
@@ -42,7 +46,7 @@ def test_sigterm_finishes_in_flight_work_and_hands_back_the_rest(
     assert stopped["cancelled"] == 0
 
     env["REC_SLEEP_MS"] = "0"
-    second = start_worker(tmp_path, "w-next", env)
+    second = start_worker(env, tmp_path / "w-next.log", "--consumer", RECORDER, worker_id="w-next")
     started = time.monotonic()
     try:
         wait_for(lambda: sync_redis.hlen(handled_key(prefix)) == 6, 30, "the rest handled")

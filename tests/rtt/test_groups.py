@@ -15,8 +15,9 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.redis_values import now_ms
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.retention import trim
@@ -45,7 +46,7 @@ async def test_a_group_with_a_live_member_is_kept_unless_forced(
 ) -> None:
     settings = make_settings(worker_id="w-live")
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 3)
+    await add_events(redis, settings, *sample_bodies(3))
     async with running(settings, redis, [billing]):
 
         async def consumed() -> bool:
@@ -79,7 +80,7 @@ async def test_removing_a_retired_group_lets_retention_trim(
 ) -> None:
     settings = make_settings()
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 5)
+    await add_events(redis, settings, *sample_bodies(5))
     # `alerts` handled everything; a consumer that ran once and is gone did not.
     await recovery.create_group(redis, stream, "alerts", "$")
     await recovery.create_group(redis, stream, "retired", "0")

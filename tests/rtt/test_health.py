@@ -12,7 +12,7 @@ import pytest
 from rtt.health import main_process_role
 from shared.embedded import free_port
 from tests.helpers import wait_for
-from tests.processes import Program, http_status, rtt_env
+from tests.processes import Program, http_status, rtt_env, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_worker_check_sees_its_heartbeat_and_its_absence(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
     env = rtt_env(redis_url, prefix, tmp_path)
-    worker = Program(["rtt", "worker"], env, tmp_path / "worker.log")
+    worker = start_worker(env, tmp_path / "worker.log", rtt=True)
     try:
         wait_for(lambda: worker.named("worker_started"), 30, "worker started")
         healthy = wait_for(lambda: (r := _health("worker", env=env)).returncode == 0 and r, 30)

@@ -15,8 +15,9 @@ from rtt.stats import main as stats_main
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
@@ -59,7 +60,7 @@ async def _dead_letters(
         failing.append(fail)
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, failing):
-        await add_events(redis, settings, count)
+        await add_events(redis, settings, *sample_bodies(count))
 
         async def all_dead() -> bool:
             return len(await read_all(redis, keys.dlq)) == count * len(groups)
@@ -76,7 +77,7 @@ async def test_stats_reports_length_lag_pending_and_dead_letters(
 ) -> None:
     settings = await _dead_letters(make_settings, redis, ["billing"], 2)
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 3)
+    await add_events(redis, settings, *sample_bodies(3))
     await redis.xreadgroup("billing", "w9", {stream: ">"}, count=1)  # one pending, two lagging
     capsys.readouterr()  # what the worker logged
     assert await _cli(stats_main, [*_flags(settings), "--json"]) == 0

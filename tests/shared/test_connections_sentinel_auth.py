@@ -19,7 +19,7 @@ from shared.embedded import free_port
 from shared.settings import ConfigError, load_settings
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status
+from tests.processes import Program, http_status, start_worker
 from tests.sentinel import EmbeddedSentinel
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]
@@ -62,7 +62,7 @@ def test_events_flow_with_the_sentinel_password_from_a_file_and_it_is_never_prin
         "RTT_PORT": str(port),
     }
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
-    worker = Program(["rtt", "worker"], env, tmp_path / "worker.log")
+    worker = start_worker(env, tmp_path / "worker.log", rtt=True)
     calls = [f"c-sentinel-auth-{n}" for n in range(5)]
     try:
         base = f"http://127.0.0.1:{port}"

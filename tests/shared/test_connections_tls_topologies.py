@@ -15,7 +15,7 @@ import pytest
 from shared.embedded import free_port
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status
+from tests.processes import Program, http_status, start_worker
 from tests.tlsredis import Certificates, TlsCluster, TlsSentinel
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]
@@ -55,7 +55,7 @@ def _events_flow(url: str, certs: Certificates, tmp_path: Path, prefix: str, sha
         "RTT_BLOCK": "200ms",
     }
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
-    worker = Program(["rtt", "worker"], env, tmp_path / "worker.log")
+    worker = start_worker(env, tmp_path / "worker.log", rtt=True)
     calls = [f"c-tls-{n}" for n in range(6)]
     try:
         base = f"http://127.0.0.1:{port}"

@@ -14,7 +14,7 @@ import pytest
 from shared.embedded import free_port
 from tests.bodies import SEED_EXAMPLES, sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status, processes_mentioning, rtt_env
+from tests.processes import Program, http_status, processes_mentioning, rtt_env, start_worker
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -26,7 +26,7 @@ def test_receiver_and_worker_as_separate_processes(
     port = free_port()
     env = rtt_env(redis_url, prefix, tmp_path, port=str(port))
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
-    worker = Program(["worker"], env, tmp_path / "worker.log")  # python -m worker
+    worker = start_worker(env, tmp_path / "worker.log")  # python -m worker
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: http_status(base + "/healthz") == 200, what="receiver up")

@@ -13,7 +13,7 @@ from shared.keys import Keys
 from tests.bodies import sample_body
 from tests.cluster import EmbeddedCluster
 from tests.helpers import wait_for
-from tests.processes import Program, http_status
+from tests.processes import Program, http_status, start_worker
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -32,7 +32,7 @@ def test_sharded_events_flow_through_a_cluster(cluster: EmbeddedCluster, tmp_pat
         "RTT_BLOCK": "200ms",
     }
     receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
-    worker = Program(["rtt", "worker"], env, tmp_path / "worker.log")
+    worker = start_worker(env, tmp_path / "worker.log", rtt=True)
     calls = [f"c-cluster-{n}" for n in range(12)]
     try:
         url = f"http://127.0.0.1:{port}/realTimeTranscriptionEvents"

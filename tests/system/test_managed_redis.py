@@ -31,7 +31,7 @@ from shared.keys import Keys
 from tests.alerts.sinkserver import SinkServer
 from tests.bodies import sample_body
 from tests.helpers import eventually
-from tests.processes import Program
+from tests.processes import Program, start_worker
 from tests.tls_fixtures import tls_env
 from tests.tlsredis import Certificates, TlsCluster, TlsRedis
 from tests.worker.helpers import REPO
@@ -235,10 +235,12 @@ async def test_whole_path_with_readme_acl_users_over_mutual_tls_and_no_secret_pr
         "RTT_WORKER_ID": "w-acl",
     }
     receiver = Program(["rtt", "receiver"], receiver_env, tmp_path / "receiver.log")
-    worker = Program(
-        ["rtt", "worker", "--consumer", "tests.acl_plugins:always_fails"],
+    worker = start_worker(
         worker_env,
         tmp_path / "worker.log",
+        "--consumer",
+        "tests.acl_plugins:always_fails",
+        rtt=True,
     )
     printed: list[str] = []
     keys = Keys(prefix)

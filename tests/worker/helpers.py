@@ -1,4 +1,4 @@
-"""Helpers for the worker tests: add events, run a worker in this process, wait for Redis."""
+"""Helpers for the worker tests: run a worker in this process, read its groups from Redis."""
 
 from __future__ import annotations
 
@@ -8,47 +8,20 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from shared.entries import StreamEntry
-from shared.keys import Keys
 from shared.settings import Settings
-from tests.bodies import sample_body
-from tests.processes import Program
 from worker.consumers import Consumer
 from worker.runtime import Worker
 
 __all__ = [
-    "add_events",
-    "add_events_sync",
+    "RECORDER",
     "group_info",
     "pending_ids",
     "running",
     "running_many",
-    "start_worker",
     "worker_env",
 ]
-
-
-async def add_events(
-    redis: Redis,
-    settings: Settings,
-    count: int,
-    *,
-    event_type: str = "realTimeTranscriptionStopped",
-    cause: str | None = None,
-    shard: int = 0,
-    **overrides: Any,
-) -> list[str]:
-    """Add `count` events as the receiver would; return their entry ids."""
-    stream = Keys(settings.key_prefix, settings.shards).events(shard)
-    ids = []
-    for n in range(count):
-        body = sample_body(event_type, cause=cause, call_id=f"c-{n}", **overrides)
-        entry = StreamEntry(event_type, body, 1_700_000_000_000 + n, f"req-{n}")
-        ids.append((await redis.xadd(stream, entry.to_fields())).decode())
-    return ids
 
 
 async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any]:
@@ -92,6 +65,8 @@ async def running_many(
 # --- worker child processes ------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
+# The consumer of the worker children that record what they handle (tests/worker/plugins.py).
+RECORDER = "tests.worker.plugins:recorder"
 
 
 def worker_env(redis_url: str, prefix: str, **settings: str) -> dict[str, str]:
@@ -110,23 +85,3 @@ def worker_env(redis_url: str, prefix: str, **settings: str) -> dict[str, str]:
     }
     env.update({f"RTT_{name.upper()}": value for name, value in settings.items()})
     return env
-
-
-def start_worker(tmp_path: Path, name: str, env: dict[str, str], *args: str) -> Program:
-    return Program(
-        ["worker", "--consumer", "tests.worker.plugins:recorder", *args],
-        {**env, "RTT_WORKER_ID": name},
-        tmp_path / f"{name}.log",
-    )
-
-
-def add_events_sync(client: SyncRedis, prefix: str, count: int, **overrides: Any) -> list[str]:
-    stream = Keys(prefix).events()
-    ids = []
-    with client.pipeline(transaction=False) as pipe:
-        for n in range(count):
-            body = sample_body("realTimeTranscriptionStopped", call_id=f"c-{n}", **overrides)
-            entry = StreamEntry("realTimeTranscriptionStopped", body, n, f"req-{n}")
-            pipe.xadd(stream, entry.to_fields())
-        ids = [entry_id.decode() for entry_id in pipe.execute()]
-    return ids

@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, group_info, pending_ids, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import group_info, pending_ids, running
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 
@@ -47,7 +48,7 @@ async def test_events_come_many_per_call_each_with_its_own_context(
         )
 
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 60)
+    ids = await add_events(redis, settings, *sample_bodies(60))
     async with running(settings, redis, [batched]):
         await eventually(lambda: _settled(redis, stream, "batched", 60))
     assert sorted(entry_id for entry_id, _, _ in seen) == sorted(ids)
@@ -71,7 +72,7 @@ async def test_one_failed_event_is_retried_and_dead_lettered_alone(
         return outcomes
 
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 10)
+    ids = await add_events(redis, settings, *sample_bodies(10))
     async with running(settings, redis, [picky]):
         letters = await eventually(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
         await eventually(lambda: _settled(redis, stream, "picky", 10))
@@ -99,7 +100,7 @@ async def test_a_raise_fails_every_event_of_the_call(
             raise RuntimeError("down for a moment")
 
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 8)
+    await add_events(redis, settings, *sample_bodies(8))
     async with running(settings, redis, [flaky]):
         await eventually(lambda: _settled(redis, stream, "flaky", 8))
         assert await pending_ids(redis, stream, "flaky") == []
@@ -118,7 +119,7 @@ async def test_a_call_past_its_timeout_fails_its_events(
             await asyncio.sleep(30)
 
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 3)
+    await add_events(redis, settings, *sample_bodies(3))
     async with running(settings, redis, [slow]):
         await eventually(lambda: _settled(redis, stream, "slow", 3))
     failures = logs.named("handler_failed")
@@ -136,7 +137,7 @@ async def test_a_wrong_number_of_outcomes_fails_the_call_naming_it(
         return [] if ctxs[0].deliveries == 1 else [None] * len(events)
 
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 1)
+    await add_events(redis, settings, *sample_bodies(1))
     async with running(settings, redis, [miscounts]):
         await eventually(lambda: _settled(redis, stream, "miscounts", 1))
     [failure] = logs.named("handler_failed")

@@ -16,8 +16,9 @@ from redis.asyncio import Redis
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, group_info, pending_ids, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import group_info, pending_ids, running
 from worker.consumers import (
     ConsumerLoadError,
     ConsumerOptions,
@@ -54,7 +55,7 @@ async def test_a_hung_handler_times_out_frees_its_lane_and_is_retried_then_dead_
 
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [hangs]):
-        stuck, *others = await add_events(redis, settings, 3)
+        stuck, *others = await add_events(redis, settings, *sample_bodies(3))
         letters = await eventually(lambda: read_all(redis, keys.dlq), what="a dead letter")
         await eventually(lambda: _settled(redis, keys.events(), "hangs", 3))
     # One lane only: the two others could run only because the hung call was cut off.
@@ -88,7 +89,7 @@ async def test_the_handler_timeout_defaults_to_the_setting(
 
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [sleepy]):
-        [entry_id] = await add_events(redis, settings, 1)
+        [entry_id] = await add_events(redis, settings, *sample_bodies(1))
         [letter] = await eventually(lambda: read_all(redis, keys.dlq), what="a dead letter")
     assert cancelled == [entry_id]
     assert (letter.original_id, letter.attempts) == (entry_id, 1)
@@ -113,7 +114,7 @@ async def test_a_handler_that_swallows_the_timeout_is_cancelled_again(
 
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [stubborn]):
-        [entry_id] = await add_events(redis, settings, 1)
+        [entry_id] = await add_events(redis, settings, *sample_bodies(1))
         [letter] = await eventually(lambda: read_all(redis, keys.dlq), what="a dead letter")
     assert cancellations == [1, 2]
     assert letter.original_id == entry_id
@@ -139,7 +140,7 @@ async def test_max_deliveries_per_consumer_overrides_the_setting(
         return len(await read_all(redis, keys.dlq)) == 2
 
     async with running(settings, redis, [failing("strict", max_deliveries=2), failing("patient")]):
-        [entry_id] = await add_events(redis, settings, 1)
+        [entry_id] = await add_events(redis, settings, *sample_bodies(1))
         await eventually(two_letters)
     assert attempts == {"strict": [1, 2], "patient": [1, 2, 3]}
     letters = {letter.group: letter for letter in await read_all(redis, keys.dlq)}
@@ -168,7 +169,7 @@ async def test_concurrency_per_consumer_overrides_the_setting(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [holding("narrow", concurrency=2), holding("wide")]):
-        await add_events(redis, settings, 10)
+        await add_events(redis, settings, *sample_bodies(10))
 
         async def both_full() -> bool:
             return now["narrow"] == 2 and now["wide"] == 6
@@ -194,20 +195,20 @@ async def test_a_new_consumer_starts_with_the_oldest_kept_event_or_with_new_ones
 
     backlog, fresh = recording("backlog"), recording("fresh", start="new")
     stream = Keys(settings.key_prefix).events()
-    old = await add_events(redis, settings, 3)
+    old = await add_events(redis, settings, *sample_bodies(3))
     async with running(settings, redis, [backlog, fresh]):
 
         async def both_groups() -> bool:
             return len(logs.named("consumer_group_created")) == 2
 
         await eventually(both_groups)
-        new = await add_events(redis, settings, 2)
+        new = await add_events(redis, settings, *sample_bodies(2))
         await eventually(lambda: _caught_up(redis, stream, "fresh"))
         await eventually(lambda: _caught_up(redis, stream, "backlog"))
     assert sorted(seen["backlog"]) == sorted(old + new)
     assert sorted(seen["fresh"]) == sorted(new)
     # Only where the group is created: once it exists, it goes on from where it was.
-    later = await add_events(redis, settings, 2)
+    later = await add_events(redis, settings, *sample_bodies(2))
     async with running(settings, redis, [backlog, fresh]):
         await eventually(lambda: _caught_up(redis, stream, "fresh"))
     assert sorted(seen["fresh"]) == sorted(new + later)
@@ -284,7 +285,7 @@ async def test_a_consumer_gets_its_own_options_and_no_other_components_credentia
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [Inspect]):
-        await add_events(redis, settings, 1)
+        await add_events(redis, settings, *sample_bodies(1))
         await eventually(lambda: _settled(redis, stream, "inspect", 1))
     setup_ctx, ctx = given
     assert isinstance(setup_ctx, SetupContext)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.helpers import wait_for
-from tests.processes import Program
-from tests.worker.helpers import add_events_sync, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +32,19 @@ def test_consumer_module_in_the_current_directory_is_found(
     (tmp_path / "my_consumers.py").write_text(_CONSUMER)
     env = worker_env(redis_url, prefix)
     env.pop("PYTHONPATH", None)
-    command = ["rtt", "worker"] if script else ["worker"]
-    worker = Program(
-        [*command, "--consumer", "my_consumers:handle"],
+    worker = start_worker(
         env,
         tmp_path / "worker.log",
-        cwd=tmp_path,
+        "--consumer",
+        "my_consumers:handle",
+        rtt=script,
         script=script,
+        cwd=tmp_path,
     )
     try:
         wait_for(lambda: worker.named("worker_started") or worker.process.poll() is not None, 30)
         assert worker.process.poll() is None, worker.text()
-        ids = add_events_sync(sync_redis, prefix, 3)
+        ids = add_events_sync(sync_redis, prefix, *sample_bodies(3))
         wait_for(lambda: sync_redis.scard(f"{prefix}:seen") == len(ids), 30, "events handled")
     finally:
         assert worker.stop() == 0, worker.text()

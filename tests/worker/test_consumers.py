@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 from shared.events import Event, Rejected, Stopped
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, group_info, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import group_info, running
 from worker.consumers import (
     Consumer,
     ConsumerLoadError,
@@ -127,7 +128,7 @@ async def test_setup_runs_before_and_teardown_after_handling(
             info = await group_info(redis, stream, "lifecycle")
             return bool(info) and info["pending"] == 0 and info["entries-read"] == 1
 
-        await add_events(redis, settings, 1)
+        await add_events(redis, settings, *sample_bodies(1))
         await eventually(handled)
     assert calls == ["setup:True", "handle", "teardown"]
 

@@ -15,20 +15,14 @@ from redis.asyncio import Redis
 
 from examples.minutes import minutes, totals_key
 from examples.transcripts import TranscriptFetcher, basic_auth, transcript_key
-from shared.entries import StreamEntry
 from shared.events import Available
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.bodies import sample_event
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines, add_events, eventually
 from tests.worker.helpers import group_info, running
 from worker.consumers import consumer
 from worker.dlq import read_all
-
-
-async def _add(redis: Redis, settings: Settings, event: dict[str, Any]) -> None:
-    entry = StreamEntry(event["eventType"], msgspec.json.encode(event), 1, "req")
-    await redis.xadd(Keys(settings.key_prefix).events(), entry.to_fields())
 
 
 async def _settled(redis: Redis, settings: Settings, group: str, count: int) -> bool:
@@ -46,12 +40,14 @@ async def test_minutes_adds_up_per_account_and_counts_a_redelivery_once(
     settings: Settings, redis: Redis, logs: LogLines
 ) -> None:
     async with running(settings, redis, [minutes]):
-        await _add(redis, settings, _stopped("111", "t-a", "PT1M30S"))
-        await _add(redis, settings, _stopped("111", "t-b", "PT3M"))
-        await _add(redis, settings, _stopped("222", "t-c", "PT45S"))
+        await add_events(redis, settings, msgspec.json.encode(_stopped("111", "t-a", "PT1M30S")))
+        await add_events(redis, settings, msgspec.json.encode(_stopped("111", "t-b", "PT3M")))
+        await add_events(redis, settings, msgspec.json.encode(_stopped("222", "t-c", "PT45S")))
         # The same Stopped event again, as after a worker died before acknowledging it.
-        await _add(redis, settings, _stopped("111", "t-b", "PT3M"))
-        await _add(redis, settings, sample_event("started", accountId="111"))
+        await add_events(redis, settings, msgspec.json.encode(_stopped("111", "t-b", "PT3M")))
+        await add_events(
+            redis, settings, msgspec.json.encode(sample_event("started", accountId="111"))
+        )
         await eventually(lambda: _settled(redis, settings, "minutes", 5))
     totals = await redis.hgetall(totals_key(settings.key_prefix))
     assert {k.decode(): float(v) for k, v in totals.items()} == {"111": 4.5, "222": 0.75}
@@ -135,7 +131,7 @@ async def test_transcripts_waits_out_the_first_404s_then_stores_the_text(
     )
     transcripts = consumer("transcripts", events=[Available])(fetcher)
     async with running(settings, redis, [transcripts]):
-        await _add(redis, settings, _available(base, "t-42"))
+        await add_events(redis, settings, msgspec.json.encode(_available(base, "t-42")))
         await eventually(lambda: _settled(redis, settings, "transcripts", 1))
     stored = msgspec.json.decode(await redis.get(transcript_key(settings.key_prefix, "t-42")))
     assert [t["transcript"] for t in stored["tracks"]] == ["hello, I need help", "how can I help"]
@@ -155,7 +151,7 @@ async def test_a_transcript_never_ready_is_retried_later_then_dead_lettered(
         TranscriptFetcher(not_ready_delays_s=(0.01,))
     )
     async with running(settings, redis, [transcripts]):
-        await _add(redis, settings, _available(base, "t-never"))
+        await add_events(redis, settings, msgspec.json.encode(_available(base, "t-never")))
         [letter] = await eventually(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
     assert "TranscriptNotReady" in letter.error
     assert letter.attempts == 2

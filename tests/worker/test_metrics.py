@@ -13,8 +13,9 @@ from shared.embedded import free_port
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import running
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 
@@ -38,7 +39,7 @@ async def test_metrics_expose_outcomes_latency_deliveries_lag_pending_and_dlq(
     keys = Keys(settings.key_prefix)
     stream = keys.events()
     async with running(settings, redis, [measured]):
-        await add_events(redis, settings, 10)
+        await add_events(redis, settings, *sample_bodies(10))
         await eventually(lambda: read_all(redis, keys.dlq))
 
         async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -98,11 +99,10 @@ async def test_consumers_own_metrics_and_alert_counts_are_served_too(
     async def counting(event: Event, ctx: Context) -> None:
         seen.inc()
 
-    keys = Keys(settings.key_prefix)
     body = sample_body("stopped", cause="error")
     sent_key = "rtt_alerts_total[('outcome', 'sent'), ('severity', 'error')]"
     async with running(settings, redis, [counting, alerts_consumer(settings)]):
-        await redis.xadd(keys.events(), {"type": "realTimeTranscriptionStopped", "body": body})
+        await add_events(redis, settings, body)
 
         async def scraped() -> dict[str, float]:
             try:

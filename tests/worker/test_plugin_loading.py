@@ -16,9 +16,10 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.helpers import wait_for
-from tests.processes import Program
-from tests.worker.helpers import REPO, add_events_sync, worker_env
+from tests.bodies import sample_bodies
+from tests.helpers import add_events_sync, wait_for
+from tests.processes import start_worker
+from tests.worker.helpers import REPO, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -72,15 +73,17 @@ def test_entry_point_and_command_line_consumers_both_run(
     (users_dir / "my_consumers.py").write_text(_USERS_OWN)
     env = worker_env(redis_url, prefix)
     env["PYTHONPATH"] = f"{tmp_path / 'site'}:{tmp_path / 'local'}:{REPO}"
-    worker = Program(
-        ["worker", "--consumer", "rtt_tests_local_consumers:handle"],
-        {**env, "RTT_WORKER_ID": "w-plugins"},
+    worker = start_worker(
+        env,
         tmp_path / "worker.log",
+        "--consumer",
+        "rtt_tests_local_consumers:handle",
+        worker_id="w-plugins",
         cwd=users_dir,
     )
     try:
         [started] = wait_for(lambda: worker.named("worker_started"), 30, "worker up")
-        ids = add_events_sync(sync_redis, prefix, 3)
+        ids = add_events_sync(sync_redis, prefix, *sample_bodies(3))
         for name in ("demo", "local"):
             key = f"{prefix}:seen:{name}"
             wait_for(lambda k=key: sync_redis.scard(k) == 3, 30, f"{name} handled all")

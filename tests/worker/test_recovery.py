@@ -14,9 +14,9 @@ from shared.entries import StreamEntry
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.bodies import sample_body
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, group_info, pending_ids, running
+from tests.bodies import sample_bodies, sample_body
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import group_info, pending_ids, running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
@@ -46,7 +46,7 @@ async def test_a_dead_workers_entries_are_taken_over_without_waiting_for_claim_i
 ) -> None:
     settings = make_settings(**FAST_LIVENESS, claim_idle="1h")
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 6)
+    await add_events(redis, settings, *sample_bodies(6))
     orphaned = await _read_as(redis, stream, "rec", "ghost-1", 6)  # no heartbeat: dead
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
@@ -71,12 +71,12 @@ async def test_a_live_workers_entries_stay_with_it_until_its_heartbeat_stops(
     settings = make_settings(**FAST_LIVENESS, claim_idle="1h")
     keys = Keys(settings.key_prefix)
     stream = keys.events()
-    await add_events(redis, settings, 3)
+    await add_events(redis, settings, *sample_bodies(3))
     await redis.set(keys.heartbeat("rec", "busy-1"), "elsewhere", px=60_000)
     held = await _read_as(redis, stream, "rec", "busy-1", 3)
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
-        [fresh] = await add_events(redis, settings, 1)
+        [fresh] = await add_events(redis, settings, *sample_bodies(1))
         await eventually(lambda: _all_seen(seen, [fresh]))
 
         async def checked_five_times() -> bool:
@@ -95,7 +95,7 @@ async def test_a_restarted_worker_first_handles_what_it_held(
 ) -> None:
     settings = make_settings(worker_id="stable-7", claim_idle="1h")
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 4)
+    await add_events(redis, settings, *sample_bodies(4))
     held = await _read_as(redis, stream, "rec", "stable-7", 4)
     seen: dict[str, int] = {}
     async with running(settings, redis, [_recorder("rec", seen)]):
@@ -109,7 +109,7 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_unrun(
     settings = make_settings(**FAST_LIVENESS, max_deliveries=2, claim_idle="1h")
     keys = Keys(settings.key_prefix)
     stream = keys.events()
-    await add_events(redis, settings, 1)
+    await add_events(redis, settings, *sample_bodies(1))
     [entry_id] = await _read_as(redis, stream, "rec", "crashy-1", 1)
     # Two more workers took it and crashed on it: three deliveries already.
     for member in ("crashy-2", "crashy-3"):
@@ -130,7 +130,7 @@ async def test_entries_idle_past_claim_idle_are_taken_even_from_a_live_worker(
     settings = make_settings(**FAST_LIVENESS, claim_idle="300ms", handler_timeout="200ms")
     keys = Keys(settings.key_prefix)
     stream = keys.events()
-    await add_events(redis, settings, 2)
+    await add_events(redis, settings, *sample_bodies(2))
     await redis.set(keys.heartbeat("rec", "hung-1"), "alive but stuck", px=60_000)
     held = await _read_as(redis, stream, "rec", "hung-1", 2)
     seen: dict[str, int] = {}
@@ -183,7 +183,7 @@ async def test_entries_whose_read_reply_was_lost_come_back_once_redis_answers_ag
     seen: dict[str, int] = {}
     try:
         async with running(settings, worker_redis, [_recorder("rec", seen)]):
-            [first] = await add_events(redis, settings, 1)
+            [first] = await add_events(redis, settings, *sample_bodies(1))
             await eventually(lambda: _all_seen(seen, [first]))
             unseen = await _deliver_unseen(redis, stream, "rec", "w-lost", 3)
             assert await _drop_connections(redis, name) >= 1
@@ -224,7 +224,7 @@ async def test_entries_in_hand_are_not_taken_back_after_a_redis_failure(
 
     try:
         async with running(settings, worker_redis, [slow_batch if batch else slow]):
-            ids = await add_events(redis, settings, 2)
+            ids = await add_events(redis, settings, *sample_bodies(2))
             await eventually(lambda: _length(calls, 2))
             assert await _drop_connections(redis, name) >= 1
             # Past the idle threshold (the heartbeat TTL, 400 ms) several recovery passes
@@ -247,7 +247,7 @@ async def test_a_member_that_owns_pending_entries_is_never_removed(
     settings: Settings, redis: Redis
 ) -> None:
     stream = Keys(settings.key_prefix).events()
-    await add_events(redis, settings, 1)
+    await add_events(redis, settings, *sample_bodies(1))
     await _read_as(redis, stream, "rec", "owner", 1)
     await recovery.create_group(redis, stream, "rec")
     await redis.xreadgroup("rec", "empty", {stream: ">"}, count=1)

@@ -12,8 +12,9 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.redis_values import now_ms
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import running
 from worker import recovery
 from worker.consumers import Context, consumer
 from worker.retention import trim
@@ -40,7 +41,7 @@ async def test_entries_every_group_acknowledged_go_once_past_retention(
     settings: Settings, redis: Redis
 ) -> None:
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 10)
+    ids = await add_events(redis, settings, *sample_bodies(10))
     await _consume(redis, stream, "a", 10, ack=10)
     await _consume(redis, stream, "b", 10, ack=10)
     kept = await trim(redis, stream, now_ms=now_ms(), retention_ms=DAY_MS, max_len=1000)
@@ -57,7 +58,7 @@ async def test_what_a_slow_group_has_not_acknowledged_is_kept(
     settings: Settings, redis: Redis
 ) -> None:
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 10)
+    ids = await add_events(redis, settings, *sample_bodies(10))
     await _consume(redis, stream, "fast", 10, ack=10)
     await _consume(redis, stream, "slow", 6, ack=3)  # 3 pending, 4 never delivered
     result = await trim(
@@ -71,7 +72,7 @@ async def test_a_group_that_received_nothing_keeps_everything(
     settings: Settings, redis: Redis
 ) -> None:
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 5)
+    ids = await add_events(redis, settings, *sample_bodies(5))
     await _consume(redis, stream, "done", 5, ack=5)
     await recovery.create_group(redis, stream, "new")
     result = await trim(
@@ -83,7 +84,7 @@ async def test_a_group_that_received_nothing_keeps_everything(
 
 async def test_a_stream_without_groups_is_not_trimmed(settings: Settings, redis: Redis) -> None:
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 3)
+    ids = await add_events(redis, settings, *sample_bodies(3))
     result = await trim(
         redis, stream, now_ms=now_ms() + 2 * DAY_MS, retention_ms=DAY_MS, max_len=1000
     )
@@ -95,7 +96,7 @@ async def test_the_length_cap_drops_the_oldest_even_unacknowledged(
     settings: Settings, redis: Redis
 ) -> None:
     stream = Keys(settings.key_prefix).events()
-    ids = await add_events(redis, settings, 12)
+    ids = await add_events(redis, settings, *sample_bodies(12))
     await recovery.create_group(redis, stream, "stalled")
     result = await trim(redis, stream, now_ms=now_ms(), retention_ms=DAY_MS, max_len=5)
     assert result.capped == 7
@@ -113,7 +114,7 @@ async def test_the_worker_trims_on_its_own_and_reports_capped_entries(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [keeps_up]) as worker:
-        await add_events(redis, settings, 6)
+        await add_events(redis, settings, *sample_bodies(6))
 
         async def trimmed_to_one() -> bool:
             return int(await redis.xlen(stream)) == 1
@@ -121,7 +122,7 @@ async def test_the_worker_trims_on_its_own_and_reports_capped_entries(
         await eventually(trimmed_to_one)
         # A group that stopped reading: the cap, not retention, bounds the stream now.
         await recovery.create_group(redis, stream, "stalled", "$")
-        await add_events(redis, settings, 12)
+        await add_events(redis, settings, *sample_bodies(12))
 
         # A sweep may cap the stream while the 12 are still being added: wait for the sweep
         # that comes after the last of them.

@@ -18,8 +18,9 @@ from shared.embedded import EmbeddedValkey, free_port
 from shared.events import Event, Started, Stopped
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
-from tests.worker.helpers import add_events, group_info, pending_ids, running
+from tests.bodies import sample_bodies
+from tests.helpers import LogLines, add_events, eventually
+from tests.worker.helpers import group_info, pending_ids, running
 from worker.consumers import Context, consumer
 from worker.dlq import read_all
 from worker.retry import backoff_s
@@ -36,7 +37,9 @@ async def test_every_entry_is_handled_once_then_acknowledged(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [recorder]):
-        ids = await add_events(redis, settings, 40)
+        ids = await add_events(
+            redis, settings, *sample_bodies(40), received_at_ms=1_700_000_000_000
+        )
         await eventually(lambda: _settled(redis, stream, "recorder", 40))
     assert sorted(entry_id for entry_id, *_ in seen) == sorted(ids)
     assert {(deliveries, s) for _, deliveries, s, _ in seen} == {(1, stream)}
@@ -54,8 +57,8 @@ async def test_consumer_gets_only_the_event_types_it_declared(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [stops]):
-        await add_events(redis, settings, 3, event_type="realTimeTranscriptionStarted")
-        await add_events(redis, settings, 2, event_type="realTimeTranscriptionStopped")
+        await add_events(redis, settings, *sample_bodies(3, "realTimeTranscriptionStarted"))
+        await add_events(redis, settings, *sample_bodies(2, "realTimeTranscriptionStopped"))
         await eventually(lambda: _settled(redis, stream, "stops", 5))
     assert got == ["realTimeTranscriptionStopped"] * 2
 
@@ -75,7 +78,7 @@ async def test_every_consumer_sees_every_event_in_its_own_group(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [first, second]):
-        await add_events(redis, settings, 10)
+        await add_events(redis, settings, *sample_bodies(10))
         await eventually(lambda: _settled(redis, stream, "first", 10))
         await eventually(lambda: _settled(redis, stream, "second", 10))
     assert seen == {"first": 10, "second": 10}
@@ -98,7 +101,7 @@ async def test_handlers_run_concurrently_up_to_the_limit(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [slowish]):
-        await add_events(redis, settings, 12)
+        await add_events(redis, settings, *sample_bodies(12))
 
         async def four_waiting() -> bool:
             return running_now == 4
@@ -124,7 +127,7 @@ async def test_failing_handler_is_retried_with_growing_delays_then_dead_lettered
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [flaky]):
-        [entry_id] = await add_events(redis, settings, 1, cause="error")
+        [entry_id] = await add_events(redis, settings, *sample_bodies(1, cause="error"))
         letters = await eventually(lambda: read_all(redis, Keys(settings.key_prefix).dlq))
         assert await pending_ids(redis, stream, "flaky") == []
     assert [deliveries for _, deliveries in attempts] == [1, 2, 3, 4]
@@ -161,7 +164,7 @@ async def test_a_poison_entry_does_not_stall_its_group(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [picky]):
-        [poison, *_] = await add_events(redis, settings, 30)
+        [poison, *_] = await add_events(redis, settings, *sample_bodies(30))
 
         async def all_good_handled() -> bool:
             return len(handled) == 29
@@ -189,7 +192,7 @@ async def test_a_slow_consumer_does_not_delay_another_group(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [slow, fast]):
-        await add_events(redis, settings, 50)
+        await add_events(redis, settings, *sample_bodies(50))
         await eventually(lambda: _settled(redis, stream, "fast", 50))
         slow_group = await group_info(redis, stream, "slow")
         assert slow_group["pending"] + slow_group["lag"] == 50  # none of it done yet
@@ -214,7 +217,7 @@ async def test_stop_finishes_in_flight_handlers_and_leaves_the_rest_pending(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [gated]) as worker:
-        ids = await add_events(redis, settings, 8)
+        ids = await add_events(redis, settings, *sample_bodies(8))
 
         async def two_started() -> bool:
             return len(started) == 2
@@ -253,7 +256,7 @@ async def test_handlers_past_the_grace_period_are_cancelled_and_stay_pending(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [stuck]):
-        [entry_id] = await add_events(redis, settings, 1)
+        [entry_id] = await add_events(redis, settings, *sample_bodies(1))
         await asyncio.wait_for(started.wait(), 10)
     assert cancelled == [entry_id]
     assert await pending_ids(redis, stream, "stuck") == [entry_id]
@@ -270,10 +273,10 @@ async def test_a_lost_group_is_recreated_loudly_and_work_goes_on(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [survivor]):
-        first = await add_events(redis, settings, 3)
+        first = await add_events(redis, settings, *sample_bodies(3))
         await eventually(lambda: _settled(redis, stream, "survivor", 3))
         await redis.xgroup_destroy(stream, "survivor")
-        later = await add_events(redis, settings, 3)
+        later = await add_events(redis, settings, *sample_bodies(3))
 
         async def later_handled() -> bool:
             return set(later) <= set(handled)
@@ -296,7 +299,7 @@ async def test_handler_log_lines_carry_the_entry_context(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [chatty]):
-        [entry_id] = await add_events(redis, settings, 1, transcription_id="t-9")
+        [entry_id] = await add_events(redis, settings, *sample_bodies(1, transcription_id="t-9"))
         await eventually(lambda: _settled(redis, stream, "chatty", 1))
     [line] = logs.named("chatty_saw")
     assert line["answer"] == 42
@@ -317,7 +320,7 @@ async def test_an_undecodable_entry_is_dead_lettered_without_running_the_handler
     keys = Keys(settings.key_prefix)
     async with running(settings, redis, [strict]):
         bad = (await redis.xadd(keys.events(), {"type": "x", "body": b"{not json"})).decode()
-        [good] = await add_events(redis, settings, 1)
+        [good] = await add_events(redis, settings, *sample_bodies(1))
         letters = await eventually(lambda: read_all(redis, keys.dlq))
         await eventually(lambda: _settled(redis, keys.events(), "strict", 2))
     assert calls == [good]
@@ -337,7 +340,7 @@ async def test_worker_stats_line_reports_what_was_done(
 
     stream = Keys(settings.key_prefix).events()
     async with running(settings, redis, [counted]):
-        await add_events(redis, settings, 7)
+        await add_events(redis, settings, *sample_bodies(7))
         await eventually(lambda: _settled(redis, stream, "counted", 7))
 
         async def stats_logged() -> bool:
@@ -380,7 +383,7 @@ async def test_every_shard_is_read_and_acknowledged_on_its_own_stream(
     async with running(settings, redis, [sharded]):
         added = []
         for shard in range(3):
-            ids = await add_events(redis, settings, 4, shard=shard)
+            ids = await add_events(redis, settings, *sample_bodies(4), shard=shard)
             added += [(keys.events(shard), entry_id) for entry_id in ids]
         for stream in keys.event_streams():
             await eventually(lambda s=stream: _settled(redis, s, "sharded", 4))
@@ -405,7 +408,7 @@ async def test_a_handler_failing_because_redis_is_away_keeps_its_delivery_and_is
     stream = Keys(settings.key_prefix).events()
     try:
         async with running(settings, redis, [copier]):
-            [entry_id] = await add_events(redis, settings, 1)
+            [entry_id] = await add_events(redis, settings, *sample_bodies(1))
             await eventually(lambda: len(seen) > 3 * settings.max_deliveries)
             # Redis keeps the same count, so a worker taking the entry over counts alike.
             [row] = await redis.xpending_range(stream, "copier", "-", "+", 10)

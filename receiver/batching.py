@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
@@ -35,6 +36,8 @@ from shared.replicas import Wait
 __all__ = ["ItemRefused", "RedisFailed", "RedisWriter", "StoreItem"]
 
 log = get_logger()
+# How long the writer keeps a connection before it goes back through the pool's checks.
+_HOLD_S = 1.0
 
 # KEYS: for each item, its stream and its dedup marker (same hash slot: one stream a call).
 # ARGV[1]: marker TTL in ms; then for each item: MAXLEN (0: no trimming), its member in a
@@ -131,6 +134,7 @@ class RedisWriter:
         timeout_s: float,
         batch_max: int,
         max_in_flight: int = 4,
+        overlap: int = 2,
         replicas: int = 0,
         replicas_timeout_ms: int = 500,
     ) -> None:
@@ -146,6 +150,11 @@ class RedisWriter:
         self._timeout_s = timeout_s
         self._batch_max = batch_max
         self._max_in_flight = max_in_flight
+        self._overlap = min(overlap, max_in_flight)
+        # Connections this writer holds between flushes, each with the time it was taken
+        # from the pool: under load a flush skips the pool's locks, events and health
+        # checks; one held longer than _HOLD_S goes back through the pool.
+        self._held: list[tuple[Connection, float]] = []
         self._queue: list[tuple[StoreItem, asyncio.Future[bytes | None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._kick_scheduled = False
@@ -165,9 +174,11 @@ class RedisWriter:
 
     def _kick(self) -> None:
         self._kick_scheduled = False
-        # One flush at a time while batches are small; more only when a full batch waits.
+        # Up to `overlap` flushes at once (while one is in Redis, the next batch is read and
+        # sent: the receiver does not sit idle waiting for Redis); more only when a full
+        # batch waits.
         while self._queue and (
-            not self._flushes
+            len(self._flushes) < self._overlap
             or (len(self._queue) >= self._batch_max and len(self._flushes) < self._max_in_flight)
         ):
             batch = self._queue[: self._batch_max]
@@ -303,11 +314,23 @@ class RedisWriter:
         # (`python -m bench receiver`: ratio 0.71 instead of 0.78-0.82).
         # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
         pool = cast(ConnectionPool, self._pool)
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            return await self._exchange(connection, calls)
-        finally:
+        now = time.monotonic()
+        while self._held:
+            connection, taken = self._held.pop()
+            if now - taken < _HOLD_S:
+                break
             await pool.release(connection)
+        else:
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            taken = now
+        try:
+            replies = await self._exchange(connection, calls)
+        except BaseException:
+            # Broken or cancelled mid-way (_exchange disconnected it): the pool reconnects it.
+            await pool.release(connection)
+            raise
+        self._held.append((connection, taken))
+        return replies
 
     async def _exchange(
         self, connection: Connection, calls: Sequence[tuple[object, ...]]
@@ -317,7 +340,15 @@ class RedisWriter:
         # (The stub of pack_command types its argument as a 1-tuple, hence the ignore.)
         packed = b"".join(hiredis.pack_command(call) for call in sent)  # type: ignore[arg-type]
         try:
-            await connection.send_packed_command(packed, check_health=False)
+            # Written on the connection's stream as redis-py's send_packed_command does, but
+            # without its wait_for (a task per write) for socket_timeout: the flush's
+            # deadline bounds the exchange.
+            writer = connection._writer
+            if writer is None or writer.is_closing():
+                await connection.connect()  # type: ignore[no-untyped-call]
+                writer = cast(asyncio.StreamWriter, connection._writer)
+            writer.write(packed)
+            await writer.drain()
             replies: list[object] = []
             for _ in sent:
                 try:
@@ -394,8 +425,12 @@ class RedisWriter:
             raise RedisFailed(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        """Wait for the flushes under way (each ends by its deadline)."""
+        """Wait for the flushes under way (each ends by its deadline), then hand the held
+        connections back to the pool."""
         while self._queue or self._flushes:
             if self._queue and not self._flushes:
                 self._kick()
             await asyncio.gather(*self._flushes, return_exceptions=True)
+        while self._held:
+            connection, _ = self._held.pop()
+            await cast(ConnectionPool, self._pool).release(connection)

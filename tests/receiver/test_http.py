@@ -33,6 +33,8 @@ async def test_seed_example_is_stored_byte_for_byte(
     resp = await receiver.post(PATH, data=body, headers=JSON)
     assert resp.status == 204
     [entry] = await _entries(redis, Keys(prefix).events())
+    # The entry layout of DESIGN.md, in its order, whichever script wrote it.
+    assert list(entry) == [b"type", b"body", b"received_at", b"request_id"]
     assert entry[b"body"] == body
     assert entry[b"type"] == b"realTimeTranscriptionStopped"
     assert int(entry[b"received_at"]) > 1_600_000_000_000

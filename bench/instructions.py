@@ -48,9 +48,15 @@ def _count(out_dir: Path) -> int:
 
 
 def _measure(
-    server: list[str], env: dict[str, str], url: str, seconds: float, connections: int
+    server: list[str],
+    env: dict[str, str],
+    url: str,
+    seconds: float,
+    connections: int,
+    keep: Path | None = None,
 ) -> tuple[int, int]:
-    """(instructions, requests) of one counted load on a fresh server under callgrind."""
+    """(instructions, requests) of one counted load on a fresh server under callgrind;
+    its callgrind files are copied to `keep` (for callgrind_annotate) when given."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         command = [
@@ -76,6 +82,10 @@ def _measure(
             # The dump of the counted span; the dump at exit adds only what ran after it.
             _control(process.pid, "-d")
             instructions = _count(out)
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                for path in out.glob("callgrind.out*"):
+                    shutil.copy(path, keep / path.name)
             if result["non_2xx"] or result["socket_errors"]:
                 print(f"warning: {result['non_2xx']} non-2xx, {result['socket_errors']} errors")
             return instructions, int(result["requests"])
@@ -93,6 +103,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--only", nargs="+", default=["bare", "receiver"])
     parser.add_argument("--connections", nargs="+", type=int, default=[64, 1])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--keep", type=Path, help="copy the callgrind files here")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or not wrk.available():
         print("needs valgrind and wrk (apt-get install valgrind wrk)")
@@ -114,6 +125,7 @@ def main(argv: Sequence[str]) -> int:
                     f"http://127.0.0.1:{port}{PATH}",
                     args.seconds,
                     connections,
+                    args.keep / f"{name}-c{connections}" if args.keep else None,
                 )
                 per = instructions / max(1, requests)
                 print(

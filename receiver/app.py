@@ -30,11 +30,11 @@ from shared.settings import Settings
 from shared.tracing import tracer
 
 from .auth import Gate, Refusal, open_to_anyone, parse_networks
-from .batching import StoreItem
+from .batching import ItemRefused, RedisFailed, StoreItem
 from .metrics import ReceiverMetrics
 from .store import Outcome, Store, StoreUnavailable
 
-__all__ = ["METRICS", "SETTINGS", "STORE", "create_app"]
+__all__ = ["HANDLER", "METRICS", "SETTINGS", "STORE", "create_app"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -51,19 +51,19 @@ _REQUEST_ID_CHARS = 128
 # What a client can read back in the answer's header and find in the logs as it sent it.
 _CLIENT_REQUEST_ID = re.compile(r"[\x20-\x7e]+")
 _encode = msgspec.json.encode
+_Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def _new_id() -> str:
     return os.urandom(16).hex()
 
 
-def _request_id(request: web.Request) -> str:
+def _request_id(sent: str | None) -> str:
     """The client's `X-Request-Id` if it is printable ASCII, else a fresh one.
 
     aiohttp keeps a byte outside UTF-8 as a surrogate, which no encoder takes: such an id
     is replaced here, before it reaches a stream entry, a log line or the answer.
     """
-    sent = request.headers.get("X-Request-Id")
     if sent is None:  # the usual case: Bandwidth sends none
         return _new_id()
     sent = sent[:_REQUEST_ID_CHARS]
@@ -74,16 +74,13 @@ def _request_id(request: web.Request) -> str:
     return _new_id()
 
 
-def _is_json(request: web.Request) -> tuple[bool, str]:
+def _is_json(request: web.BaseRequest) -> tuple[bool, str]:
     """Whether the body is declared JSON, and its media type as read."""
-    raw = request.headers.get("Content-Type")
-    if raw in _JSON_HEADERS:  # what clients send, recognised without parsing
-        return True, "application/json"
     ctype = _media_type(request)
     return ctype in _JSON_TYPES or ctype.endswith("+json"), ctype
 
 
-def _media_type(request: web.Request) -> str:
+def _media_type(request: web.BaseRequest) -> str:
     """The media type of the body, even where aiohttp's parser of its parameters fails."""
     try:
         return request.content_type
@@ -115,6 +112,7 @@ class _WebhookHandler:
 
     def __init__(self, settings: Settings, store: Store, metrics: ReceiverMetrics) -> None:
         self.keys = Keys(settings.key_prefix, settings.shards)
+        self.path = settings.path
         self._streams = [
             (self.keys.events(shard), self.keys.dedup_prefix(shard))
             for shard in range(settings.shards)
@@ -129,6 +127,7 @@ class _WebhookHandler:
             trusted_proxies=parse_networks(settings.trusted_proxies, "RTT_TRUSTED_PROXIES"),
         )
         self.read_timeout_s = settings.read_timeout.total_seconds()
+        self.max_body_size = settings.max_body_size
         self.forensic_max_len = settings.forensic_max_len
         # Only at debug level is there a line per accepted event; skip building it otherwise.
         self.log_accepted = settings.log_level == "debug"
@@ -136,9 +135,26 @@ class _WebhookHandler:
         self._timers = {outcome: metrics.store_seconds.labels(outcome) for outcome in Outcome}
 
     @property
-    def route(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def route(self) -> _Handler:
         """What the route calls: with tracing on, each request in a span of its own."""
         return self.handle_traced if self.tracer.enabled else self.handle
+
+    def dispatcher(self, fallback: _Handler) -> _Handler:
+        """The server's request handler: a POST to the events path goes straight to
+        `route`, past the router and its match info; everything else (and a request that
+        expects `100 Continue`) through `fallback`, the app's own handler.
+
+        A plain function returning the handler's coroutine: no frame of its own.
+        """
+        route, path = self.route, self.path
+
+        def dispatch(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+            hot = request.raw_path == path and request.method == "POST"
+            if hot and "Expect" not in request.headers:
+                return route(request)
+            return fallback(request)
+
+        return dispatch
 
     def _count(self, outcome: str, event_type: str = "") -> None:
         # Label values are a closed set (outcomes; known event types or "unknown").
@@ -149,39 +165,51 @@ class _WebhookHandler:
             )
         counter.inc()
 
-    async def handle_traced(self, request: web.Request) -> web.StreamResponse:
+    async def handle_traced(self, request: web.BaseRequest) -> web.StreamResponse:
         with self.tracer.receive(request.headers, request.path) as (span, traceparent):
             response = await self.handle(request, traceparent)
             span.set_attribute("http.response.status_code", response.status)
         return response
 
-    async def handle(self, request: web.Request, traceparent: str = "") -> web.StreamResponse:
-        request_id = _request_id(request)
-        # aiohttp runs each request in a task of its own, so these bindings end with it.
-        bind_contextvars(request_id=request_id)
+    async def handle(self, request: web.BaseRequest, traceparent: str = "") -> web.StreamResponse:
+        headers = request.headers
+        request_id = _request_id(headers.get("X-Request-Id"))
         refusal = self.gate.refusal(request)
         if refusal is not None:
+            bind_contextvars(request_id=request_id)
             return self._refuse(request, refusal, request_id)
-        is_json, ctype = _is_json(request)
-        if not is_json:
-            self._count("unsupported_media_type")
-            return _error(415, f"expected a JSON content type, got {_printable(ctype)}", request_id)
+        if headers.get("Content-Type") not in _JSON_HEADERS:  # else JSON, as clients send it
+            is_json, ctype = _is_json(request)
+            if not is_json:
+                bind_contextvars(request_id=request_id)
+                self._count("unsupported_media_type")
+                return _error(
+                    415, f"expected a JSON content type, got {_printable(ctype)}", request_id
+                )
+        content = request.content
         try:
-            if request.content.is_eof():  # the usual small body came with the head
-                body = await request.read()
+            if content.is_eof():  # the usual small body came with the head: no await
+                body = content.read_nowait()
+                if len(body) > self.max_body_size:
+                    raise web.HTTPRequestEntityTooLarge(
+                        max_size=self.max_body_size, actual_size=len(body)
+                    )
             else:
                 async with asyncio.timeout(self.read_timeout_s):
                     body = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            bind_contextvars(request_id=request_id)
             self._count("too_large")
             raise
         except TimeoutError:
+            bind_contextvars(request_id=request_id)
             log.warning("request_body_timeout", peer=self.gate.client_address(request))
             self._count("timeout")
             return _error(408, "request body not received in time", request_id, Connection="close")
         received_at_ms = time.time_ns() // 1_000_000
         decoded = decode_event(body)
         if isinstance(decoded, DecodeFailure):
+            bind_contextvars(request_id=request_id)
             client = self.gate.client_address(request)
             return await self._reject(decoded, body, client, received_at_ms, request_id)
         if isinstance(decoded, UnknownEvent):
@@ -190,7 +218,12 @@ class _WebhookHandler:
             )
         else:
             call_id = decoded.call_id
-            bind_contextvars(call_id=call_id, transcription_id=decoded.transcription_info.id)
+            # aiohttp runs each request in a task of its own, so these bindings end with it.
+            bind_contextvars(
+                request_id=request_id,
+                call_id=call_id,
+                transcription_id=decoded.transcription_info.id,
+            )
             event_type = label = decoded.event_type
             cause = unknown_cause(decoded)
             if cause is not None:
@@ -203,8 +236,19 @@ class _WebhookHandler:
                 dedup_prefix + event_identity(decoded),
             )
         started = time.perf_counter()
+        store = self.store
         try:
-            outcome = await self.store.put(item)
+            # While Redis takes events, the writer's own future: one coroutine less.
+            pending = store.redis_future(item)
+            if pending is None:
+                outcome = await store.put(item)
+            else:
+                try:
+                    entry_id = await pending
+                except (RedisFailed, ItemRefused) as exc:
+                    outcome = await store.after_failure(item, exc)
+                else:
+                    outcome = Outcome.STORED if entry_id is not None else Outcome.DUPLICATE
         except StoreUnavailable as exc:
             log.error("event_not_stored", error=str(exc), event_type=event_type)
             self._count("unavailable", label)
@@ -222,11 +266,9 @@ class _WebhookHandler:
                 outcome=outcome.value,
                 **{"from": decoded.from_, "to": decoded.to},
             )
-        response = web.Response(status=204)
-        response.headers["X-Request-Id"] = request_id
-        return response
+        return web.Response(status=204, headers={"X-Request-Id": request_id})
 
-    def _refuse(self, request: web.Request, refusal: Refusal, request_id: str) -> web.Response:
+    def _refuse(self, request: web.BaseRequest, refusal: Refusal, request_id: str) -> web.Response:
         if refusal == "forbidden":
             log.warning("request_forbidden", peer=self.gate.client_address(request))
             self._count("forbidden")
@@ -248,7 +290,7 @@ class _WebhookHandler:
         traceparent: str,
     ) -> tuple[StoreItem, str, str]:
         """The item of a type this version does not know: kept on `rtt:unknown`."""
-        bind_contextvars(call_id=decoded.call_id)
+        bind_contextvars(request_id=request_id, call_id=decoded.call_id)
         log.warning("event_type_unknown", event_type=decoded.event_type)
         # No identity of its own: the body's digest keeps a drain retry from adding it twice.
         identity = hashlib.blake2b(body, digest_size=16).hexdigest()
@@ -295,6 +337,10 @@ class _WebhookHandler:
             content_type="application/json",
             headers={"X-Request-Id": request_id},
         )
+
+
+# The events path's handler, for the runner's dispatcher (receiver.server).
+HANDLER = web.AppKey("handler", _WebhookHandler)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -348,7 +394,7 @@ def create_app(
     app[METRICS].open_to_anyone.set(
         open_to_anyone(settings.host, settings.basic_auth, settings.allow_cidrs)
     )
-    handler = _WebhookHandler(settings, app[STORE], app[METRICS])
+    handler = app[HANDLER] = _WebhookHandler(settings, app[STORE], app[METRICS])
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].start()

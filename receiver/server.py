@@ -17,10 +17,10 @@ from shared.logs import get_logger
 from shared.loop import loop_name
 from shared.settings import Settings
 
-from .app import create_app
+from .app import HANDLER, create_app
 from .auth import open_to_anyone
 
-__all__ = ["make_runner", "serve", "spool_dirs"]
+__all__ = ["ReceiverRunner", "make_runner", "serve", "spool_dirs"]
 
 log = get_logger()
 _SLOT_DIR = re.compile(r"^p(\d+)$")
@@ -44,10 +44,22 @@ def spool_dirs(settings: Settings, index: int = 0, processes: int = 1) -> tuple[
     return root / f"p{index}", orphans
 
 
+class ReceiverRunner(web.AppRunner):
+    """The app's runner, whose server hands a POST to the events path straight to the
+    handler (`_WebhookHandler.dispatcher`), past the router, its match info and the
+    response signals. Every other request, and everything the app does at start and
+    stop, is the app's as with `web.AppRunner`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.request_handler = self.app[HANDLER].dispatcher(server.request_handler)
+        return server
+
+
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     """The HTTP server's limits: header sizes, slow clients, the grace period at stop."""
     read_timeout_s = settings.read_timeout.total_seconds()
-    return web.AppRunner(
+    return ReceiverRunner(
         app,
         handle_signals=False,
         access_log=None,

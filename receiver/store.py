@@ -201,16 +201,33 @@ class Store:
     # --- storing -----------------------------------------------------------------------
 
     async def put(self, item: StoreItem) -> Outcome:
-        if not self._spooling:
+        pending = self.redis_future(item)
+        if pending is not None:
             try:
-                entry_id = await self._writer.put(item)
-            except RedisFailed as exc:
-                self._start_spooling(str(exc))
-            except ItemRefused as exc:
-                # This item only; Redis is fine, so nobody else's store changes course.
-                raise StoreUnavailable(f"event cannot be written: {exc}") from exc
-            else:
-                return Outcome.STORED if entry_id is not None else Outcome.DUPLICATE
+                entry_id = await pending
+            except (RedisFailed, ItemRefused) as exc:
+                return await self.after_failure(item, exc)
+            return Outcome.STORED if entry_id is not None else Outcome.DUPLICATE
+        return await self._spool_item(item)
+
+    def redis_future(self, item: StoreItem) -> asyncio.Future[bytes | None] | None:
+        """While Redis takes events, the item queued: a future of its entry id (None for a
+        repeat) that `after_failure` must follow if it raises. None while spooling: `put`.
+
+        `put` in two halves, so the events path awaits the writer's future itself.
+        """
+        return None if self._spooling else self._writer.put(item)
+
+    async def after_failure(self, item: StoreItem, exc: RedisFailed | ItemRefused) -> Outcome:
+        """What becomes of an item whose Redis write failed: spooled (and every item after it
+        until the spool is drained), or refused if the item itself cannot be written."""
+        if isinstance(exc, ItemRefused):
+            # This item only; Redis is fine, so nobody else's store changes course.
+            raise StoreUnavailable(f"event cannot be written: {exc}") from exc
+        self._start_spooling(str(exc))
+        return await self._spool_item(item)
+
+    async def _spool_item(self, item: StoreItem) -> Outcome:
         try:
             record = _to_record(item)
         except (msgspec.EncodeError, UnicodeEncodeError, TypeError) as exc:

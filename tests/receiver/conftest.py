@@ -8,8 +8,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from receiver.app import create_app
+from receiver.server import ReceiverRunner
 from shared.settings import Settings
 from tests.receiver.helpers import ReceiverFactory
+
+
+class _ReceiverTestServer(TestServer):
+    """aiohttp's test server with the receiver's own runner, as `rtt receiver` serves."""
+
+    async def _make_runner(self, **kwargs: Any) -> ReceiverRunner:
+        return ReceiverRunner(self.app, **kwargs)
 
 
 @pytest.fixture
@@ -21,7 +29,7 @@ async def start_receiver(
 
     async def start(**overrides: Any) -> TestClient[Any, Any]:
         settings = make_settings(**overrides)
-        client = TestClient(TestServer(create_app(settings, redis)))
+        client = TestClient(_ReceiverTestServer(create_app(settings, redis)))
         await client.start_server()
         clients.append(client)
         return client

@@ -145,3 +145,14 @@ async def test_health_and_readiness(receiver: TestClient[Any, Any]) -> None:
     resp = await receiver.get("/readyz")
     assert resp.status == 200
     assert (await resp.json())["store"] == "redis"
+
+
+async def test_a_client_expecting_100_continue_is_answered_and_stored(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str
+) -> None:
+    # curl sends `Expect: 100-continue` with bodies over 1 KiB: the events path must answer it.
+    body = sample_body("stopped")
+    resp = await receiver.post(PATH, data=body, headers=JSON, expect100=True)
+    assert resp.status == 204
+    [entry] = await _entries(redis, Keys(prefix).events())
+    assert entry[b"body"] == body

@@ -160,7 +160,6 @@ class RedisWriter:
         timeout_s: float,
         batch_max: int,
         max_in_flight: int = 4,
-        overlap: int = 2,
         replicas: int = 0,
         replicas_timeout_ms: int = 500,
     ) -> None:
@@ -176,7 +175,6 @@ class RedisWriter:
         self._timeout_s = timeout_s
         self._batch_max = batch_max
         self._max_in_flight = max_in_flight
-        self._overlap = min(overlap, max_in_flight)
         # Connections this writer holds between flushes, each with the time it was taken
         # from the pool: under load a flush skips the pool's locks, events and health
         # checks; one held longer than _HOLD_S goes back through the pool.
@@ -200,13 +198,10 @@ class RedisWriter:
 
     def _kick(self) -> None:
         self._kick_scheduled = False
-        # Up to `overlap` flushes at once (while one is in Redis, the next batch is read and
-        # sent: the receiver does not sit idle waiting for Redis); more only when a full
-        # batch waits.
-        while self._queue and (
-            len(self._flushes) < self._overlap
-            or (len(self._queue) >= self._batch_max and len(self._flushes) < self._max_in_flight)
-        ):
+        # Up to max_in_flight flushes at once: while one is in Redis (its script, then the
+        # AOF's fsync), the next batch is read and sent, and flushes that reach Redis
+        # together share one fsync; the receiver does not sit idle waiting for Redis.
+        while self._queue and len(self._flushes) < self._max_in_flight:
             batch = self._queue[: self._batch_max]
             del self._queue[: self._batch_max]
             task = asyncio.create_task(self._flush(batch))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
+import itertools
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -52,10 +55,22 @@ _REQUEST_ID_CHARS = 128
 _CLIENT_REQUEST_ID = re.compile(r"[\x20-\x7e]+")
 _encode = msgspec.json.encode
 _Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# Stored events whose metric updates wait for the next scrape, at most.
+_TALLY_MAX = 1024
 
 
 def _new_id() -> str:
     return os.urandom(16).hex()
+
+
+# A request id needs to be unique, not secret: a random prefix per process and a counter,
+# 32 hex digits as before, without a getrandom call per request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4)))
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 def _request_id(sent: str | None) -> str:
@@ -65,13 +80,13 @@ def _request_id(sent: str | None) -> str:
     is replaced here, before it reaches a stream entry, a log line or the answer.
     """
     if sent is None:  # the usual case: Bandwidth sends none
-        return _new_id()
+        return _new_request_id()
     sent = sent[:_REQUEST_ID_CHARS]
     if _CLIENT_REQUEST_ID.fullmatch(sent):
         return sent
     if sent:
         log.debug("request_id_replaced", sent=ascii(sent))
-    return _new_id()
+    return _new_request_id()
 
 
 def _is_json(request: web.BaseRequest) -> tuple[bool, str]:
@@ -133,6 +148,11 @@ class _WebhookHandler:
         self.log_accepted = settings.log_level == "debug"
         self._counters: dict[tuple[str, str], Any] = {}
         self._timers = {outcome: metrics.store_seconds.labels(outcome) for outcome in Outcome}
+        # Stored events' metric updates, applied in bulk (`fold_metrics`): at each scrape,
+        # and every _TALLY_MAX events. Not with PROMETHEUS_MULTIPROC_DIR (--processes N):
+        # another process answers the scrape, and a killed one would lose what it held.
+        self._defer = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self._tally: list[tuple[Outcome, str, float]] = []
 
     @property
     def route(self) -> _Handler:
@@ -156,14 +176,40 @@ class _WebhookHandler:
 
         return dispatch
 
-    def _count(self, outcome: str, event_type: str = "") -> None:
+    def _count(self, outcome: str, event_type: str = "", n: int = 1) -> None:
         # Label values are a closed set (outcomes; known event types or "unknown").
         counter = self._counters.get((outcome, event_type))
         if counter is None:
             counter = self._counters[outcome, event_type] = self.metrics.requests.labels(
                 outcome, event_type
             )
-        counter.inc()
+        counter.inc(n)
+
+    def fold_metrics(self) -> None:
+        """Apply the tallied updates of stored events to the metrics (before a scrape)."""
+        tally, self._tally = self._tally, []
+        if not tally:
+            return
+        groups: dict[tuple[Outcome, str], list[float]] = {}
+        for outcome, label, seconds in tally:
+            groups.setdefault((outcome, label), []).append(seconds)
+        for (outcome, label), timings in groups.items():
+            self._record(outcome, label, len(timings), timings)
+
+    def _record(self, outcome: Outcome, label: str, n: int, seconds: list[float]) -> None:
+        self._count(outcome, label, n)
+        if outcome is Outcome.DUPLICATE:
+            self.metrics.dedup_hits.inc(n)
+        timer = self._timers[outcome]
+        if n == 1:
+            timer.observe(seconds[0])
+            return
+        # Histogram.observe, for many at once: its sum, and each bucket's own count
+        # (prometheus-client keeps them per bucket, cumulated when it renders).
+        bounds = timer._upper_bounds
+        timer._sum.inc(sum(seconds))
+        for index, count in Counter(bisect.bisect_left(bounds, x) for x in seconds).items():
+            timer._buckets[index].inc(count)
 
     async def handle_traced(self, request: web.BaseRequest) -> web.StreamResponse:
         with self.tracer.receive(request.headers, request.path) as (span, traceparent):
@@ -255,10 +301,14 @@ class _WebhookHandler:
             return _error(
                 503, "storage unavailable, retry later", request_id, **{"Retry-After": "5"}
             )
-        self._timers[outcome].observe(time.perf_counter() - started)
-        self._count(outcome, label)
-        if outcome is Outcome.DUPLICATE:
-            self.metrics.dedup_hits.inc()
+        elapsed = time.perf_counter() - started
+        if self._defer:
+            tally = self._tally
+            tally.append((outcome, label, elapsed))
+            if len(tally) >= _TALLY_MAX:
+                self.fold_metrics()
+        else:
+            self._record(outcome, label, 1, [elapsed])
         if self.log_accepted and not isinstance(decoded, UnknownEvent):
             log.debug(
                 "event_accepted",
@@ -358,6 +408,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    request.app[HANDLER].fold_metrics()
     request.app[STORE].update_gauges()
     body, content_type = request.app[METRICS].render()
     response = web.Response(body=body)

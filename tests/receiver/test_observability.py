@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -143,3 +144,25 @@ async def test_client_request_id_is_kept_and_bound(
     assert rejected["level"] == "warning"
     assert rejected["path"] == "$.eventType"
     assert rejected["peer"] == "127.0.0.1"
+
+
+async def test_store_timings_of_many_events_are_all_in_the_histogram(
+    receiver: TestClient[Any, Any],
+) -> None:
+    # Concurrent events are timed in bulk before the scrape: each one in exactly one bucket.
+    bodies = [sample_body("stopped", call_id=f"c-histogram-{n}") for n in range(40)]
+    answers = await asyncio.gather(*(receiver.post(PATH, data=b, headers=JSON) for b in bodies))
+    assert [answer.status for answer in answers] == [204] * len(bodies)
+    text = await (await receiver.get("/metrics")).text()
+    histogram = "rtt_receiver_store_seconds"
+    assert _sample(text, f'{histogram}_count{{outcome="stored"}}') == len(bodies)
+    assert _sample(text, f'{histogram}_bucket{{le="+Inf",outcome="stored"}}') == len(bodies)
+    buckets = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(f"{histogram}_bucket{{") and 'outcome="stored"' in line
+    ]
+    assert buckets == sorted(buckets)
+    assert 0 < _sample(text, f'{histogram}_sum{{outcome="stored"}}') < 2 * len(bodies)
+    requests = 'rtt_receiver_requests_total{event_type="realTimeTranscriptionStopped",'
+    assert _sample(text, requests + 'outcome="stored"}') == len(bodies)

@@ -279,10 +279,17 @@ class RedisWriter:
         return results
 
     async def _run(self, items: Sequence[StoreItem]) -> list[Reply]:
+        if not items:
+            return []
         groups: dict[str, list[int]] = {}
-        for index, item in enumerate(items):
-            groups.setdefault(item.stream, []).append(index)
-        calls = [self._call([items[i] for i in indexes]) for indexes in groups.values()]
+        stream = items[0].stream
+        if all(item.stream == stream for item in items):  # the usual case: one stream
+            groups[stream] = list(range(len(items)))
+            calls = [self._call(items)]
+        else:
+            for index, item in enumerate(items):
+                groups.setdefault(item.stream, []).append(index)
+            calls = [self._call([items[i] for i in indexes]) for indexes in groups.values()]
         streams = list(groups)
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -294,6 +301,8 @@ class RedisWriter:
                     replies = await self._send(calls, streams)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisFailed(_describe(exc)) from exc
+        if len(replies) == 1 and isinstance(replies[0], list) and len(replies[0]) == len(items):
+            return cast(list[Reply], replies[0])  # one stream, every item answered
         results: list[Reply] = [None] * len(items)
         for indexes, reply in zip(groups.values(), replies, strict=True):
             if isinstance(reply, ResponseError) and is_permission_denied(reply):
@@ -311,23 +320,18 @@ class RedisWriter:
     def _call(self, items: Sequence[StoreItem]) -> tuple[object, ...]:
         """One script call for items of one stream: the events script when every item is
         an accepted event with exactly the usual fields, else the general one."""
-        if all(
-            item.marker is None and not item.max_len and item.fields.keys() == _EVENT_FIELD_SET
-            for item in items
-        ):
-            dedup_keys: list[object] = []
-            values: list[object] = [self._dedup_ttl_ms]
-            for item in items:
-                dedup_keys.append(item.dedup_key)
-                fields = item.fields
-                values += (
-                    fields["type"],
-                    fields["body"],
-                    fields["received_at"],
-                    fields["request_id"],
-                )
-            stream = items[0].stream
-            return ("EVALSHA", _EVENTS_SHA, len(dedup_keys) + 1, stream, *dedup_keys, *values)
+        dedup_keys: list[object] = []
+        values: list[object] = [self._dedup_ttl_ms]
+        for item in items:
+            fields = item.fields
+            if item.marker is not None or item.max_len or fields.keys() != _EVENT_FIELD_SET:
+                return self._general_call(items)
+            dedup_keys.append(item.dedup_key)
+            values += (fields["type"], fields["body"], fields["received_at"], fields["request_id"])
+        stream = items[0].stream
+        return ("EVALSHA", _EVENTS_SHA, len(dedup_keys) + 1, stream, *dedup_keys, *values)
+
+    def _general_call(self, items: Sequence[StoreItem]) -> tuple[object, ...]:
         keys: list[object] = []
         args: list[object] = [self._dedup_ttl_ms]
         for item in items:

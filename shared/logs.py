@@ -18,7 +18,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["configure_logging", "get_logger", "mask_phone", "reset_logging"]
+__all__ = ["configure_logging", "error_text", "get_logger", "mask_phone", "reset_logging"]
 
 # Fields that may hold a caller's or callee's number.
 PHONE_FIELDS: Final = frozenset({"from", "from_", "to", "phone", "caller", "callee"})
@@ -36,6 +36,13 @@ def mask_phone(value: str) -> str:
         return value
     keep_head = 2 if value.startswith("+") else 1
     return value[:keep_head] + "*" * (len(value) - keep_head - 2) + value[-2:]
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as log lines and dead letters show it: `ConnectionError('Error 111
+    connecting to 127.0.0.1:6379.')`. Python's own repr; redis-py 8 overrides it with the
+    class alone (`network:ConnectionError`), which names neither the address nor the reason."""
+    return BaseException.__repr__(exc)
 
 
 def _mask_phone_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -30,10 +30,6 @@ class NotReplicated(RedisError):
     """Written on the master, but fewer replicas than asked confirmed it in time: a
     failover may lose it, so it does not count as written (as if Redis were away)."""
 
-    def __repr__(self) -> str:
-        # redis-py's errors show only their class in repr; this one's message is the point.
-        return f"NotReplicated({str(self)!r})"
-
 
 def wait_of(settings: Settings) -> Wait | None:
     """The WAIT that RTT_STORE_REPLICAS asks for; None when it is 0."""

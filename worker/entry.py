@@ -22,7 +22,7 @@ from shared.connections import (
 )
 from shared.lifeline import watch_parent
 from shared.listen import listen_error
-from shared.logs import get_logger
+from shared.logs import error_text, get_logger
 from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
 from shared.tracing import configure_tracing, tracer
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
         return REDIS_REFUSED
     except OSError as exc:
         if exc.errno not in {errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL}:
-            log.error("worker_failed", error=repr(exc), exc_info=exc)
+            log.error("worker_failed", error=error_text(exc), exc_info=exc)
             return 1
         # The only socket the worker listens on: its /metrics.
         port = settings.worker_metrics_port
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtt worker") -> int:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
     except Exception as exc:
-        log.error("worker_failed", error=repr(exc), exc_info=exc)
+        log.error("worker_failed", error=error_text(exc), exc_info=exc)
         return 1
     finally:
         tracer().shutdown()

@@ -17,6 +17,7 @@ from structlog.typing import FilteringBoundLogger
 
 from shared.connections import REDIS_DOWN
 from shared.keys import Keys
+from shared.logs import error_text
 
 __all__ = ["Heartbeat", "WorkerIdInUse", "alive", "holder_prefix"]
 
@@ -88,7 +89,9 @@ class Heartbeat:
             try:
                 await self.beat()
             except REDIS_DOWN as exc:
-                self.log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
+                self.log.warning(
+                    "heartbeat_failed", worker_id=self.worker_id, error=error_text(exc)
+                )
 
     async def clear(self) -> None:
         """Say we are gone, so what we leave pending is taken over without waiting."""

@@ -23,6 +23,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from structlog.typing import FilteringBoundLogger
 
+from shared.logs import error_text
+
 from .stats import Snapshot
 
 __all__ = ["Buckets", "ConsumerStats", "MetricsServer", "WorkerCollector"]
@@ -191,7 +193,7 @@ class MetricsServer:
                 self._collector.snapshot = await self._refresh()
         except Exception as exc:
             # Counters are still worth serving; the gauges keep their last values.
-            self.log.warning("metrics_refresh_failed", error=repr(exc))
+            self.log.warning("metrics_refresh_failed", error=error_text(exc))
         # Consumers (the built-in alerts, user plugins) register their own metrics the usual
         # way, in prometheus-client's default registry: served here next to the runtime's.
         body = generate_latest(self.registry) + generate_latest(REGISTRY)

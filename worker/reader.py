@@ -37,7 +37,7 @@ from shared.connections import REDIS_DOWN
 from shared.entries import StreamEntry
 from shared.events import DecodeFailure, Event, UnknownEvent, decode_event
 from shared.keys import Keys
-from shared.logs import get_logger
+from shared.logs import error_text, get_logger
 from shared.redis_values import as_text, now_ms, parse_stream_id
 from shared.replicas import NotReplicated, confirm, wait_of
 from shared.settings import Settings
@@ -258,7 +258,9 @@ class GroupReader:
             for task in done:
                 if task is not stop_wait and not task.cancelled():
                     failure = task.exception() or RuntimeError(f"{task.get_name()} ended")
-                    self.log.error("reader_task_failed", task=task.get_name(), error=repr(failure))
+                    self.log.error(
+                        "reader_task_failed", task=task.get_name(), error=error_text(failure)
+                    )
         finally:
             stop_wait.cancel()
             await self._shutdown(feeders, acker, watchdog)
@@ -663,18 +665,18 @@ class GroupReader:
         if deliveries >= self._max_deliveries and not away:
             entry_log.error(
                 "handler_failed",
-                error=repr(exc),
+                error=error_text(exc),
                 exc_info=exc,
                 timed_out=timed_out,
                 redis_away=False,
                 final=True,
             )
-            await self._give_up(item, repr(exc))
+            await self._give_up(item, error_text(exc))
             return
         delay_s = backoff_s(deliveries, self._retry_base_s, self._retry_max_s)
         entry_log.warning(
             "handler_failed",
-            error=repr(exc),
+            error=error_text(exc),
             exc_info=exc,
             timed_out=timed_out,
             redis_away=away,
@@ -713,7 +715,10 @@ class GroupReader:
         except (*REDIS_DOWN, ResponseError) as exc:
             # Still pending: it comes back as a retry and is dead-lettered then.
             self.log.error(
-                "dead_letter_failed", stream=stream, stream_id=letter.original_id, error=repr(exc)
+                "dead_letter_failed",
+                stream=stream,
+                stream_id=letter.original_id,
+                error=error_text(exc),
             )
             self._failed_at = time.monotonic()
             self._schedule_retry(stream, entry_id, deliveries, self._retry_base_s)
@@ -807,7 +812,7 @@ class GroupReader:
         self.log.warning(
             "redis_unavailable",
             operation=operation,
-            error=repr(exc),
+            error=error_text(exc),
             attempt=failures,
             retry_in_s=round(delay_s, 3),
         )
@@ -839,7 +844,7 @@ class GroupReader:
                 self._reading.add(stream)
                 break
             except ResponseError as exc:  # NOGROUP: gone again since; create it again
-                self.log.warning("consumer_group_vanished", stream=stream, error=repr(exc))
+                self.log.warning("consumer_group_vanished", stream=stream, error=error_text(exc))
         failures = 0
         while True:
             await self._wait_for_space()
@@ -960,13 +965,13 @@ class GroupReader:
                 await self._recreate_group(stream, str(exc))
                 return
             self._failed_at = time.monotonic()
-            self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
+            self.log.warning("redis_unavailable", operation="retry", error=error_text(exc))
             for entry_id, deliveries in counts.items():
                 self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
             return
         except REDIS_DOWN as exc:
             self._failed_at = time.monotonic()
-            self.log.warning("redis_unavailable", operation="retry", error=repr(exc))
+            self.log.warning("redis_unavailable", operation="retry", error=error_text(exc))
             for entry_id, deliveries in counts.items():
                 self._schedule_retry(stream, entry_id, deliveries, _RECONNECT_MAX_S)
             return

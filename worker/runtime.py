@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from shared.connections import REDIS_DOWN
 from shared.keys import Keys
-from shared.logs import get_logger
+from shared.logs import error_text, get_logger
 from shared.redis_values import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_and_wait
@@ -87,7 +87,9 @@ class Worker:
                     try:
                         await item.setup(self._setup_context(item))
                     except Exception as exc:
-                        self.log.error("consumer_setup_failed", consumer=item.name, error=repr(exc))
+                        self.log.error(
+                            "consumer_setup_failed", consumer=item.name, error=error_text(exc)
+                        )
                         raise
                 set_up.append(item)
             if self.settings.worker_metrics_port:
@@ -107,7 +109,7 @@ class Worker:
                         await item.teardown()
                     except Exception as exc:
                         self.log.error(
-                            "consumer_teardown_failed", consumer=item.name, error=repr(exc)
+                            "consumer_teardown_failed", consumer=item.name, error=error_text(exc)
                         )
 
     def _setup_context(self, item: Consumer) -> SetupContext:
@@ -134,7 +136,7 @@ class Worker:
                 self.log.warning(
                     "redis_unavailable",
                     operation="start",
-                    error=repr(exc),
+                    error=error_text(exc),
                     attempt=failures,
                     retry_in_s=round(delay_s, 3),
                 )
@@ -191,7 +193,7 @@ class Worker:
                 await self._trim_streams()
                 snap = await self.snapshot()
             except (*REDIS_DOWN, ResponseError) as exc:
-                self.log.warning("upkeep_failed", error=repr(exc))
+                self.log.warning("upkeep_failed", error=error_text(exc))
                 continue
             self._log_stats(snap, interval_s)
 

@@ -424,3 +424,25 @@ async def test_a_handler_failing_because_redis_is_away_keeps_its_delivery_and_is
     assert failures
     assert all(line["redis_away"] for line in failures)
     assert entry_id not in await pending_ids(redis, stream, "copier")
+
+
+async def test_a_worker_without_redis_says_which_address_fails_and_why(
+    make_settings: Callable[..., Settings], logs: LogLines
+) -> None:
+    port = free_port()
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    down = Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+
+    @consumer("idle")
+    async def idle(event: Event, ctx: Context) -> None:
+        pass
+
+    try:
+        async with running(settings, down, [idle]):
+            await eventually(lambda: logs.named("redis_unavailable"))
+    finally:
+        await down.aclose()
+    # redis-py's repr of its errors is only their class ("network:ConnectionError").
+    [first, *_] = logs.named("redis_unavailable")
+    assert f"127.0.0.1:{port}" in first["error"], first
+    assert "ConnectionError" in first["error"], first

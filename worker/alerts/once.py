@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
 from shared.keys import Keys
+from shared.logs import error_text
 from shared.replicas import NotReplicated, Wait
 from worker.retry import backoff_s
 
@@ -205,7 +206,7 @@ class Once:
                             key=key,
                             attempt=failures,
                             retry_in_s=round(delay_s, 3),
-                            error=repr(exc),
+                            error=error_text(exc),
                         )
                     await asyncio.sleep(delay_s)
         except asyncio.CancelledError:

@@ -215,17 +215,16 @@ class AlertsConsumer:
         if run is None:
             raise RuntimeError("alerts consumer used before setup")
         outcomes: list[BaseException | None] = [None] * len(events)
-        calls: list[Call] = []
+        recorded: list[Started | Stopped | Rejected] = []
         owners: list[int] = []
         alerts: list[tuple[int, Alert]] = []
         stops: list[tuple[Stopped, int]] = []
         stopped: list[int] = []
+        options = run.options
         for n, (event, ctx) in enumerate(zip(events, ctxs, strict=True)):
             if isinstance(event, _RECORDED):
-                call = run.stale.record_call(event)
-                if call is not None:
-                    calls.append(call)
-                    owners.append(n)
+                recorded.append(event)
+                owners.append(n)
             if isinstance(event, Stopped):
                 at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
                 stops.append((event, at_ms))
@@ -233,16 +232,19 @@ class AlertsConsumer:
             alert = alert_for(event, run.options)
             if alert is not None:
                 alerts.append((n, alert))
+        # One call for the batch's stale tracking, one for its stops (counted, then the
+        # window evaluated): each fails its own events.
+        calls: list[tuple[Call, list[int]]] = []
+        record = run.stale.record_call(recorded)
+        if record is not None:
+            calls.append((record, owners))
         if stops:
-            # One call for the batch's stops: they are counted, then the window evaluated.
-            calls.append(run.rate.record_call(stops))
-        results = await run_calls(run.redis, calls)
-        for n, result in zip(owners, results, strict=False):
+            calls.append((run.rate.record_call(stops), stopped))
+        results = await run_calls(run.redis, [call for call, _ in calls])
+        for (_, indices), result in zip(calls, results, strict=True):
             if isinstance(result, Exception):
-                outcomes[n] = result
-        if stops and isinstance(results[-1], Exception):
-            for n in stopped:
-                outcomes[n] = results[-1]
+                for n in indices:
+                    outcomes[n] = result
         alerts = [(n, alert) for n, alert in alerts if outcomes[n] is None]
         if alerts:
             await _raise_batch(run, alerts, ctxs, outcomes)

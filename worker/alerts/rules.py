@@ -21,6 +21,7 @@ __all__ = [
     "alert_about",
     "alert_field",
     "alert_for",
+    "alert_key",
     "check_group_by",
     "destination_host",
     "group_labels",
@@ -103,9 +104,8 @@ def alert_about(
     """The alert on `event`'s transcription. Its key is the transcription id and
     `key_parts`, hashed to a fixed length so it fits PagerDuty's dedup_key and Redis keys."""
     info = event.transcription_info
-    identity = "|".join((info.id, *key_parts))
     return Alert(
-        alert_key=hashlib.sha256(identity.encode()).hexdigest()[:32],
+        alert_key=alert_key(info.id, *key_parts),
         severity=severity,
         event_type=event.event_type,
         cause=cause,
@@ -120,6 +120,12 @@ def alert_about(
         duration_s=duration_s,
         event_time=event.event_time.isoformat(),
     )
+
+
+def alert_key(transcription_id: str, *key_parts: str) -> str:
+    """The alert's key: its transcription and `key_parts`, hashed to a fixed length."""
+    identity = "|".join((transcription_id, *key_parts))
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
 # Fields that group keys and silences may name: the alert's own, plus the host of its

@@ -15,6 +15,7 @@ is scanned, so memory stays bounded whatever is lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -28,7 +29,7 @@ from shared.settings import format_duration
 from .notifications import StaleResolved
 from .options import AlertOptions
 from .pipelined import Call
-from .rules import Alert, alert_about
+from .rules import Alert, alert_about, alert_key
 
 __all__ = ["STALE_CAUSE", "StaleRule", "stale_resolved_from_outbox"]
 
@@ -41,33 +42,46 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: open, due, closed, stale, outbox. ARGV: 'open' or 'close', transcription id,
-# alert json, stale after ms, ttl ms (of the open record and the closed marker), stale
-# ttl ms. One script for both, so the Started and Stopped of one transcription in one
-# batch run in their order.
+# KEYS: due, outbox. ARGV: the open, closed and stale key prefixes (a transcription id
+# ends each key: one slot, the alerts'), stale after ms, ttl ms (of the open record and the
+# closed marker), stale ttl ms; then for each event of a batch, in order: 'o' (a Started)
+# or 'c' (a Stopped or Rejected), its transcription id, and for an 'o' its open record.
+# One script for both, so the Started and Stopped of one transcription in one batch run
+# in their order; the clock read once.
 # Open: a redelivered Started keeps its first due time; one after its stop opens nothing.
-# Close: 1 if a raised stale alert is resolved by this stop.
+# Close: the stop's marker; a record still open is dropped with its due time, else a
+# raised stale alert is resolved (nothing can have been raised while it was open).
+# Returns how many raised alerts were resolved.
 _RECORD: Final = (
     _NOW_MS
     + """
-if ARGV[1] == 'open' then
-  if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-  if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[5]) then
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[2])
+local open, closed, stale = ARGV[1], ARGV[2], ARGV[3]
+local after, ttl = tonumber(ARGV[4]), ARGV[5]
+local opened, resolved = false, 0
+for i = 7, #ARGV, 3 do
+  local tid = ARGV[i + 1]
+  if ARGV[i] == 'o' then
+    if redis.call('EXISTS', closed .. tid) == 0
+        and redis.call('SET', open .. tid, ARGV[i + 2], 'NX', 'PX', ttl) then
+      redis.call('ZADD', KEYS[1], now + after, tid)
+      opened = true
+    end
+  else
+    redis.call('SET', closed .. tid, '1', 'PX', ttl)
+    if redis.call('DEL', open .. tid) == 1 then
+      redis.call('ZREM', KEYS[1], tid)
+    else
+      local alert = redis.call('GET', stale .. tid)
+      if alert and alert ~= 'resolved' then
+        redis.call('XADD', KEYS[2], '*', 'kind', 'stale_resolved', 'alert', alert, 'at', now)
+        redis.call('SET', stale .. tid, 'resolved', 'PX', ARGV[6])
+        resolved = resolved + 1
+      end
+    end
   end
-  redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  return 1
 end
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-local alert = redis.call('GET', KEYS[4])
-if alert and alert ~= 'resolved' then
-  redis.call('XADD', KEYS[5], '*', 'kind', 'stale_resolved', 'alert', alert, 'at', now)
-  redis.call('SET', KEYS[4], 'resolved', 'PX', ARGV[6])
-  return 1
-end
-return 0
+if opened then redis.call('PEXPIRE', KEYS[1], ttl) end
+return resolved
 """
 )
 
@@ -94,6 +108,24 @@ return 0
 _alert_decoder: Final = msgspec.json.Decoder(Alert)
 
 
+class _Open(msgspec.Struct, array_like=True, frozen=True):
+    """What a Started leaves for its stale alert: the fields the alert takes from it, as a
+    JSON array (a tenth of the cost of the alert itself, which is built only if due)."""
+
+    transcription_id: str
+    call_id: str
+    account_id: str
+    application_id: str
+    event_time: datetime
+    transcription_name: str | None
+    destination: str | None
+    tracks: list[str]
+
+
+_encode_open: Final = msgspec.json.Encoder().encode
+_open_decoder: Final = msgspec.json.Decoder(_Open)
+
+
 def stale_alert(event: Started, stale_after: timedelta) -> Alert:
     """The alert a Started raises if its transcription is still open after `stale_after`."""
     return alert_about(
@@ -101,11 +133,35 @@ def stale_alert(event: Started, stale_after: timedelta) -> Alert:
         key_parts=(STALE_CAUSE,),
         severity="warning",
         cause=STALE_CAUSE,
-        error_message=(
-            f"no Stopped or Rejected {format_duration(stale_after)} after Started "
-            "(a lost webhook, or a transcription stuck open)"
-        ),
+        error_message=_stale_message(stale_after),
         duration_s=None,
+    )
+
+
+def _stale_message(stale_after: timedelta) -> str:
+    return (
+        f"no Stopped or Rejected {format_duration(stale_after)} after Started "
+        "(a lost webhook, or a transcription stuck open)"
+    )
+
+
+def stale_alert_of(record: _Open, stale_after: timedelta) -> Alert:
+    """`stale_alert` of the Started that left this open record."""
+    return Alert(
+        alert_key=alert_key(record.transcription_id, STALE_CAUSE),
+        severity="warning",
+        event_type=Started.__struct_config__.tag,  # type: ignore[arg-type]
+        cause=STALE_CAUSE,
+        error_message=_stale_message(stale_after),
+        call_id=record.call_id,
+        transcription_id=record.transcription_id,
+        transcription_name=record.transcription_name,
+        destination=record.destination,
+        account_id=record.account_id,
+        application_id=record.application_id,
+        tracks=list(record.tracks),
+        duration_s=None,
+        event_time=record.event_time.isoformat(),
     )
 
 
@@ -119,6 +175,15 @@ class StaleRule:
         self._stale_ttl_ms = max(1, int(options.once_ttl.total_seconds() * 1000))
         self._record = redis.register_script(_RECORD)
         self._raised = redis.register_script(_RAISED)
+        self._record_keys = [keys.alert_open_due, keys.alert_outbox]
+        self._args: list[str | int | bytes] = [
+            keys.alert_open(""),
+            keys.alert_closed(""),
+            keys.alert_stale(""),
+            self._after_ms,
+            self._ttl_ms,
+            self._stale_ttl_ms,
+        ]
 
     @property
     def enabled(self) -> bool:
@@ -126,40 +191,36 @@ class StaleRule:
 
     async def record(self, event: Started | Stopped | Rejected) -> bool:
         """Open on a Started, close on a Stopped or Rejected; True if that resolved an alert."""
-        call = self.record_call(event)
+        call = self.record_call([event])
         if call is None:
             return False
-        resolved = await self._record(keys=call.keys, args=call.args)
-        return isinstance(event, Stopped | Rejected) and bool(resolved)
+        return bool(await self._record(keys=call.keys, args=call.args))
 
-    def record_call(self, event: Started | Stopped | Rejected) -> Call | None:
-        """What `record` runs, to run in a batch; None when the rule is off."""
-        if not self.enabled:
+    def record_call(self, events: Sequence[Started | Stopped | Rejected]) -> Call | None:
+        """What `record` runs, for the events of a batch in their order, as one call; None
+        when the rule is off or there is nothing to record."""
+        if not self.enabled or not events:
             return None
-        tid = event.transcription_info.id
-        keys = self._keys
-        opens = isinstance(event, Started)
-        alert = b""
-        if isinstance(event, Started):
-            alert = msgspec.json.encode(stale_alert(event, self._stale_after))
-        return Call(
-            self._record,
-            [
-                keys.alert_open(tid),
-                keys.alert_open_due,
-                keys.alert_closed(tid),
-                keys.alert_stale(tid),
-                keys.alert_outbox,
-            ],
-            [
-                "open" if opens else "close",
-                tid,
-                alert,
-                self._after_ms,
-                self._ttl_ms,
-                self._stale_ttl_ms,
-            ],
-        )
+        args = self._args.copy()
+        for event in events:
+            info = event.transcription_info
+            if isinstance(event, Started):
+                record = _encode_open(
+                    _Open(
+                        info.id,
+                        event.call_id,
+                        event.account_id,
+                        event.application_id,
+                        event.event_time,
+                        info.name,
+                        info.destination,
+                        info.tracks,
+                    )
+                )
+                args += ("o", info.id, record)
+            else:
+                args += ("c", info.id, "")
+        return Call(self._record, self._record_keys, args)
 
     async def due(self) -> list[Alert]:
         """Stale alerts due now (at most a batch); records gone by themselves are dropped."""
@@ -178,8 +239,16 @@ class StaleRule:
             if body is None:
                 await self._redis.zrem(keys.alert_open_due, tid)
                 continue
-            alerts.append(_alert_decoder.decode(body))
+            alerts.append(self._alert_of(body))
         return alerts
+
+    def _alert_of(self, body: bytes) -> Alert:
+        """The stale alert of an open record: what the Started left (an array), or, from a
+        worker before those, the alert itself (an object)."""
+        if not body.startswith(b"["):
+            return _alert_decoder.decode(body)
+        record = _open_decoder.decode(body)
+        return stale_alert_of(record, self._stale_after)
 
     async def raised(self, alert: Alert, *, silenced: bool = False) -> None:
         """The stale alert went through every sink: remember it, for a late stop to resolve

@@ -49,7 +49,12 @@ class Keys:
 
     def alert_once(self, sink: str, alert_key: str) -> str:
         """Marks an alert as sent to a sink; shares a slot with its sending lock."""
-        return f"{self.prefix}:alerted:{{{sink}:{alert_key}}}"
+        return f"{self.alert_once_head}{sink}:{alert_key}}}"
+
+    @property
+    def alert_once_head(self) -> str:
+        """What `alert_once` keys start with: a script builds them as head, `sink:key`, `}`."""
+        return f"{self.prefix}:alerted:{{"
 
     @property
     def dlq(self) -> str:
@@ -72,7 +77,12 @@ class Keys:
 
     def alert_sending(self, sink: str, alert_key: str) -> str:
         """Short-lived lock: one replica at a time sends a given alert to a given sink."""
-        return f"{self.prefix}:alerting:{{{sink}:{alert_key}}}"
+        return f"{self.alert_sending_head}{sink}:{alert_key}}}"
+
+    @property
+    def alert_sending_head(self) -> str:
+        """What `alert_sending` keys start with (see `alert_once_head`)."""
+        return f"{self.prefix}:alerting:{{"
 
     @property
     def _alerts(self) -> str:

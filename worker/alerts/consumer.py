@@ -26,7 +26,7 @@ import contextlib
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import msgspec
@@ -46,12 +46,20 @@ from .grouping import Groups, decision_of
 from .once import CLAIMED, SENDING, Once
 from .options import AlertOptions
 from .outbox import Lease, Outbox
-from .pipelined import Call
+from .pipelined import Call, per_item
 from .pipelined import run as run_calls
 from .quiet import QuietRule
 from .rate import RateRule
 from .rules import Alert, alert_for, check_group_by
-from .silences import Silence, active_silences, count_hit, hit_call, matching_silence, silence_for
+from .silences import (
+    Silence,
+    active_of,
+    count_hit,
+    hit_call,
+    matching_silence,
+    silence_for,
+    silences_call,
+)
 from .sinks import LogSink, Sink, http_sinks
 from .stale import StaleRule
 
@@ -229,7 +237,7 @@ class AlertsConsumer:
                 at_ms = ctx.received_at_ms or int(ctx.entry_id.split("-", 1)[0])
                 stops.append((event, at_ms))
                 stopped.append(n)
-            alert = alert_for(event, run.options)
+            alert = alert_for(event, options)
             if alert is not None:
                 alerts.append((n, alert))
         # One call for the batch's stale tracking, one for its stops (counted, then the
@@ -240,6 +248,8 @@ class AlertsConsumer:
             calls.append((record, owners))
         if stops:
             calls.append((run.rate.record_call(stops), stopped))
+        if alerts:  # the silences, read in the same round trip, for the alerts to come
+            calls.append((silences_call(run.keys), [n for n, _ in alerts]))
         results = await run_calls(run.redis, [call for call, _ in calls])
         for (_, indices), result in zip(calls, results, strict=True):
             if isinstance(result, Exception):
@@ -247,7 +257,7 @@ class AlertsConsumer:
                     outcomes[n] = result
         alerts = [(n, alert) for n, alert in alerts if outcomes[n] is None]
         if alerts:
-            await _raise_batch(run, alerts, ctxs, outcomes)
+            await _raise_batch(run, alerts, ctxs, outcomes, active_of(results[-1]))
         return outcomes
 
     async def _upkeep(self, run: _Running, tick_s: float) -> None:
@@ -327,35 +337,32 @@ async def _raise_batch(
     alerts: list[tuple[int, Alert]],
     ctxs: Sequence[Context],
     outcomes: list[BaseException | None],
+    silences: list[Silence],
 ) -> None:
     """The alerts of a batch, as `_raise` takes each, with a round trip per step for all:
-    silences, the once-claims (log or silenced), the log lines, the records and silence
-    hits, Alertmanager, the groups; then each group's first alert to the sinks."""
+    the once-claims (log or silenced, by the `silences` in force), the log lines, the
+    records and silence hits, Alertmanager, the groups (with the records when nothing
+    comes between); then each group's first alert to the sinks."""
 
     def fail(items: Sequence[_Claimed | tuple[int, Alert]], exc: BaseException) -> None:
         for item in items:
             outcomes[item.n if isinstance(item, _Claimed) else item[0]] = exc
 
     try:
-        silences = await active_silences(run.redis, run.keys)
         claims = []
         token = uuid.uuid4().hex  # one sender: this call; its claims differ by their keys
         for n, alert in alerts:
             silence = silence_for(silences, alert)
             sink = run.log_sink.name if silence is None else "silenced"
             claims.append(_Claimed(n, alert, silence, sink, token))
-        states = await run_calls(
-            run.redis,
-            [run.once.claim_call(c.sink, c.alert.alert_key, c.token) for c in claims],
-            run.once.replicas,
-        )
+        items = [(c.sink, c.alert.alert_key) for c in claims]
+        splits = run.once.claim_calls(items, token)
+        replies = await run_calls(run.redis, [s.call for s in splits], run.once.replicas)
+        states = per_item(splits, replies, len(claims))
     except NotReplicated as exc:
         # Claimed on the master alone: give the claims up, send nothing; retried later.
         with contextlib.suppress(RedisError, OSError):
-            await run_calls(
-                run.redis,
-                [run.once.release_call(c.sink, c.alert.alert_key, c.token) for c in claims],
-            )
+            await run_calls(run.redis, [s.call for s in run.once.release_calls(items, token)])
         fail(alerts, exc)
         return
     except (RedisError, OSError) as exc:
@@ -377,7 +384,11 @@ async def _raise_batch(
                 await _log_claimed(run, claim, ctxs[claim.n].log)
             if claim.silence is None:
                 going.append(claim)
-    await _record_claimed(run, taken, outcomes)
+    # Without Alertmanager (whose sends come between) and without replicas to wait for,
+    # the groups take the alerts in the records' round trip.
+    together = run.alertmanager is None and run.once.replicas is None and going
+    register = [run.groups.register_many_call([c.alert for c in going])] if together else []
+    replies = await _record_claimed(run, taken, outcomes, register)
     if run.alertmanager is not None:
         sent = await asyncio.gather(
             *(
@@ -395,11 +406,14 @@ async def _raise_batch(
             if isinstance(result, BaseException):
                 outcomes[claim.n] = result
         going = [c for c in going if outcomes[c.n] is None]
-    try:
-        decisions = await run_calls(run.redis, [run.groups.register_call(c.alert) for c in going])
-    except (RedisError, OSError) as exc:
-        fail(going, exc)
-        decisions = []
+    if going and not together:
+        try:
+            replies = await run_calls(
+                run.redis, [run.groups.register_many_call([c.alert for c in going])]
+            )
+        except (RedisError, OSError) as exc:
+            replies = [exc]
+    decisions = replies[0] if replies and isinstance(replies[0], list) else replies * len(going)
     first: list[tuple[int, Alert]] = []
     for claim, decision in zip(going, decisions, strict=True):
         if isinstance(decision, Exception):
@@ -438,24 +452,30 @@ async def _log_claimed(run: _Running, claim: _Claimed, log: FilteringBoundLogger
 
 
 async def _record_claimed(
-    run: _Running, taken: list[_Claimed], outcomes: list[BaseException | None]
-) -> None:
-    """The once-records of what was just logged, and the silences' hits, in one round trip;
-    a record that does not land is written alone until Redis takes it, as `Once.send` does."""
-    calls = [run.once.record_call(c.sink, c.alert.alert_key, c.token) for c in taken]
+    run: _Running, taken: list[_Claimed], outcomes: list[BaseException | None], more: list[Call]
+) -> list[Any]:
+    """The once-records of what was just logged, and the silences' hits, in one round trip
+    (with `more`, whose results it returns); a record that does not land is written alone
+    until Redis takes it, as `Once.send` does."""
+    splits = run.once.record_calls([(c.sink, c.alert.alert_key) for c in taken])
+    calls = [split.call for split in splits]
     silenced = [c for c in taken if c.silence is not None]
     calls += [hit_call(run.keys, c.silence.id) for c in silenced if c.silence is not None]
+    calls += more
     try:
         results = await run_calls(run.redis, calls, run.once.replicas)
     except (RedisError, OSError) as exc:
         results = [exc] * len(calls)
+    recorded = per_item(splits, results[: len(splits)], len(taken))
     unrecorded = [
-        c for c, result in zip(taken, results, strict=False) if isinstance(result, Exception)
+        c for c, result in zip(taken, recorded, strict=True) if isinstance(result, Exception)
     ]
-    for claim, result in zip(silenced, results[len(taken) :], strict=True):
+    hits = results[len(splits) : len(calls) - len(more)]
+    for claim, result in zip(silenced, hits, strict=True):
         if isinstance(result, Exception):
             outcomes[claim.n] = result  # the hit is not counted; the entry is retried
     await asyncio.gather(*(run.once.record(c.sink, c.alert.alert_key, c.token) for c in unrecorded))
+    return results[len(calls) - len(more) :]
 
 
 async def _raise_stale(run: _Running) -> None:

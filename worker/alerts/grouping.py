@@ -15,6 +15,7 @@ window: a summary cannot be lost between the two, nor written twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -79,6 +80,73 @@ return decision
 """
 )
 
+# The batch form of _REGISTER: the alerts of a batch in their order, as if each ran
+# _REGISTER in turn (with one clock), each group's state read and written once, not once
+# per alert. KEYS: due. ARGV: the seen and group key heads and the examples key tail (a
+# group's keys are head .. id and head .. id .. tail; an alert's seen key, head .. alert
+# key), group interval ms, repeat interval ms, once ttl ms, max examples, the number of
+# groups; then per group its id and labels json; then per alert its group's number, alert
+# key, severity and alert json. Returns the decisions, in order.
+_REGISTER_MANY: Final = (
+    _NOW_MS
+    + """
+local seen_head, group_head, examples_tail = ARGV[1], ARGV[2], ARGV[3]
+local interval, rep, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local max_examples, count = tonumber(ARGV[7]), tonumber(ARGV[8])
+local groups = {}
+for g = 1, count do
+  groups[g] = {id = ARGV[7 + 2 * g], labels = ARGV[8 + 2 * g]}
+end
+local out, decided = {}, {}
+for i = 9 + 2 * count, #ARGV, 4 do
+  local g, key, severity = groups[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+  local decision = decided[key] or redis.call('GET', seen_head .. key)
+  if not decision then
+    local group = group_head .. g.id
+    if not g.open_until then
+      g.open_until = tonumber(redis.call('HGET', group, 'open_until') or '0')
+      g.pending, g.examples = 0, {}
+      g.room = max_examples - redis.call('LLEN', group .. examples_tail)
+    end
+    if now >= g.open_until then
+      decision = 'first'
+      g.open_until = now + rep
+      redis.call('HSET', group, 'open_until', g.open_until, 'first_key', key, 'labels', g.labels)
+    else
+      decision = 'grouped'
+      g.pending = g.pending + 1
+      if severity == 'error' then g.error = true
+      elseif not g.severity then g.severity = severity end
+      if #g.examples < g.room then g.examples[#g.examples + 1] = ARGV[i + 3] end
+    end
+    redis.call('SET', seen_head .. key, decision, 'PX', ttl)
+  end
+  decided[key] = decision
+  out[#out + 1] = decision
+end
+for _, g in ipairs(groups) do
+  if g.open_until then
+    local group = group_head .. g.id
+    if g.pending > 0 then
+      redis.call('HINCRBY', group, 'pending', g.pending)
+      if g.error then
+        redis.call('HSET', group, 'pending_severity', 'error')
+      else
+        redis.call('HSETNX', group, 'pending_severity', g.severity)
+      end
+      if #g.examples > 0 then redis.call('RPUSH', group .. examples_tail, unpack(g.examples)) end
+    end
+    redis.call('PERSIST', group)
+    if not redis.call('ZSCORE', KEYS[1], g.id) then
+      redis.call('HSET', group, 'window_start', now)
+      redis.call('ZADD', KEYS[1], now + interval, g.id)
+    end
+  end
+end
+return out
+"""
+)
+
 # KEYS: group, examples, due, outbox. ARGV: group id, group interval ms.
 # Returns the number of alerts summarised (0 if the window was empty or not yet due).
 _CLOSE: Final = (
@@ -112,6 +180,7 @@ return 0
 )
 
 _encode: Final = msgspec.json.encode
+_GROUPS_KEPT: Final = 10_000
 _labels_decoder: Final = msgspec.json.Decoder(dict[str, str])
 _examples_decoder: Final = msgspec.json.Decoder(list[Alert])
 
@@ -139,7 +208,21 @@ class Groups:
         self._repeat_ms = _ms(int(options.repeat_interval.total_seconds() * 1000))
         self._once_ttl_ms = _ms(int(options.once_ttl.total_seconds() * 1000))
         self._register = redis.register_script(_REGISTER)
+        self._register_many = redis.register_script(_REGISTER_MANY)
         self._close = redis.register_script(_CLOSE)
+        group_head = keys.alert_group("")
+        self._heads = [
+            keys.alert_seen(""),
+            group_head,
+            keys.alert_group_examples("").removeprefix(group_head),
+            self._interval_ms,
+            self._repeat_ms,
+            self._once_ttl_ms,
+            MAX_EXAMPLES,
+        ]
+        # Group id and labels json by the labels: the same few groups, batch
+        # after batch (bounded: cleared when it grows past _GROUPS_KEPT).
+        self._ids: dict[tuple[tuple[str, str], ...], tuple[str, bytes]] = {}
 
     async def register(self, alert: Alert) -> Decision:
         """Take an alert into its group, once: the same alert again gets the same answer."""
@@ -170,6 +253,35 @@ class Groups:
                 alert.severity,
             ],
         )
+
+    def register_many_call(self, alerts: Sequence[Alert]) -> Call:
+        """`register` for each of a batch's alerts, in order, as one call: its result is
+        their decisions (read each with `decision_of`)."""
+        numbers: dict[str, int] = {}
+        groups: list[str | bytes] = []
+        items: list[str | int | bytes] = []
+        for alert in alerts:
+            gid, labels = self._group_of(alert)
+            number = numbers.get(gid)
+            if number is None:
+                number = numbers[gid] = len(numbers) + 1
+                groups += (gid, labels)
+            items += (number, alert.alert_key, alert.severity, _encode(alert))
+        return Call(
+            self._register_many,
+            [self._keys.alert_groups_due],
+            [*self._heads, len(numbers), *groups, *items],
+        )
+
+    def _group_of(self, alert: Alert) -> tuple[str, bytes]:
+        labels = group_labels(alert, self._group_by)
+        values = tuple(labels.items())
+        known = self._ids.get(values)
+        if known is None:
+            if len(self._ids) >= _GROUPS_KEPT:
+                self._ids.clear()
+            known = self._ids[values] = (group_id(labels), _encode(labels))
+        return known
 
     async def close_due(self, limit: int = 100) -> int:
         """Close every window that is due; returns how many alerts went into summaries."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -33,7 +33,7 @@ from shared.logs import error_text
 from shared.replicas import NotReplicated, Wait
 from worker.retry import backoff_s
 
-from .pipelined import Call, run
+from .pipelined import Call, Split, by_slot, run
 
 __all__ = ["CLAIMED", "SENDING", "SENT", "Once"]
 
@@ -57,6 +57,38 @@ _FINISH: Final = """
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
+"""
+# The batch forms, for many (sink, key) at once: KEYS: the first one's done record (where a
+# cluster sends the call; every item of a call shares its slot there). ARGV: the done record
+# and lock heads (`Keys.alert_once_head`, `alert_sending_head`), the script's own, then
+# each item's `sink:key`, of which it builds the keys.
+# Claims. ARGV: heads, token, lock ms, items. Per item as _ACQUIRE: 0, 1 or 2.
+_ACQUIRE_MANY: Final = """
+local done, lock, token, lock_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out = {}
+for i = 5, #ARGV do
+  local item = ARGV[i] .. '}'
+  if redis.call('EXISTS', done .. item) == 1 then out[i - 4] = 0
+  elseif redis.call('SET', lock .. item, token, 'NX', 'PX', lock_ms) then out[i - 4] = 1
+  else out[i - 4] = 2 end
+end
+return out
+"""
+# Records of claimed sends. ARGV: heads, done ttl ms, items. The lock is left to lapse: a
+# claim looks at the record first, so a lock beside a record holds back nobody.
+_RECORD_MANY: Final = """
+local done, ttl = ARGV[1], ARGV[3]
+for i = 4, #ARGV do redis.call('SET', done .. ARGV[i] .. '}', '1', 'PX', ttl) end
+return #ARGV - 3
+"""
+# Claims given up. ARGV: heads, token, items. Each lock freed while it is the token's.
+_RELEASE_MANY: Final = """
+local lock, token = ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local key = lock .. ARGV[i] .. '}'
+  if redis.call('GET', key) == token then redis.call('DEL', key) end
+end
+return #ARGV - 3
 """
 _POLL_S: Final = 0.05
 # Writing the record while Redis is away: soon at first, then twice a second at most,
@@ -91,24 +123,38 @@ class Once:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
+        self._acquire_many = redis.register_script(_ACQUIRE_MANY)
+        self._record_many = redis.register_script(_RECORD_MANY)
+        self._release_many = redis.register_script(_RELEASE_MANY)
         self._keepers: set[asyncio.Task[None]] = set()  # strong references while they run
 
-    def claim_call(self, sink: str, key: str, token: str) -> Call:
-        """The claim of (sink, key) for `token`, to run in a batch: SENT, CLAIMED or SENDING.
-        For a send that takes no time (a log line): no lock renewal runs meanwhile."""
-        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
-        return Call(self._acquire, keys, [token, self._lock_ms])
+    def claim_calls(self, items: Sequence[tuple[str, str]], token: str) -> list[Split]:
+        """The claims of these (sink, key) for `token`, to run in a batch: per item SENT,
+        CLAIMED or SENDING. For a send that takes no time (a log line): no lock renewal
+        runs meanwhile."""
+        return self._many(self._acquire_many, items, [token, self._lock_ms])
 
-    def release_call(self, sink: str, key: str, token: str) -> Call:
-        """A claim given up before its send (its replicas did not confirm it): the lock
-        freed, no record written; to run in a batch."""
-        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
-        return Call(self._finish, keys, [token, ""])
+    def release_calls(self, items: Sequence[tuple[str, str]], token: str) -> list[Split]:
+        """Claims given up before their send (their replicas did not confirm them): the
+        locks freed, no record written; to run in a batch."""
+        return self._many(self._release_many, items, [token])
 
-    def record_call(self, sink: str, key: str, token: str) -> Call:
-        """After a claimed send went through: the record, to run in a batch."""
-        keys = [self._keys.alert_once(sink, key), self._keys.alert_sending(sink, key)]
-        return Call(self._finish, keys, [token, self._ttl_ms])
+    def record_calls(self, items: Sequence[tuple[str, str]]) -> list[Split]:
+        """After claimed sends went through: their records, to run in a batch."""
+        return self._many(self._record_many, items, [self._ttl_ms])
+
+    def _many(
+        self, script: AsyncScript, items: Sequence[tuple[str, str]], args: list[str | int]
+    ) -> list[Split]:
+        keys = self._keys
+        heads = [keys.alert_once_head, keys.alert_sending_head, *args]
+        splits = []
+        for indices in by_slot(self._redis, items, lambda item: keys.alert_once(*item)):
+            first = items[indices[0]]
+            parts = [f"{items[n][0]}:{items[n][1]}" for n in indices]
+            call = Call(script, [keys.alert_once(*first)], [*heads, *parts])
+            splits.append(Split(call, indices))
+        return splits
 
     async def record(self, sink: str, key: str, token: str) -> None:
         """A claimed send went through, and its batched record did not land: write it until

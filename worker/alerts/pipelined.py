@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from shared.replicas import Wait, confirm
 
-__all__ = ["Call", "run"]
+__all__ = ["Call", "Split", "by_slot", "per_item", "run"]
 
 
 class Call(msgspec.Struct, frozen=True):
@@ -47,6 +48,41 @@ class Call(msgspec.Struct, frozen=True):
     @classmethod
     def command(cls, *args: Any) -> Call:
         return cls(None, (), args)
+
+
+class Split(msgspec.Struct, frozen=True):
+    """One call made for many items of a batch (their indices): a script that loops over
+    them and answers a list, one result per item, or one result for them all."""
+
+    call: Call
+    items: list[int]
+
+
+def by_slot(redis: Redis, items: Sequence[T], key_of: Callable[[T], str]) -> list[list[int]]:
+    """The indices of `items`, in one group; on a cluster, a group per hash slot of their
+    keys (a script's keys must share a slot there)."""
+    if not items:
+        return []
+    if not isinstance(redis, RedisCluster):
+        return [list(range(len(items)))]
+    groups: dict[int, list[int]] = {}
+    for n, item in enumerate(items):
+        groups.setdefault(key_slot(key_of(item).encode()), []).append(n)
+    return list(groups.values())
+
+
+def per_item(splits: Sequence[Split], results: Sequence[Any], count: int) -> list[Any]:
+    """The results of split calls, back in their items' places; a call's exception (or
+    single result) is each of its items'."""
+    out: list[Any] = [None] * count
+    for split, result in zip(splits, results, strict=True):
+        if isinstance(result, list):
+            for n, one in zip(split.items, result, strict=True):
+                out[n] = one
+        else:
+            for n in split.items:
+                out[n] = result
+    return out
 
 
 # The script's body becomes a function whose parameters shadow KEYS and ARGV, run once
@@ -71,6 +107,7 @@ end
 return out
 """
 _pack: Final = msgspec.msgpack.Encoder().encode
+T = TypeVar("T")
 
 
 class _Batched:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True, tag="alert", tag_field="k
         return destination_host(self.destination)
 
 
+@functools.lru_cache(maxsize=4096)
 def destination_host(destination: str | None) -> str | None:
     """The host of a websocket URL, for grouping; never raises, whatever the text holds.
 

@@ -242,12 +242,13 @@ class StaleRule:
             alerts.append(self._alert_of(body))
         return alerts
 
-    def _alert_of(self, body: bytes) -> Alert:
+    def _alert_of(self, body: bytes | str) -> Alert:
         """The stale alert of an open record: what the Started left (an array), or, from a
         worker before those, the alert itself (an object)."""
-        if not body.startswith(b"["):
-            return _alert_decoder.decode(body)
-        record = _open_decoder.decode(body)
+        raw = body.encode() if isinstance(body, str) else body
+        if not raw.startswith(b"["):
+            return _alert_decoder.decode(raw)
+        record = _open_decoder.decode(raw)
         return stale_alert_of(record, self._stale_after)
 
     async def raised(self, alert: Alert, *, silenced: bool = False) -> None:

@@ -1,12 +1,17 @@
-"""Worker throughput: the runtime with a no-op consumer against a raw redis-py loop.
+"""Worker throughput: the runtime with a no-op consumer, and FastStream's Redis Streams
+subscriber, against a raw redis-py loop.
 
-Both drain the same stream of real event bodies through their own consumer group on the
-same Valkey. The raw loop is the floor of what any consumer-group worker pays: XREADGROUP
-of 500, msgspec decode of each body, one XACK per batch. The figure that matters is the
-ratio runtime / raw (goal: 0.8 or more).
+Each drains the same stream of real event bodies through its own consumer group on the
+same Valkey, rounds interleaved. The raw loop is the floor of what any consumer-group
+worker pays: XREADGROUP of 500, msgspec decode of each body, one XACK per batch. The
+runtime runs a no-op consumer; FastStream (with the `bench` extra) a no-op handler that
+decodes the body with msgspec, in a group, each message acknowledged after it. The figures
+that matter are the ratios to raw of the same round (goal for the runtime: 0.8 or more),
+and the CPU time per event of this process and of Valkey. Every variant must have read
+exactly N entries and left none pending, or the run fails.
 
     python -m bench worker            (defaults: 100,000 events, 5 rounds)
-    python -c 'import bench.worker as b; b.main(["--events", "200000"])'
+    python -m bench worker --events 20000 --rounds 3
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from rtt.samples import CAUSES, TYPE_BY_SHORT_NAME, sample_body
@@ -51,23 +58,61 @@ async def _fill(redis: Redis, stream: str, count: int) -> None:
             await pipe.execute()
 
 
-async def _raw(redis: Redis, stream: str, group: str, count: int) -> float:
+class _Drained(msgspec.Struct, frozen=True):
+    per_s: float  # events a second
+    cpu_us: float  # CPU time of this process per event
+    valkey_us: float  # Valkey's CPU time per event
+
+
+async def _valkey_cpu_s(redis: Redis) -> float:
+    info: Any = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _group(redis: Redis, stream: str, group: str) -> dict[Any, Any]:
+    groups: Any = await redis.xinfo_groups(stream)
+    return next(g for g in groups if g["name"] == group.encode())
+
+
+async def _until_acked(redis: Redis, stream: str, group: str) -> None:
+    """Return once `group` has nothing pending: the last acknowledgement is in."""
+    while True:
+        if not (await _group(redis, stream, group))["pending"]:
+            return
+        await asyncio.sleep(0.001)
+
+
+async def _timed(redis: Redis, count: int, run: Callable[[], Awaitable[None]]) -> _Drained:
+    valkey_before = await _valkey_cpu_s(redis)
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    await run()
+    elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_before
+    valkey_s = await _valkey_cpu_s(redis) - valkey_before
+    return _Drained(count / elapsed, cpu_s * 1e6 / count, valkey_s * 1e6 / count)
+
+
+async def _raw(redis: Redis, stream: str, group: str, count: int) -> tuple[_Drained, int]:
     await redis.xgroup_create(stream, group, id="0")
     done = 0
-    started = time.perf_counter()
-    while done < count:
-        reply: Any = await redis.xreadgroup(group, "raw", {stream: ">"}, count=BATCH, block=100)
-        if not reply:
-            continue
-        entries = reply[0][1]
-        for _, fields in entries:
-            decode_event(fields[b"body"])
-        await redis.xack(stream, group, *[entry_id for entry_id, _ in entries])
-        done += len(entries)
-    return count / (time.perf_counter() - started)
+
+    async def run() -> None:
+        nonlocal done
+        while done < count:
+            reply: Any = await redis.xreadgroup(group, "raw", {stream: ">"}, count=BATCH, block=100)
+            if not reply:
+                continue
+            entries = reply[0][1]
+            for _, fields in entries:
+                decode_event(fields[b"body"])
+            await redis.xack(stream, group, *[entry_id for entry_id, _ in entries])
+            done += len(entries)
+
+    return await _timed(redis, count, run), done
 
 
-async def _runtime(url: str, prefix: str, group: str, count: int) -> float:
+async def _runtime(url: str, prefix: str, group: str, count: int) -> tuple[_Drained, int]:
     settings = load_settings(
         env={},
         overrides={
@@ -92,57 +137,157 @@ async def _runtime(url: str, prefix: str, group: str, count: int) -> float:
     redis = Redis.from_url(url)
     stream = Keys(prefix).events()
     worker = Worker(settings, redis, [noop])
-    started = time.perf_counter()
-    task = asyncio.create_task(worker.run())
+
+    async def run() -> None:
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(all_handled.wait(), 600)
+            await _until_acked(redis, stream, group)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 30)
+
     try:
-        await asyncio.wait_for(all_handled.wait(), 600)
-        while True:  # until the last acknowledgement is in
-            groups: Any = await redis.xinfo_groups(stream)
-            if any(g["name"] == group.encode() and g["pending"] == 0 for g in groups):
-                break
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
+        return await _timed(redis, count, run), handled
     finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
         await redis.aclose()
-    return count / elapsed
 
 
-async def _bench(events: int, rounds: int) -> tuple[list[float], list[float]]:
-    raw_rates: list[float] = []
-    runtime_rates: list[float] = []
+async def _faststream(url: str, stream: str, group: str, count: int) -> tuple[_Drained, int]:
+    from bench._faststream_peer import drain
+
+    redis = Redis.from_url(url)
+    # FastStream creates its group at `$` (new entries only): this one reads the stream
+    # from its start, as the other variants' groups do.
+    await redis.xgroup_create(stream, group, id="0")
+    handled = 0
+
+    async def run() -> None:
+        nonlocal handled
+        handled = await drain(
+            url, stream, group, count, BATCH, lambda: _until_acked(redis, stream, group)
+        )
+
+    try:
+        return await _timed(redis, count, run), handled
+    finally:
+        await redis.aclose()
+
+
+def _faststream_missing() -> str | None:
+    """Why the FastStream row cannot run, or None when it can."""
+    try:
+        import bench._faststream_peer  # noqa: F401
+    except ImportError as exc:
+        return f"not installed ({exc}): pip install -e '.[bench]'"
+    return None
+
+
+async def _miscount(redis: Redis, stream: str, group: str, count: int, seen: int) -> str | None:
+    """What is wrong with a drain: every one of the N entries read and acknowledged, by the
+    server's count and by the variant's own; None when nothing is."""
+    info = await _group(redis, stream, group)
+    read, pending = info.get("entries-read"), info["pending"]
+    if read == count and pending == 0 and seen == count:
+        return None
+    return f"group {group}: entries-read {read}, pending {pending}, handled {seen}, of {count}"
+
+
+VARIANTS = ("raw", "runtime", "faststream")
+
+
+async def _bench(
+    events: int, rounds: int, variants: list[str]
+) -> tuple[dict[str, list[_Drained]], list[str]]:
+    results: dict[str, list[_Drained]] = {name: [] for name in variants}
+    problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(tmp, appendonly=False) as server:
         redis = Redis.from_url(server.url)
         prefix = "bench"
         stream = Keys(prefix).events()
         await _fill(redis, stream, events)
         for n in range(rounds):
-            # Alternate which goes first so neither always gets the warmer server.
-            order = ["raw", "runtime"] if n % 2 == 0 else ["runtime", "raw"]
+            # Rotate which goes first so none always gets the warmer server.
+            order = variants[n % len(variants) :] + variants[: n % len(variants)]
             for which in order:
+                group = f"{which}{n}"
                 if which == "raw":
-                    raw_rates.append(await _raw(redis, stream, f"raw{n}", events))
+                    drained, seen = await _raw(redis, stream, group, events)
+                elif which == "runtime":
+                    drained, seen = await _runtime(server.url, prefix, group, events)
                 else:
-                    runtime_rates.append(await _runtime(server.url, prefix, f"rt{n}", events))
+                    drained, seen = await _faststream(server.url, stream, group, events)
+                problem = await _miscount(redis, stream, group, events, seen)
+                if problem:
+                    problems.append(f"{which}, round {n}: {problem}")
+                results[which].append(drained)
+            print(
+                f"  round {n}: "
+                + "  ".join(
+                    _round_figures(name, results[name][-1], results["raw"][-1]) for name in variants
+                ),
+                flush=True,
+            )
         await redis.aclose()
-    return raw_rates, runtime_rates
+    return results, problems
+
+
+def _round_figures(name: str, drained: _Drained, raw: _Drained) -> str:
+    return (
+        f"{name} {drained.per_s:,.0f}/s ({drained.per_s / raw.per_s:.2f}, "
+        f"{drained.cpu_us:.1f} + {drained.valkey_us:.1f} µs)"
+    )
+
+
+LABELS = {
+    "raw": "raw redis-py loop",
+    "runtime": "runtime, no-op",
+    "faststream": "FastStream, no-op",
+}
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench worker")
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="entries on the stream")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every variant")
     args = parser.parse_args(argv)
     # The runtime logs a line or two per round; keep them out of the report.
     configure_logging(component="bench", level="warning", fmt="json", stream=io.StringIO())
-    raw_rates, runtime_rates = asyncio.run(_bench(args.events, args.rounds))
-    # Each round runs both back to back, so the per-round ratio cancels the drifts of a
-    # shared machine; the median of those ratios is the figure reported.
-    ratios = [rt / raw for raw, rt in zip(raw_rates, runtime_rates, strict=True)]
-    print(f"events per round      {args.events}, rounds {args.rounds}, batch {BATCH}")
-    print(f"raw redis-py loop     {statistics.median(raw_rates):>10,.0f} events/s (median)")
-    print(f"runtime, no-op        {statistics.median(runtime_rates):>10,.0f} events/s (median)")
-    print(f"ratio per round       {' '.join(f'{r:.2f}' for r in ratios)}")
-    print(f"ratio runtime / raw   {statistics.median(ratios):.2f}  (goal >= 0.80)")
+    missing = _faststream_missing()
+    variants = [v for v in VARIANTS if v != "faststream" or missing is None]
+    print(f"events per round {args.events}, rounds {args.rounds}, batch {BATCH}")
+    print("per round: events/s (ratio to raw, CPU µs per event: this process + Valkey)")
+    results, problems = asyncio.run(_bench(args.events, args.rounds, variants))
+    # Each round runs every variant back to back, so the per-round ratio cancels the
+    # drifts of a shared machine; the median of those ratios is the figure reported.
+    raw = results["raw"]
+    print(
+        f"{'variant':19} {'events/s':>9} {'ratio to raw per round':28} {'median':>6} "
+        f"{'CPU µs/event':>12} {'Valkey µs':>9}"
+    )
+    for name in VARIANTS:
+        if name not in results:
+            print(f"{LABELS[name]:19} {missing}")
+            continue
+        rounds = results[name]
+        ratios = [d.per_s / r.per_s for d, r in zip(rounds, raw, strict=True)]
+        print(
+            f"{LABELS[name]:19} {statistics.median(d.per_s for d in rounds):>9,.0f} "
+            f"{' '.join(f'{x:.2f}' for x in ratios):28} {statistics.median(ratios):>6.2f} "
+            f"{statistics.median(d.cpu_us for d in rounds):>12.1f} "
+            f"{statistics.median(d.valkey_us for d in rounds):>9.1f}"
+        )
+    print(
+        "ratio: events/s over the raw loop's in the same round; medians over rounds "
+        "(runtime goal >= 0.80)"
+    )
+    for problem in problems:
+        print(f"miscount: {problem}")
+    if problems:
+        return 1
+    print(f"every variant read all {args.events} entries in every round; none left pending")
     return 0

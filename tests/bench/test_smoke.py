@@ -3,21 +3,25 @@ here (a wall-clock threshold in a test measures the machine, not the code)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def _bench(*args: str) -> str:
+def _bench(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "bench", *args],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -44,9 +48,34 @@ def test_receiver_bench_runs_its_variants_and_finds_every_204_stored() -> None:
     assert "non-204 answers: 0" in out
 
 
-@pytest.mark.parametrize("name", ["worker", "alerts"])
-def test_consumer_benches_run(name: str) -> None:
-    assert "ratio" in _bench(name, "--events", "2000", "--rounds", "1")
+def test_alerts_bench_runs() -> None:
+    assert "ratio" in _bench("alerts", "--events", "2000", "--rounds", "1")
+
+
+def _row(out: str, label: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith(label))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("faststream") is None, reason="FastStream not installed ([bench])"
+)
+def test_worker_bench_drains_every_entry_with_each_variant_faststream_included() -> None:
+    out = _bench("worker", "--events", "2000", "--rounds", "1")
+    assert "every variant read all 2000 entries in every round; none left pending" in out, out
+    assert "not installed" not in _row(out, "FastStream, no-op"), out
+    assert "faststream " in _row(out, "  round 0:"), out
+
+
+def test_worker_bench_without_faststream_says_how_to_install_it(tmp_path: Path) -> None:
+    # A `faststream` that fails to import, first on the path: FastStream not installed.
+    (tmp_path / "faststream").mkdir()
+    (tmp_path / "faststream" / "__init__.py").write_text("raise ImportError('not here')\n")
+    path = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    out = _bench("worker", "--events", "2000", "--rounds", "1", env=env)
+    assert "every variant read all 2000 entries in every round; none left pending" in out, out
+    assert "pip install -e '.[bench]'" in _row(out, "FastStream, no-op"), out
+    assert "faststream " not in _row(out, "  round 0:"), out
 
 
 def test_scaling_bench_runs_every_part_and_finds_every_204_stored() -> None:

@@ -201,6 +201,8 @@ class GroupReader:
         self._ack_wanted = asyncio.Event()
         # Entries off the queue whose outcome is being written (dead letter, claim again).
         self._settling: set[tuple[str, bytes]] = set()
+        # Entries whose handler failed because Redis was away: how many times in a row.
+        self._away: dict[tuple[str, bytes], int] = {}
         # When Redis last failed this reader: a reply lost then may have delivered entries
         # to it that it never saw (see _recover_unread).
         self._failed_at: float | None = None
@@ -434,6 +436,8 @@ class GroupReader:
                 stats.processed += 1
                 if deliveries > 1:
                     stats.redeliveries.observe(deliveries)
+                if self._away:
+                    self._away.pop((stream, entry_id), None)
             acks[stream].append(entry_id)
             if not ack_wanted.is_set():
                 ack_wanted.set()
@@ -534,6 +538,8 @@ class GroupReader:
                 stats.processed += 1
                 if item.deliveries > 1:
                     stats.redeliveries.observe(item.deliveries)
+                if self._away:
+                    self._away.pop((item.stream, item.entry_id), None)
                 self._ack(item.stream, item.entry_id)
             self._settling -= settling
 
@@ -661,8 +667,12 @@ class GroupReader:
     ) -> None:
         deliveries = item.deliveries
         self.stats.failed += 1
-        away = not timed_out and redis_away(exc)
-        if deliveries >= self._max_deliveries and not away:
+        if not timed_out and redis_away(exc):
+            await self._failed_while_redis_away(item, exc, entry_log)
+            return
+        if self._away:
+            self._away.pop((item.stream, item.entry_id), None)
+        if deliveries >= self._max_deliveries:
             entry_log.error(
                 "handler_failed",
                 error=error_text(exc),
@@ -679,14 +689,32 @@ class GroupReader:
             error=error_text(exc),
             exc_info=exc,
             timed_out=timed_out,
-            redis_away=away,
+            redis_away=False,
             retry_in_s=round(delay_s, 3),
         )
-        # Redis away: the next delivery carries this one's number again (nothing about
-        # the entry failed), so an outage longer than the retries never dead-letters it.
-        self._schedule_retry(
-            item.stream, item.entry_id, deliveries - 1 if away else deliveries, delay_s
+        self._schedule_retry(item.stream, item.entry_id, deliveries, delay_s)
+        self.stats.retried += 1
+
+    async def _failed_while_redis_away(
+        self, item: Item, exc: BaseException, entry_log: Any
+    ) -> None:
+        """Redis was away, nothing about the entry failed: the next delivery carries this
+        one's number again, so no outage, however long, dead-letters it. Its retries back
+        off as reconnecting does (to 5 s at most), and only the first has a traceback."""
+        key = (item.stream, item.entry_id)
+        attempt = self._away[key] = self._away.get(key, 0) + 1
+        cap_s = max(self._retry_base_s, min(self._retry_max_s, _RECONNECT_MAX_S))
+        delay_s = backoff_s(attempt, self._retry_base_s, cap_s)
+        entry_log.warning(
+            "handler_failed",
+            error=error_text(exc),
+            exc_info=exc if attempt == 1 else None,
+            timed_out=False,
+            redis_away=True,
+            attempt=attempt,
+            retry_in_s=round(delay_s, 3),
         )
+        self._schedule_retry(item.stream, item.entry_id, item.deliveries - 1, delay_s)
         self.stats.retried += 1
 
     def _schedule_retry(

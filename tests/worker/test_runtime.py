@@ -423,6 +423,10 @@ async def test_a_handler_failing_because_redis_is_away_keeps_its_delivery_and_is
     failures = logs.named("handler_failed")
     assert failures
     assert all(line["redis_away"] for line in failures)
+    # Backing off as reconnecting does, with a traceback only the first time.
+    assert [line["attempt"] for line in failures] == list(range(1, len(failures) + 1))
+    assert failures[-1]["retry_in_s"] > failures[0]["retry_in_s"]
+    assert ["exception" in line for line in failures] == [True] + [False] * (len(failures) - 1)
     assert entry_id not in await pending_ids(redis, stream, "copier")
 
 

@@ -45,6 +45,7 @@ async def _fill(redis: Redis, stream: str, count: int, storm: bool) -> None:
     for start in range(0, count, 5000):
         async with redis.pipeline(transaction=False) as pipe:
             for n in range(start, min(count, start + 5000)):
+                cause: str | None
                 if storm:
                     kind, cause = "realTimeTranscriptionStopped", "connection-error"
                 else:

@@ -85,8 +85,8 @@ def _drain_worker(url: str, prefix: str, count: int, env: dict[str, str]) -> lis
             alerts = groups.get(b"alerts")
             if alerts:  # consuming: the imports and start-up are behind it
                 samples.append(_rss_mb(worker.pid))
-            done = alerts and alerts.get("lag") == 0 and alerts["pending"] == 0
-            if done and alerts["entries-read"] >= count:
+            done = alerts is not None and alerts.get("lag") == 0 and alerts["pending"] == 0
+            if done and alerts is not None and alerts["entries-read"] >= count:
                 samples.append(_rss_mb(worker.pid))  # a backlog drained within a second
                 break
             time.sleep(1)

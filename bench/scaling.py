@@ -260,7 +260,7 @@ def _all_stored(runs: Any, stored: int) -> bool:
     bad = sum(r["non_2xx"] + r["socket_errors"] for r in rounds)
     print(f"  non-204 or failed requests: {bad}; 204s counted {answered}, on the stream {stored}")
     # Every 204 is on the stream (the warm-ups add more): nothing answered and lost.
-    return bad == 0 and stored >= answered
+    return bool(bad == 0 and stored >= answered)
 
 
 # --- one and two workers ------------------------------------------------------------------

@@ -84,22 +84,24 @@ return decision
 # _REGISTER in turn (with one clock), each group's state read and written once, not once
 # per alert. KEYS: due. ARGV: the seen and group key heads and the examples key tail (a
 # group's keys are head .. id and head .. id .. tail; an alert's seen key, head .. alert
-# key), group interval ms, repeat interval ms, once ttl ms, max examples, the number of
-# groups; then per group its id and labels json; then per alert its group's number, alert
-# key, severity and alert json. Returns the decisions, in order.
+# key), group interval ms, repeat interval ms, once ttl ms, max examples; then two
+# MessagePack arrays: the groups (per group its id and labels json) and the alerts (per
+# alert its group's number, alert key, severity and alert json, '' for one that cannot be
+# an example: past the first few of its group in the batch). Returns the decisions.
 _REGISTER_MANY: Final = (
     _NOW_MS
     + """
 local seen_head, group_head, examples_tail = ARGV[1], ARGV[2], ARGV[3]
 local interval, rep, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local max_examples, count = tonumber(ARGV[7]), tonumber(ARGV[8])
-local groups = {}
-for g = 1, count do
-  groups[g] = {id = ARGV[7 + 2 * g], labels = ARGV[8 + 2 * g]}
+local max_examples = tonumber(ARGV[7])
+local listed, groups = cmsgpack.unpack(ARGV[8]), {}
+for g = 1, #listed / 2 do
+  groups[g] = {id = listed[2 * g - 1], labels = listed[2 * g]}
 end
+local items = cmsgpack.unpack(ARGV[9])
 local out, decided = {}, {}
-for i = 9 + 2 * count, #ARGV, 4 do
-  local g, key, severity = groups[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+for i = 1, #items, 4 do
+  local g, key, severity = groups[items[i]], items[i + 1], items[i + 2]
   local decision = decided[key] or redis.call('GET', seen_head .. key)
   if not decision then
     local group = group_head .. g.id
@@ -117,7 +119,9 @@ for i = 9 + 2 * count, #ARGV, 4 do
       g.pending = g.pending + 1
       if severity == 'error' then g.error = true
       elseif not g.severity then g.severity = severity end
-      if #g.examples < g.room then g.examples[#g.examples + 1] = ARGV[i + 3] end
+      if #g.examples < g.room and items[i + 3] ~= '' then
+        g.examples[#g.examples + 1] = items[i + 3]
+      end
     end
     redis.call('SET', seen_head .. key, decision, 'PX', ttl)
   end
@@ -181,6 +185,7 @@ return 0
 
 _encode: Final = msgspec.json.encode
 _GROUPS_KEPT: Final = 10_000
+_pack: Final = msgspec.msgpack.Encoder().encode
 _labels_decoder: Final = msgspec.json.Decoder(dict[str, str])
 _examples_decoder: Final = msgspec.json.Decoder(list[Alert])
 
@@ -222,7 +227,7 @@ class Groups:
         ]
         # Group id and labels json by the labels: the same few groups, batch
         # after batch (bounded: cleared when it grows past _GROUPS_KEPT).
-        self._ids: dict[tuple[tuple[str, str], ...], tuple[str, bytes]] = {}
+        self._ids: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
 
     async def register(self, alert: Alert) -> Decision:
         """Take an alert into its group, once: the same alert again gets the same answer."""
@@ -258,29 +263,40 @@ class Groups:
         """`register` for each of a batch's alerts, in order, as one call: its result is
         their decisions (read each with `decision_of`)."""
         numbers: dict[str, int] = {}
-        groups: list[str | bytes] = []
-        items: list[str | int | bytes] = []
+        groups: list[str] = []
+        items: list[str | int] = []
+        # Per group, the alerts that may become examples (their json is sent): the first
+        # few of the batch, one more than the examples, as the first may be the group's
+        # first alert. One registered before (a redelivery) among them leaves its place
+        # empty: a summary then has fewer examples, never another count.
+        examples: dict[int, set[str]] = {}
         for alert in alerts:
             gid, labels = self._group_of(alert)
             number = numbers.get(gid)
             if number is None:
                 number = numbers[gid] = len(numbers) + 1
                 groups += (gid, labels)
-            items += (number, alert.alert_key, alert.severity, _encode(alert))
+                examples[number] = set()
+            seen = examples[number]
+            json = ""
+            if len(seen) <= MAX_EXAMPLES and alert.alert_key not in seen:
+                seen.add(alert.alert_key)
+                json = _encode(alert).decode()
+            items += (number, alert.alert_key, alert.severity, json)
         return Call(
             self._register_many,
             [self._keys.alert_groups_due],
-            [*self._heads, len(numbers), *groups, *items],
+            [*self._heads, _pack(groups), _pack(items)],
         )
 
-    def _group_of(self, alert: Alert) -> tuple[str, bytes]:
+    def _group_of(self, alert: Alert) -> tuple[str, str]:
         labels = group_labels(alert, self._group_by)
         values = tuple(labels.items())
         known = self._ids.get(values)
         if known is None:
             if len(self._ids) >= _GROUPS_KEPT:
                 self._ids.clear()
-            known = self._ids[values] = (group_id(labels), _encode(labels))
+            known = self._ids[values] = (group_id(labels), _encode(labels).decode())
         return known
 
     async def close_due(self, limit: int = 100) -> int:

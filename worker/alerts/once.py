@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -61,16 +62,16 @@ return 1
 # The batch forms, for many (sink, key) at once: KEYS: the first one's done record (where a
 # cluster sends the call; every item of a call shares its slot there). ARGV: the done record
 # and lock heads (`Keys.alert_once_head`, `alert_sending_head`), the script's own, then
-# each item's `sink:key`, of which it builds the keys.
+# the items' `sink:key`, of which it builds the keys, as one MessagePack array.
 # Claims. ARGV: heads, token, lock ms, items. Per item as _ACQUIRE: 0, 1 or 2.
 _ACQUIRE_MANY: Final = """
 local done, lock, token, lock_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local out = {}
-for i = 5, #ARGV do
-  local item = ARGV[i] .. '}'
-  if redis.call('EXISTS', done .. item) == 1 then out[i - 4] = 0
-  elseif redis.call('SET', lock .. item, token, 'NX', 'PX', lock_ms) then out[i - 4] = 1
-  else out[i - 4] = 2 end
+for i, item in ipairs(cmsgpack.unpack(ARGV[5])) do
+  item = item .. '}'
+  if redis.call('EXISTS', done .. item) == 1 then out[i] = 0
+  elseif redis.call('SET', lock .. item, token, 'NX', 'PX', lock_ms) then out[i] = 1
+  else out[i] = 2 end
 end
 return out
 """
@@ -78,18 +79,21 @@ return out
 # claim looks at the record first, so a lock beside a record holds back nobody.
 _RECORD_MANY: Final = """
 local done, ttl = ARGV[1], ARGV[3]
-for i = 4, #ARGV do redis.call('SET', done .. ARGV[i] .. '}', '1', 'PX', ttl) end
-return #ARGV - 3
+local items = cmsgpack.unpack(ARGV[4])
+for _, item in ipairs(items) do redis.call('SET', done .. item .. '}', '1', 'PX', ttl) end
+return #items
 """
 # Claims given up. ARGV: heads, token, items. Each lock freed while it is the token's.
 _RELEASE_MANY: Final = """
 local lock, token = ARGV[2], ARGV[3]
-for i = 4, #ARGV do
-  local key = lock .. ARGV[i] .. '}'
+local items = cmsgpack.unpack(ARGV[4])
+for _, item in ipairs(items) do
+  local key = lock .. item .. '}'
   if redis.call('GET', key) == token then redis.call('DEL', key) end
 end
-return #ARGV - 3
+return #items
 """
+_pack: Final = msgspec.msgpack.Encoder().encode
 _POLL_S: Final = 0.05
 # Writing the record while Redis is away: soon at first, then twice a second at most,
 # so the record lands within half a second of Redis answering again.
@@ -152,7 +156,7 @@ class Once:
         for indices in by_slot(self._redis, items, lambda item: keys.alert_once(*item)):
             first = items[indices[0]]
             parts = [f"{items[n][0]}:{items[n][1]}" for n in indices]
-            call = Call(script, [keys.alert_once(*first)], [*heads, *parts])
+            call = Call(script, [keys.alert_once(*first)], [*heads, _pack(parts)])
             splits.append(Split(call, indices))
         return splits
 

@@ -44,8 +44,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # KEYS: due, outbox. ARGV: the open, closed and stale key prefixes (a transcription id
 # ends each key: one slot, the alerts'), stale after ms, ttl ms (of the open record and the
-# closed marker), stale ttl ms; then for each event of a batch, in order: 'o' (a Started)
-# or 'c' (a Stopped or Rejected), its transcription id, and for an 'o' its open record.
+# closed marker), stale ttl ms; then the batch's events, in order, as one MessagePack
+# array (packed at C speed, not as an argument each): per event 'o' (a Started) or 'c'
+# (a Stopped or Rejected), its transcription id, and its open record ('' for a 'c').
 # One script for both, so the Started and Stopped of one transcription in one batch run
 # in their order; the clock read once.
 # Open: a redelivered Started keeps its first due time; one after its stop opens nothing.
@@ -58,11 +59,12 @@ _RECORD: Final = (
 local open, closed, stale = ARGV[1], ARGV[2], ARGV[3]
 local after, ttl = tonumber(ARGV[4]), ARGV[5]
 local opened, resolved = false, 0
-for i = 7, #ARGV, 3 do
-  local tid = ARGV[i + 1]
-  if ARGV[i] == 'o' then
+local items = cmsgpack.unpack(ARGV[7])
+for i = 1, #items, 3 do
+  local tid = items[i + 1]
+  if items[i] == 'o' then
     if redis.call('EXISTS', closed .. tid) == 0
-        and redis.call('SET', open .. tid, ARGV[i + 2], 'NX', 'PX', ttl) then
+        and redis.call('SET', open .. tid, items[i + 2], 'NX', 'PX', ttl) then
       redis.call('ZADD', KEYS[1], now + after, tid)
       opened = true
     end
@@ -123,6 +125,7 @@ class _Open(msgspec.Struct, array_like=True, frozen=True):
 
 
 _encode_open: Final = msgspec.json.Encoder().encode
+_pack: Final = msgspec.msgpack.Encoder().encode
 _open_decoder: Final = msgspec.json.Decoder(_Open)
 
 
@@ -201,7 +204,7 @@ class StaleRule:
         when the rule is off or there is nothing to record."""
         if not self.enabled or not events:
             return None
-        args = self._args.copy()
+        items: list[str] = []
         for event in events:
             info = event.transcription_info
             if isinstance(event, Started):
@@ -216,11 +219,11 @@ class StaleRule:
                         info.destination,
                         info.tracks,
                     )
-                )
-                args += ("o", info.id, record)
+                ).decode()
+                items += ("o", info.id, record)
             else:
-                args += ("c", info.id, "")
-        return Call(self._record, self._record_keys, args)
+                items += ("c", info.id, "")
+        return Call(self._record, self._record_keys, [*self._args, _pack(items)])
 
     async def due(self) -> list[Alert]:
         """Stale alerts due now (at most a batch); records gone by themselves are dropped."""

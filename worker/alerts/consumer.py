@@ -22,6 +22,7 @@ summaries, rate changes and resolves.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 from collections.abc import Coroutine, Sequence
@@ -415,13 +416,16 @@ async def _raise_batch(
             replies = [exc]
     decisions = replies[0] if replies and isinstance(replies[0], list) else replies * len(going)
     first: list[tuple[int, Alert]] = []
+    grouped: collections.Counter[str] = collections.Counter()  # counted once a batch
     for claim, decision in zip(going, decisions, strict=True):
         if isinstance(decision, Exception):
             outcomes[claim.n] = decision
         elif decision_of(decision) == "grouped":
-            ALERTS.labels(claim.alert.severity, "grouped").inc()
+            grouped[claim.alert.severity] += 1
         else:
             first.append((claim.n, claim.alert))
+    for severity, count in grouped.items():
+        ALERTS.labels(severity, "grouped").inc(count)
     sends = [
         *(_send_first(run, a, ctxs[n].log, ctxs[n].deliveries) for n, a in first),
         *(_raise(run, a, ctxs[n].log, ctxs[n].deliveries) for n, a in alone),

@@ -9,9 +9,9 @@ command's round of packing and parsing. A call that fails on its own (a script e
 OOM) is that call's outcome (for a batched form, every one of its calls'), so only its
 events fail; Redis being away raises.
 
-On a cluster, where a script's keys must share a slot and redis-py pipelines no scripts,
-each call goes alone, a script's calls one after the other and the scripts side by side;
-there Redis being away is each call's outcome.
+On a cluster, where a script's keys must share a slot, the calls go as they are (the
+scripts that take a batch's items split them by slot: `by_slot`), in one cluster pipeline:
+a round trip to each node, the nodes side by side.
 
 With `wait` (RTT_STORE_REPLICAS), the pipeline ends with WAIT on its connection, and the
 batch counts as written only once that many replicas have it: fewer in time raises
@@ -21,7 +21,6 @@ each key's node: there the calls are written on the master alone.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
@@ -132,7 +131,8 @@ class _Op(msgspec.Struct):
 
 
 class _BatchOp(msgspec.Struct):
-    """The calls of one script, as one call of its batched form."""
+    """The calls of one script, as one call of its batched form (a call alone goes as it
+    is: a script that loops over a batch's items itself is called once a batch)."""
 
     script: AsyncScript
     calls: list[int] = msgspec.field(default_factory=list)
@@ -143,6 +143,18 @@ class _BatchOp(msgspec.Struct):
     def add(self, n: int, call: Call) -> bool:
         """Take the call in, unless an argument is bytes that are not text (Redis' Lua
         MessagePack has no binary type)."""
+        if self.first is None:
+            self.first = call
+            self.calls.append(n)
+            return True
+        if not self.packed and not self._pack(self.first):
+            return False  # the first stays alone (see op), and so does each after it
+        if not self._pack(call):
+            return False
+        self.calls.append(n)
+        return True
+
+    def _pack(self, call: Call) -> bool:
         args = call.args
         if bytes in map(type, args):
             try:
@@ -152,9 +164,6 @@ class _BatchOp(msgspec.Struct):
         keys = self.keys
         places = [keys.setdefault(key, len(keys) + 1) for key in call.keys]
         self.packed.append((places, args))
-        self.calls.append(n)
-        if self.first is None:
-            self.first = call
         return True
 
     def op(self) -> _Op:
@@ -176,7 +185,7 @@ async def run(redis: Redis, calls: Sequence[Call], wait: Wait | None = None) -> 
     if not calls:
         return []
     if isinstance(redis, RedisCluster):
-        return await _one_by_one(redis, calls)
+        return await _on_cluster(redis, calls)
     ops = _plan(calls)
     replies = await _execute(redis, ops, wait)
     # A server that lost its scripts (restarted, SCRIPT FLUSH) ran none of those: load
@@ -236,24 +245,29 @@ async def _execute(redis: Redis, ops: Sequence[_Op], wait: Wait | None) -> list[
     return replies
 
 
-async def _one_by_one(redis: Any, calls: Sequence[Call]) -> list[Any]:
-    """On a cluster: each script's calls in order, the scripts and commands side by side;
-    an exception per call, as in a pipeline."""
-    results: list[Any] = [None] * len(calls)
-    chains: dict[int, list[int]] = {}
-    for n, call in enumerate(calls):
-        chains.setdefault(id(call.script) if call.script is not None else -n - 1, []).append(n)
+async def _on_cluster(redis: RedisCluster, calls: Sequence[Call]) -> list[Any]:
+    """On a cluster: every call in one cluster pipeline, which sends each node its calls in
+    one round trip, the nodes side by side (a call's keys share a slot); a script the nodes
+    had lost is loaded and its calls run again."""
+    replies = await _cluster_pipeline(redis, calls)
+    missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        scripts = {id(s): s for n in missing if (s := calls[n].script) is not None}
+        for script in scripts.values():
+            script.sha = await redis.script_load(script.script)
+        again = await _cluster_pipeline(redis, [calls[n] for n in missing])
+        for n, reply in zip(missing, again, strict=True):
+            replies[n] = reply
+    return replies
 
-    async def chain(indices: list[int]) -> None:
-        for n in indices:
-            call = calls[n]
-            try:
-                if call.script is None:
-                    results[n] = await redis.execute_command(*call.args)
-                else:
-                    results[n] = await call.script(keys=call.keys, args=call.args)
-            except Exception as exc:
-                results[n] = exc
 
-    await asyncio.gather(*(chain(indices) for indices in chains.values()))
-    return results
+async def _cluster_pipeline(redis: RedisCluster, calls: Sequence[Call]) -> list[Any]:
+    async with redis.pipeline() as pipe:
+        for call in calls:
+            if call.script is None:
+                pipe.execute_command(*call.args)
+            else:
+                pipe.execute_command(
+                    "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                )
+        return list(await pipe.execute(raise_on_error=False))

@@ -158,6 +158,20 @@ async def test_events_stream_is_never_trimmed_at_xadd(
     assert await redis.xlen(Keys(prefix).events()) == 150
 
 
+async def test_an_event_whose_xadd_fails_is_spooled_and_stored_once_redis_takes_it(
+    receiver: TestClient[Any, Any], redis: Redis, prefix: str
+) -> None:
+    # XADD fails after the dedup check (the stream key holds a string): the 204 comes from
+    # the spool, and no dedup marker may be left to hide the event when the drain retries.
+    events = Keys(prefix).events()
+    await redis.set(events, "not a stream")
+    body = sample_body("stopped", call_id="c-xadd-fails")
+    assert (await receiver.post(PATH, data=body, headers=JSON)).status == 204
+    await redis.delete(events)
+    entries = await eventually(lambda: redis.xrange(events), what="the spooled event drained")
+    assert [fields[b"body"] for _, fields in entries] == [body]
+
+
 async def test_redis_unreachable_goes_to_the_spool(
     make_settings: Any, tmp_path: Path, logs: LogLines
 ) -> None:

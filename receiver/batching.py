@@ -182,12 +182,17 @@ class RedisWriter:
         self._queue: list[tuple[StoreItem, asyncio.Future[bytes | None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._kick_scheduled = False
+        # The loop of the first put; the writer lives on it (its app's, or its test's).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def put(self, item: StoreItem) -> asyncio.Future[bytes | None]:
         """Queue an item. Its future ends with the new entry id, or None for a repeat;
         RedisFailed if Redis did not answer in time. (A future, not a coroutine: one
         frame less on every request.)"""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            # Taken once: on Python 3.11 every get_running_loop() is a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes | None] = loop.create_future()
         self._queue.append((item, future))
         if not self._kick_scheduled:
@@ -204,7 +209,7 @@ class RedisWriter:
         while self._queue and len(self._flushes) < self._max_in_flight:
             batch = self._queue[: self._batch_max]
             del self._queue[: self._batch_max]
-            task = asyncio.create_task(self._flush(batch))
+            task = cast(asyncio.AbstractEventLoop, self._loop).create_task(self._flush(batch))
             self._flushes.add(task)
             task.add_done_callback(self._flush_done)
 

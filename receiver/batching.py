@@ -181,7 +181,8 @@ class RedisWriter:
         self._held: list[tuple[Connection, float]] = []
         self._queue: list[tuple[StoreItem, asyncio.Future[bytes | None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
-        self._kick_scheduled = False
+        # The flush task created and not yet started, if any (`_start_flush`).
+        self._starting: asyncio.Task[None] | None = None
         # The loop of the first put; the writer lives on it (its app's, or its test's).
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -195,30 +196,43 @@ class RedisWriter:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes | None] = loop.create_future()
         self._queue.append((item, future))
-        if not self._kick_scheduled:
-            # Flush on the next loop turn: requests read in this turn join the same batch.
-            self._kick_scheduled = True
-            loop.call_soon(self._kick)
+        if self._starting is None and len(self._flushes) < self._max_in_flight:
+            self._start_flush(loop)
         return future
 
+    def _start_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The task's first step comes on the next loop turn, and takes what the requests
+        # of this turn queued meanwhile: under load batches grow by themselves, at low
+        # load the event is sent on the next turn. At most one such task waits to start.
+        task = self._starting = loop.create_task(self._flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_done)
+
     def _kick(self) -> None:
-        self._kick_scheduled = False
         # Up to max_in_flight flushes at once: while one is in Redis (its script, then the
         # AOF's fsync), the next batch is read and sent, and flushes that reach Redis
         # together share one fsync; the receiver does not sit idle waiting for Redis.
-        while self._queue and len(self._flushes) < self._max_in_flight:
-            batch = self._queue[: self._batch_max]
-            del self._queue[: self._batch_max]
-            task = cast(asyncio.AbstractEventLoop, self._loop).create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flush_done)
+        if self._queue and self._starting is None and len(self._flushes) < self._max_in_flight:
+            self._start_flush(cast(asyncio.AbstractEventLoop, self._loop))
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        if self._queue:
-            self._kick()
+        if task is self._starting:  # cancelled before its first step: it took no batch
+            self._starting = None
+        self._kick()
 
-    async def _flush(self, batch: list[tuple[StoreItem, asyncio.Future[bytes | None]]]) -> None:
+    async def _flush(self) -> None:
+        self._starting = None  # this task: only one waits to start at a time
+        batch = self._queue[: self._batch_max]
+        del self._queue[: self._batch_max]
+        # More than a batch queued: the next flush starts now, up to max_in_flight.
+        self._kick()
+        if batch:
+            await self._flush_batch(batch)
+
+    async def _flush_batch(
+        self, batch: list[tuple[StoreItem, asyncio.Future[bytes | None]]]
+    ) -> None:
         try:
             try:
                 replies = await self.run([item for item, _ in batch])

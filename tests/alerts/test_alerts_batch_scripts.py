@@ -170,7 +170,9 @@ async def test_an_open_record_of_either_layout_raises_the_same_stale_alert(
         alert_rate_min_stops=1_000_000,
         **sink_settings(sink_servers),
     )
-    started = decode_event(_started(7))
+    # One body for both: sample_body stamps eventTime with the clock, to the millisecond.
+    body = _started(7)
+    started = decode_event(body)
     assert isinstance(started, Started)
     expected = stale_alert(started, timedelta(seconds=1))
     keys = Keys(settings.key_prefix)
@@ -178,7 +180,7 @@ async def test_an_open_record_of_either_layout_raises_the_same_stale_alert(
         await redis.set(keys.alert_open("t-7"), msgspec.json.encode(expected), px=60_000)
         await redis.zadd(keys.alert_open_due, {"t-7": 0})
     else:
-        await add_events(redis, settings, _started(7))
+        await add_events(redis, settings, body)
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis):
         await eventually(lambda: _stale(webhook), what="the stale alert")

@@ -72,34 +72,19 @@ def _alert(
     }
 
 
-def _rate(change: RateChange, generator: str) -> dict[str, Any]:
+def _incident(change: RateChange | QuietChange, generator: str) -> dict[str, Any]:
+    """A failure-rate or quiet-feed incident: firing, or ending at its resolve."""
+    if isinstance(change, RateChange):
+        name = "TranscriptionFailureRate"
+        summary = (
+            f"{change.failed} of {change.stops} transcription stops failed in the last "
+            f"{change.window_s:g} s (threshold {change.threshold:.0%})"
+        )
+    else:
+        name, summary = "EventsFeedQuiet", f"No events received since {change.last_event_at}"
     payload: dict[str, Any] = {
-        "labels": {
-            "alertname": "TranscriptionFailureRate",
-            "severity": "error",
-            "incident": str(change.incident),
-        },
-        "annotations": {
-            "summary": (
-                f"{change.failed} of {change.stops} transcription stops failed in the last "
-                f"{change.window_s:g} s (threshold {change.threshold:.0%})"
-            ),
-        },
-        "generatorURL": generator,
-    }
-    if change.status == "resolved":
-        payload["endsAt"] = _iso(_parse(change.at))
-    return payload
-
-
-def _quiet(change: QuietChange, generator: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "labels": {
-            "alertname": "EventsFeedQuiet",
-            "severity": "error",
-            "incident": str(change.incident),
-        },
-        "annotations": {"summary": f"No events received since {change.last_event_at}"},
+        "labels": {"alertname": name, "severity": "error", "incident": str(change.incident)},
+        "annotations": {"summary": summary},
         "generatorURL": generator,
     }
     if change.status == "resolved":
@@ -113,10 +98,8 @@ def alertmanager_alerts(
     """The body of `POST /api/v2/alerts` for a notification; empty for a summary."""
     if isinstance(notification, Alert):
         return [_alert(notification, resolve_after, generator)]
-    if isinstance(notification, RateChange):
-        return [_rate(notification, generator)]
-    if isinstance(notification, QuietChange):
-        return [_quiet(notification, generator)]
+    if isinstance(notification, RateChange | QuietChange):
+        return [_incident(notification, generator)]
     if isinstance(notification, StaleResolved):
         # The same labels as the stale alert, ending now: Alertmanager resolves it.
         return [_alert(notification.alert, resolve_after, generator, _parse(notification.at))]

@@ -1,13 +1,14 @@
 """What the alerts consumer is configured with: its share of the settings, taken in one place.
 
 The alerts modules read these options, never the whole `Settings`; `from_settings` is the
-one place that knows which setting (`RTT_ALERT_*`, and the few worker settings the alerts
-share) becomes which option.
+one place that takes them from the settings (`RTT_ALERT_*`, and the few worker settings
+the alerts share), each from the setting of its name.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Final
 
 import msgspec
 
@@ -48,30 +49,15 @@ class AlertOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertOptions:
-        return cls(
-            key_prefix=settings.key_prefix,
-            causes=tuple(settings.alert_causes),
-            warning_causes=tuple(settings.alert_warning_causes),
-            webhook_url=settings.alert_webhook_url,
-            slack_webhook_url=settings.alert_slack_webhook_url,
-            pagerduty_routing_key=settings.alert_pagerduty_routing_key,
-            pagerduty_url=settings.alert_pagerduty_url,
-            alertmanager_url=settings.alert_alertmanager_url,
-            alertmanager_resolve_after=settings.alert_alertmanager_resolve_after,
-            alertmanager_resend=settings.alert_alertmanager_resend,
-            sink_timeout=settings.alert_sink_timeout,
-            sink_retries=settings.alert_sink_retries,
-            group_by=tuple(settings.alert_group_by),
-            group_interval=settings.alert_group_interval,
-            repeat_interval=settings.alert_repeat_interval,
-            once_ttl=settings.alert_once_ttl,
-            rate_threshold=settings.alert_rate_threshold,
-            rate_min_stops=settings.alert_rate_min_stops,
-            rate_window=settings.alert_rate_window,
-            stale_after=settings.alert_stale_after,
-            quiet_after=settings.alert_quiet_after,
-            heartbeat_ttl=settings.heartbeat_ttl,
-            retry_base=settings.retry_base,
-            retry_max=settings.retry_max,
-            replicas=wait_of(settings),
-        )
+        values = {
+            name: getattr(settings, name if name in _WORKER_SETTINGS else f"alert_{name}")
+            for name in cls.__struct_fields__
+            if name != "replicas"
+        }
+        # convert: the settings' lists become the options' tuples.
+        return msgspec.convert({**values, "replicas": wait_of(settings)}, cls)
+
+
+# The worker settings the alerts share keep their names; every other option is the
+# setting of its name with `alert_` before it.
+_WORKER_SETTINGS: Final = frozenset({"key_prefix", "heartbeat_ttl", "retry_base", "retry_max"})

@@ -12,16 +12,21 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.bodies import sample_body
+from tests.helpers import wait_for
+
 __all__ = [
     "Program",
+    "alerts_flow",
     "console_script",
     "http_status",
     "processes_mentioning",
     "rtt_env",
+    "serve_env",
     "start_worker",
     "worker_processes",
 ]
@@ -40,6 +45,18 @@ def rtt_env(redis_url: str, prefix: str, tmp_path: Path, **settings: str) -> dic
     }
     env.update({f"RTT_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+def serve_env(tmp_path: Path, port: int) -> dict[str, str]:
+    """Environment of an `rtt serve` child: its embedded server's data and the spool under
+    `tmp_path`, the receiver on `port`, JSON logs, no worker /metrics."""
+    return {
+        "RTT_PORT": str(port),
+        "RTT_LOG_FORMAT": "json",
+        "RTT_WORKER_METRICS_PORT": "0",
+        "RTT_DATA_DIR": str(tmp_path / "data"),
+        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
+    }
 
 
 def console_script(name: str = "rtt") -> str:
@@ -145,6 +162,33 @@ async def worker_processes(
         for program, code in zip(programs, codes, strict=True):
             if code not in (0, -signal.SIGKILL):
                 raise AssertionError(f"worker exited with {code}:\n{program.text()[-3000:]}")
+
+
+def alerts_flow(
+    env: Mapping[str, str], tmp_path: Path, calls: Sequence[str]
+) -> tuple[Program, Program]:
+    """`rtt receiver` and `rtt worker` as processes on `env` (its RTT_PORT): a failed Stopped
+    posted for each call, each answered 204, then one alert for each call; both stopped
+    with SIGTERM, each exiting 0. Returns (receiver, worker), for what else a test reads."""
+    base = f"http://127.0.0.1:{env['RTT_PORT']}"
+    receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
+    worker = start_worker(env, tmp_path / "worker.log", rtt=True)
+    try:
+        wait_for(lambda: http_status(base + "/readyz") == 200, 30, "receiver ready")
+        for call in calls:
+            body = sample_body("stopped", cause="connection-error", call_id=call)
+            status = http_status(base + "/realTimeTranscriptionEvents", body, _JSON)
+            assert status == 204, receiver.text()[-3000:]
+        wait_for(lambda: len(worker.named("transcription_alert")) == len(calls), 30, "alerts")
+    finally:
+        worker_code = worker.stop(signal.SIGTERM)
+        receiver_code = receiver.stop(signal.SIGTERM)
+    assert (worker_code, receiver_code) == (0, 0), worker.text()[-3000:] + receiver.text()[-3000:]
+    assert sorted(a["call_id"] for a in worker.named("transcription_alert")) == sorted(calls)
+    return receiver, worker
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 def http_status(

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.tlsredis import REDIS_SERVER, Certificates, TlsRedis, make_certificates
+from tests.tlsredis import REDIS_SERVER, Certificates, TlsCluster, TlsRedis, make_certificates
 
-__all__ = ["certs", "expired_tls_server", "require_tls_redis", "tls_env", "tls_server"]
+__all__ = [
+    "certs",
+    "expired_tls_server",
+    "require_tls_redis",
+    "tls_cluster",
+    "tls_env",
+    "tls_server",
+]
 
 
 def _missing() -> str | None:
@@ -44,6 +51,15 @@ def tls_server(
     """TLS only, and only for clients with a certificate our CA signed."""
     with TlsRedis(tmp_path_factory.mktemp("tls-redis"), certs, auth_clients=True) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(
+    require_tls_redis: None, certs: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TlsCluster]:
+    """Three TLS nodes in one cluster, for clients with a certificate our CA signed."""
+    with TlsCluster(tmp_path_factory.mktemp("tls-cluster"), certs) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

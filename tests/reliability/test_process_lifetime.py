@@ -19,22 +19,19 @@ from shared.embedded import free_port, running_url
 from shared.keys import Keys
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, console_script, http_status, processes_mentioning
+from tests.processes import (
+    Program,
+    console_script,
+    http_status,
+    processes_mentioning,
+    rtt_env,
+    serve_env,
+)
 
 # /proc to find what is left, and PR_SET_PDEATHSIG for Valkey.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="Linux")]
 JSON = {"Content-Type": "application/json"}
 BANNER = "rtt-events is running."
-
-
-def serve_env(tmp_path: Path, port: int) -> dict[str, str]:
-    return {
-        "RTT_PORT": str(port),
-        "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": "0",
-        "RTT_DATA_DIR": str(tmp_path / "data"),
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-    }
 
 
 def start_serve(tmp_path: Path, port: int, name: str = "serve") -> Program:
@@ -155,13 +152,7 @@ def test_second_serve_on_one_data_directory_exits_2_naming_the_first(tmp_path: P
 
 def test_receiver_processes_die_with_their_supervisor(tmp_path: Path, redis_url: str) -> None:
     port = free_port()
-    env = {
-        "RTT_REDIS_URL": redis_url,
-        "RTT_PORT": str(port),
-        "RTT_HOST": "127.0.0.1",
-        "RTT_LOG_FORMAT": "json",
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+    env = rtt_env(redis_url, "rtt", tmp_path, port=str(port))
     supervisor = Program(["receiver", "--processes", "2"], env, tmp_path / "receiver.log")
     wait_for(lambda: len(supervisor.named("receiver_listening")) == 2, 60, "two processes")
     children = [line["pid"] for line in supervisor.named("receiver_listening")]

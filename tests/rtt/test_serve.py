@@ -15,7 +15,7 @@ from redis import Redis
 from shared.embedded import free_port, running_url
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, console_script, http_status, processes_mentioning
+from tests.processes import Program, console_script, http_status, processes_mentioning, serve_env
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -53,16 +53,6 @@ async def seen(event, ctx):
 """
 
 _NOT_OURS = "raise SystemExit(\"the user's own {name} was imported instead of rtt-events' one\")\n"
-
-
-def serve_env(tmp_path: Path, port: int) -> dict[str, str]:
-    return {
-        "RTT_PORT": str(port),
-        "RTT_LOG_FORMAT": "json",
-        "RTT_WORKER_METRICS_PORT": "0",
-        "RTT_DATA_DIR": str(tmp_path / "data"),
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-    }
 
 
 @pytest.fixture(autouse=True)

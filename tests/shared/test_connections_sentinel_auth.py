@@ -19,7 +19,7 @@ from shared.embedded import free_port
 from shared.settings import ConfigError, load_settings
 from tests.bodies import sample_body
 from tests.helpers import wait_for
-from tests.processes import Program, http_status, start_worker
+from tests.processes import Program, alerts_flow, http_status
 from tests.sentinel import EmbeddedSentinel
 
 pytestmark = [pytest.mark.managed_redis, pytest.mark.slow]
@@ -61,22 +61,8 @@ def test_events_flow_with_the_sentinel_password_from_a_file_and_it_is_never_prin
         "RTT_REDIS_SENTINEL_PASSWORD_FILE": str(secret),
         "RTT_PORT": str(port),
     }
-    receiver = Program(["rtt", "receiver"], env, tmp_path / "receiver.log")
-    worker = start_worker(env, tmp_path / "worker.log", rtt=True)
-    calls = [f"c-sentinel-auth-{n}" for n in range(5)]
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http_status(base + "/readyz") == 200, 30, "receiver ready")
-        for call in calls:
-            body = sample_body("stopped", cause="connection-error", call_id=call)
-            assert http_status(base + "/realTimeTranscriptionEvents", body, JSON) == 204
-        wait_for(lambda: len(worker.named("transcription_alert")) == len(calls), 30, "alerts")
-    finally:
-        worker_code = worker.stop(signal.SIGTERM)
-        receiver_code = receiver.stop(signal.SIGTERM)
+    receiver, worker = alerts_flow(env, tmp_path, [f"c-sentinel-auth-{n}" for n in range(5)])
     output = worker.text() + receiver.text()
-    assert (worker_code, receiver_code) == (0, 0), output[-4000:]
-    assert sorted(a["call_id"] for a in worker.named("transcription_alert")) == sorted(calls)
     assert not receiver.named("store_spooling"), receiver.text()[-3000:]
     stats = subprocess.run(
         [sys.executable, "-m", "rtt", "stats", "--json"],

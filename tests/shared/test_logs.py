@@ -17,7 +17,7 @@ import pytest
 
 from shared.embedded import free_port
 from tests.helpers import wait_for
-from tests.processes import http_status
+from tests.processes import http_status, rtt_env
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +57,7 @@ def _send_raw(port: int, payload: bytes) -> None:
 
 def test_requests_aiohttp_cannot_parse_are_logged_as_json(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "RTT_REDIS_URL": redis_url,
-        "RTT_PORT": str(port),
-        "RTT_HOST": "127.0.0.1",
-        "RTT_LOG_FORMAT": "json",
-        "RTT_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+    env = {**os.environ, **rtt_env(redis_url, "rtt", tmp_path, port=str(port))}
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(

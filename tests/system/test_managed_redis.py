@@ -15,7 +15,7 @@ import re
 import shlex
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -128,14 +128,6 @@ class Deployment:
             ssl_cert_reqs="none",
         ) as admin:
             return int(admin.xlen(key))
-
-
-@pytest.fixture(scope="module")
-def tls_cluster(
-    require_tls_redis: None, certs: Certificates, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TlsCluster]:
-    with TlsCluster(tmp_path_factory.mktemp("acl-tls-cluster"), certs) as cluster:
-        yield cluster
 
 
 @pytest.fixture(params=["single", "cluster"])

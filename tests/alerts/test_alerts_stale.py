@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from shared.events import Started, decode_event
@@ -53,6 +54,14 @@ def _resolved(server: SinkServer) -> list[dict[str, Any]]:
     return [b for b in server.accepted if b.get("kind") == "stale_resolved"]
 
 
+@pytest.fixture
+def settings(
+    make_settings: Callable[..., Settings], sink_servers: dict[str, SinkServer]
+) -> Settings:
+    """Every sink on, with this file's stale and group timings."""
+    return _settings(make_settings, **sink_settings(sink_servers))
+
+
 async def _zero(count: Any) -> bool:
     return bool(await count == 0)
 
@@ -68,18 +77,13 @@ async def _stale_keys(redis: Redis, settings: Settings) -> dict[str, int]:
 
 
 async def test_a_started_without_stop_raises_one_stale_alert_and_one_that_stopped_none(
-    make_settings: Callable[..., Settings],
-    redis: Redis,
-    sink_servers: dict[str, SinkServer],
-    logs: LogLines,
+    settings: Settings, redis: Redis, sink_servers: dict[str, SinkServer], logs: LogLines
 ) -> None:
-    settings = _settings(make_settings, **sink_settings(sink_servers))
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis):
         # Transcription 1 stops in time; only then does transcription 2 start, and it never
         # stops: when 2 is stale, 1 would have been long before.
-        await add_events(redis, settings, _started(1))
-        await add_events(redis, settings, _stopped(1))
+        await add_events(redis, settings, _started(1), _stopped(1))
         await wait_handled(redis, settings, 2)
         await add_events(redis, settings, _started(2))
         await wait_handled(redis, settings, 3)
@@ -110,18 +114,14 @@ async def test_a_started_without_stop_raises_one_stale_alert_and_one_that_stoppe
 
 
 async def test_a_late_stop_resolves_the_stale_alert_in_every_sink(
-    make_settings: Callable[..., Settings],
-    redis: Redis,
-    sink_servers: dict[str, SinkServer],
-    logs: LogLines,
+    settings: Settings, redis: Redis, sink_servers: dict[str, SinkServer], logs: LogLines
 ) -> None:
-    settings = _settings(make_settings, **sink_settings(sink_servers))
     webhook, pagerduty = sink_servers["webhook"], sink_servers["pagerduty"]
     async with running_workers(settings, redis):
         await add_events(redis, settings, _started(1))
         [alert] = await eventually(lambda: _stale(webhook), what="the stale alert")
-        await add_events(redis, settings, _stopped(1))
-        await add_events(redis, settings, _stopped(1))  # Bandwidth retrying: one resolve
+        # The stop twice, as Bandwidth retrying it: one resolve.
+        await add_events(redis, settings, _stopped(1), _stopped(1))
         await wait_handled(redis, settings, 3)
         await eventually(lambda: _resolved(webhook), what="the resolve")
         await eventually(lambda: len(pagerduty.accepted) == 2, what="the PagerDuty resolve")
@@ -144,11 +144,8 @@ async def test_a_late_stop_resolves_the_stale_alert_in_every_sink(
 
 
 async def test_two_workers_raise_each_stale_alert_once(
-    make_settings: Callable[..., Settings],
-    redis: Redis,
-    sink_servers: dict[str, SinkServer],
+    settings: Settings, redis: Redis, sink_servers: dict[str, SinkServer]
 ) -> None:
-    settings = _settings(make_settings, **sink_settings(sink_servers))
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis, count=2):
         for n in range(10):
@@ -191,17 +188,12 @@ async def test_a_worker_stopped_before_a_sink_took_the_alert_loses_nothing(
 
 
 async def test_a_stop_before_its_start_opens_nothing(
-    make_settings: Callable[..., Settings],
-    redis: Redis,
-    sink_servers: dict[str, SinkServer],
+    settings: Settings, redis: Redis, sink_servers: dict[str, SinkServer]
 ) -> None:
-    settings = _settings(make_settings, **sink_settings(sink_servers))
     webhook = sink_servers["webhook"]
     async with running_workers(settings, redis):
         # Out of order (a retried Started arriving after its Stopped): nothing is open.
-        await add_events(redis, settings, _stopped(1))
-        await add_events(redis, settings, _started(1))
-        await add_events(redis, settings, _started(2))
+        await add_events(redis, settings, _stopped(1), _started(1), _started(2))
         await wait_handled(redis, settings, 3)
         await eventually(lambda: _stale(webhook), what="transcription 2's stale alert")
     assert [a["transcription_id"] for a in _stale(webhook)] == ["t-2"]

@@ -17,10 +17,11 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from receiver.app import create_app
-from receiver.server import make_runner
+from receiver.server import make_runner, serve
 from shared.connections import create_redis
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.helpers import LogLines, eventually
 
 __all__ = [
     "LiveReceiver",
@@ -31,6 +32,7 @@ __all__ = [
     "metric",
     "post_all",
     "raw_post",
+    "serve_until_logged",
     "stream_call_ids",
 ]
 
@@ -174,3 +176,14 @@ async def metric(url: str, name: str, **labels: str) -> float:
     return sum(
         float(value) for found, value in pattern.findall(text) if wanted <= set(found.split(","))
     )
+
+
+async def serve_until_logged(settings: Settings, logs: LogLines, event: str) -> None:
+    """The receiver's `serve` until it logs `event`, then cancelled: for what it says as it
+    starts (each such line is logged in the step that logs it, before any await)."""
+    task = asyncio.create_task(serve(settings))
+    try:
+        await eventually(lambda: asyncio.sleep(0, logs.named(event)), what=event)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from receiver.auth import open_to_anyone
-from receiver.server import serve
 from shared.embedded import free_port
 from shared.settings import Settings
-from tests.helpers import LogLines, eventually
+from tests.helpers import LogLines
+from tests.receiver.helpers import serve_until_logged
 
 GAUGE = "rtt_receiver_open_to_anyone"
 
@@ -62,13 +61,8 @@ async def test_warning_line_at_start(
     make_settings: Callable[..., Settings], logs: LogLines, host: str, warned: bool
 ) -> None:
     settings = make_settings(host=host, port=str(free_port()))
-    task = asyncio.create_task(serve(settings))
-    try:
-        # The warning is logged in the same step as the listening line, before any await.
-        await eventually(lambda: asyncio.sleep(0, logs.named("receiver_listening")), what="up")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    # The warning is logged in the same step as the listening line, before any await.
+    await serve_until_logged(settings, logs, "receiver_listening")
     lines = logs.named("receiver_open_to_anyone")
     assert bool(lines) is warned
     if warned:

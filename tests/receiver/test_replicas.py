@@ -37,6 +37,16 @@ def replicated(tmp_path: Path) -> Iterator[tuple[EmbeddedValkey, EmbeddedValkey]
             yield master, replica
 
 
+async def _post_200_stored(settings: Settings) -> None:
+    """200 events through a live receiver: each answered 204, and stored, not spooled."""
+    bodies = [sample_body("stopped") for _ in range(200)]
+    async with live_receiver(settings) as receiver:
+        posted = await post_all(receiver.events_url, bodies, concurrency=8)
+        spooled = await metric(receiver.url, "rtt_receiver_requests_total", outcome="spooled")
+    assert posted.count() == {204: 200}
+    assert spooled == 0
+
+
 async def test_every_204_is_already_on_the_replica(
     replicated: tuple[EmbeddedValkey, EmbeddedValkey],
     make_settings: Callable[..., Settings],
@@ -44,12 +54,7 @@ async def test_every_204_is_already_on_the_replica(
 ) -> None:
     master, replica = replicated
     settings = make_settings(redis_url=master.url, store_replicas=1)
-    bodies = [sample_body("stopped") for _ in range(200)]
-    async with live_receiver(settings) as receiver:
-        posted = await post_all(receiver.events_url, bodies, concurrency=8)
-        spooled = await metric(receiver.url, "rtt_receiver_requests_total", outcome="spooled")
-    assert posted.count() == {204: 200}
-    assert spooled == 0
+    await _post_200_stored(settings)
     with Redis(port=replica.port) as client:
         assert client.xlen(Keys(prefix).events()) == 200
 
@@ -60,12 +65,7 @@ async def test_every_204_is_already_on_a_replica_of_its_shard_on_a_cluster(
     # On a cluster WAIT counts the replicas of the node the connection reaches: each
     # node's writes go on one of its connections, followed by WAIT there.
     settings = make_settings(redis_url=cluster.url, store_replicas=1, shards=3)
-    bodies = [sample_body("stopped") for _ in range(200)]
-    async with live_receiver(settings) as receiver:
-        posted = await post_all(receiver.events_url, bodies, concurrency=8)
-        spooled = await metric(receiver.url, "rtt_receiver_requests_total", outcome="spooled")
-    assert posted.count() == {204: 200}
-    assert spooled == 0
+    await _post_200_stored(settings)
     keys = Keys(prefix, 3)
     on_replicas = 0
     for stream in keys.event_streams():

@@ -68,18 +68,8 @@ async def test_dead_letter_then_replay_delivers_once(
             assert len(pagerduty.accepted) == 1
 
             webhook.default_status = 200
-            replay = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "rtt",
-                "dlq",
-                "replay",
-                "--all",
-                "--redis-url",
-                redis_url,
-                "--key-prefix",
-                prefix,
-            )
+            command = ["dlq", "replay", "--all", "--redis-url", redis_url, "--key-prefix", prefix]
+            replay = await asyncio.create_subprocess_exec(sys.executable, "-m", "rtt", *command)
             assert await asyncio.wait_for(replay.wait(), 60) == 0
             await eventually(lambda: webhook.accepted, what="delivery after replay")
             await wait_handled(redis, settings, 2)

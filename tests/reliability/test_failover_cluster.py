@@ -52,14 +52,7 @@ async def _run(cluster: EmbeddedCluster, tmp_path: Path, replicas: int, load: Lo
         store_replicas=str(replicas),
         shards=str(SHARDS),
     )
-    print("\n" + result.line())
-    assert result.statuses == {"204": load.count}
-    if replicas:
-        assert result.lost == []
-    assert result.duplicated == []
-    # Redis away spends no delivery: no entry is dead-lettered for a failover.
-    assert result.dead_lettered == 0
-    assert result.alerts_missing == []
+    result.check_every_204_kept(load, replicas)
     assert result.alerts_twice == []
     # The worker rode through and consumed every shard to the end.
     assert result.consumed, f"pending {result.pending}: {result.extra['pending_rows']}"

@@ -60,15 +60,7 @@ async def _run(
         lambda: FAULTS[fault](sentinel),
         store_replicas=str(replicas),
     )
-    print("\n" + result.line())
-    assert result.statuses == {"204": load.count}
-    if replicas:
-        # Acknowledged only once the replica had it: a failover cannot lose it.
-        assert result.lost == []
-    assert result.duplicated == []
-    # Redis away spends no delivery: no entry is dead-lettered for a failover.
-    assert result.dead_lettered == 0
-    assert result.alerts_missing == []
+    result.check_every_204_kept(load, replicas)
     if fault == "sigkill" or replicas:
         # After SENTINEL FAILOVER the old master takes writes for about a second before the
         # sentinels name the new one. With replicas the worker's acknowledgements and the

@@ -45,21 +45,9 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(
         assert sync_redis.hlen(handled_key(prefix)) == 0
         sync_redis.delete(env["REC_FAIL_KEY"])
         replayed_at = time.monotonic()
+        command = ["dlq", "replay", "--all", "--redis-url", redis_url, "--key-prefix", prefix]
         replay = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rtt",
-                "dlq",
-                "replay",
-                "--all",
-                "--redis-url",
-                redis_url,
-                "--key-prefix",
-                prefix,
-                "--log-format",
-                "json",
-            ],
+            [sys.executable, "-m", "rtt", *command, "--log-format", "json"],
             capture_output=True,
             text=True,
             timeout=60,

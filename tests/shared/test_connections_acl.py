@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import msgspec
@@ -32,39 +33,37 @@ pytestmark = pytest.mark.managed_redis
 JSON = {"Content-Type": "application/json"}
 
 
+class User(NamedTuple):
+    name: str
+    settings: Settings  # the test's settings, connecting as this user
+
+
 @pytest.fixture
-def acl_user(sync_redis: SyncRedis, prefix: str) -> Iterator[Callable[..., str]]:
+def user_without(
+    sync_redis: SyncRedis, redis_url: str, make_settings: Callable[..., Settings], prefix: str
+) -> Iterator[Callable[..., User]]:
     """Make an ACL user with every right on the test's keys except the commands named."""
     made: list[str] = []
 
-    def make(*denied: str) -> str:
+    def make(*denied: str) -> User:
         name = f"u-{uuid.uuid4().hex[:8]}"
         rules = ["on", ">pw", f"~{prefix}:*", "+@all", *(f"-{command}" for command in denied)]
         sync_redis.execute_command("ACL", "SETUSER", name, *rules)
         made.append(name)
-        return name
+        url = redis_url.replace("redis://", f"redis://{name}:pw@", 1)
+        return User(name, make_settings(redis_url=url))
 
     yield make
     for name in made:
         sync_redis.execute_command("ACL", "DELUSER", name)
 
 
-def _as(redis_url: str, user: str) -> str:
-    return redis_url.replace("redis://", f"redis://{user}:pw@", 1)
-
-
 @pytest.mark.parametrize("denied", ["xreadgroup", "get"])
 async def test_worker_without_a_grant_says_which_command_and_user_once_and_stops(
-    make_settings: Callable[..., Settings],
-    redis: Redis,
-    redis_url: str,
-    acl_user: Callable[..., str],
-    logs: LogLines,
-    denied: str,
+    redis: Redis, user_without: Callable[..., User], logs: LogLines, denied: str
 ) -> None:
     """`get`: in the heartbeat's pipeline, the first thing the worker sends."""
-    user = acl_user(denied)
-    settings = make_settings(redis_url=_as(redis_url, user))
+    user, settings = user_without(denied)
     async with asyncio.timeout(30):
         with pytest.raises(PermissionDenied) as refused:
             await run_worker(settings, [alerts_consumer(settings)])
@@ -82,13 +81,13 @@ async def test_worker_without_a_grant_says_which_command_and_user_once_and_stops
 
 @pytest.mark.slow
 def test_worker_process_exits_3_with_one_line(
-    redis_url: str, acl_user: Callable[..., str], prefix: str, tmp_path: Path
+    user_without: Callable[..., User], prefix: str, tmp_path: Path
 ) -> None:
     import subprocess
 
-    user = acl_user("xautoclaim", "xreadgroup")
+    _, settings = user_without("xautoclaim", "xreadgroup")
     env = {
-        "RTT_REDIS_URL": _as(redis_url, user),
+        "RTT_REDIS_URL": str(settings.redis_url),
         "RTT_KEY_PREFIX": prefix,
         "RTT_LOG_FORMAT": "json",
         "RTT_WORKER_METRICS_PORT": "0",
@@ -112,16 +111,13 @@ def test_worker_process_exits_3_with_one_line(
 
 
 async def test_receiver_spools_while_xadd_is_denied_and_drains_once_granted(
-    make_settings: Callable[..., Settings],
     redis: Redis,
-    redis_url: str,
-    acl_user: Callable[..., str],
+    user_without: Callable[..., User],
     sync_redis: SyncRedis,
     logs: LogLines,
     prefix: str,
 ) -> None:
-    user = acl_user("xadd")
-    settings = make_settings(redis_url=_as(redis_url, user))
+    user, settings = user_without("xadd")
     bodies = [
         sample_body("stopped", call_id=f"c-{n}", transcription_id=f"t-{n}") for n in range(20)
     ]

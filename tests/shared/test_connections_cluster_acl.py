@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
+from typing import NamedTuple
 
 import aiohttp
 import msgspec
@@ -45,37 +46,42 @@ def _on_every_node(cluster: EmbeddedCluster, *args: object) -> None:
             admin.execute_command(*args)
 
 
+class User(NamedTuple):
+    name: str
+    settings: Settings  # the test's settings, connecting as this user
+
+
 @pytest.fixture
-def cluster_user(cluster: EmbeddedCluster, prefix: str) -> Iterator[Callable[..., str]]:
+def admin_settings(cluster: EmbeddedCluster, make_settings: Callable[..., Settings]) -> Settings:
+    """The test's settings as the cluster's default user, who may do anything."""
+    return make_settings(redis_url=cluster.url, shards=SHARDS)
+
+
+@pytest.fixture
+def user_without(
+    cluster: EmbeddedCluster, make_settings: Callable[..., Settings], prefix: str
+) -> Iterator[Callable[..., User]]:
     """An ACL user, on every node, with every right on the test's keys but the commands
     named."""
     made: list[str] = []
 
-    def make(*denied: str) -> str:
+    def make(*denied: str) -> User:
         name = f"u-{uuid.uuid4().hex[:8]}"
         rules = ["on", ">pw", f"~{prefix}:*", "+@all", *(f"-{command}" for command in denied)]
         _on_every_node(cluster, "ACL", "SETUSER", name, *rules)
         made.append(name)
-        return name
+        url = cluster.url.replace("redis+cluster://", f"redis+cluster://{name}:pw@", 1)
+        return User(name, make_settings(redis_url=url, shards=SHARDS))
 
     yield make
     for name in made:
         _on_every_node(cluster, "ACL", "DELUSER", name)
 
 
-def _as(cluster: EmbeddedCluster, user: str) -> str:
-    return cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:pw@", 1)
-
-
 async def test_noperm_inside_a_cluster_pipeline_is_reported_once_with_command_and_user(
-    cluster: EmbeddedCluster,
-    cluster_user: Callable[..., str],
-    make_settings: Callable[..., Settings],
-    prefix: str,
-    logs: LogLines,
+    user_without: Callable[..., User], prefix: str, logs: LogLines
 ) -> None:
-    user = cluster_user("xack")
-    settings = make_settings(redis_url=_as(cluster, user), shards=SHARDS)
+    user, settings = user_without("xack")
     streams = Keys(prefix, SHARDS).event_streams()
     redis = create_redis(settings)
     heard: list[PermissionDenied] = []
@@ -110,20 +116,15 @@ async def _post(settings: Settings, bodies: list[bytes]) -> None:
 
 @pytest.mark.parametrize("denied", ["xack", "xreadgroup", "get", "cluster|slots"])
 async def test_worker_on_a_cluster_without_a_grant_says_which_command_and_user_once_and_stops(
-    cluster: EmbeddedCluster,
-    cluster_user: Callable[..., str],
-    make_settings: Callable[..., Settings],
-    logs: LogLines,
-    denied: str,
+    user_without: Callable[..., User], admin_settings: Settings, logs: LogLines, denied: str
 ) -> None:
     """`get`: the heartbeat's pipeline, the first thing the worker sends; `cluster|slots`:
     what the client asks first (redis-py words that refusal "cluster mode is not enabled")."""
     await _post(
-        make_settings(redis_url=cluster.url, shards=SHARDS),
+        admin_settings,
         [sample_body("stopped", call_id=f"c-{n}", transcription_id=f"t-{n}") for n in range(9)],
     )
-    user = cluster_user(denied)
-    settings = make_settings(redis_url=_as(cluster, user), shards=SHARDS)
+    user, settings = user_without(denied)
     async with asyncio.timeout(60):
         with pytest.raises(PermissionDenied) as refused:
             await run_worker(settings, [alerts_consumer(settings)])
@@ -136,17 +137,16 @@ async def test_worker_on_a_cluster_without_a_grant_says_which_command_and_user_o
 
 async def test_receiver_on_a_cluster_spools_while_the_script_is_denied_and_drains_once_granted(
     cluster: EmbeddedCluster,
-    cluster_user: Callable[..., str],
-    make_settings: Callable[..., Settings],
+    user_without: Callable[..., User],
+    admin_settings: Settings,
     prefix: str,
     logs: LogLines,
 ) -> None:
-    user = cluster_user("xadd")
-    settings = make_settings(redis_url=_as(cluster, user), shards=SHARDS)
+    user, settings = user_without("xadd")
     calls = [f"c-{n}" for n in range(30)]
     bodies = [sample_body("stopped", call_id=c, transcription_id=f"t-{c}") for c in calls]
     keys = Keys(prefix, SHARDS)
-    admin = create_redis(make_settings(redis_url=cluster.url, shards=SHARDS))
+    admin = create_redis(admin_settings)
 
     async def stored() -> int:
         return sum([await admin.xlen(stream) for stream in keys.event_streams()])

@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from receiver.server import serve as serve_receiver
 from rtt.stats import main as stats_main
 from shared.connections import RedisRefused, check_redis, create_redis
 from shared.embedded import free_port
@@ -25,7 +24,7 @@ from shared.settings import ConfigError, Settings, load_settings
 from tests.alerts.helpers import alerts_consumer
 from tests.bodies import sample_body
 from tests.helpers import LogLines, eventually
-from tests.receiver.helpers import live_receiver
+from tests.receiver.helpers import live_receiver, serve_until_logged
 from tests.tls_fixtures import cert_paths
 from tests.tlsredis import Certificates, TlsRedis
 from tests.worker.helpers import running
@@ -190,12 +189,7 @@ async def test_receiver_start_logs_one_line_naming_the_setting(
     tls_settings: Callable[..., Settings], certs: Certificates, logs: LogLines
 ) -> None:
     settings = tls_settings(redis_tls_ca_path=certs.other_ca, host="127.0.0.1", port=free_port())
-    task = asyncio.create_task(serve_receiver(settings))
-    try:
-        await eventually(lambda: asyncio.sleep(0, logs.named("redis_refused")), what="line")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await serve_until_logged(settings, logs, "redis_refused")
     [line] = logs.named("redis_refused")
     assert line["level"] == "error"
     assert "RTT_REDIS_TLS_CA_PATH" in line["error"]

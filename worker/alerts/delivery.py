@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from shared.keys import Keys
 from worker.retry import backoff_s as backoff_delay_s
 
+from .clock import NOW_MS
+
 __all__ = [
     "MAX_WAIT_S",
     "Poster",
@@ -81,10 +83,9 @@ def parse_retry_after(value: str | None, default_s: float = 1.0) -> float:
 # Retry-After, 0 otherwise), ARGV[3] the longest wait the caller accepts: a slot further
 # away is not reserved, so callers that give up do not push everyone else back. Uses the
 # server's clock, which every worker shares.
-_SLOT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+_SLOT = (
+    NOW_MS
+    + """local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[1])
 local pause = tonumber(ARGV[2])
 if pause > 0 then
@@ -99,6 +100,7 @@ if interval > 0 then
 end
 return start - now
 """
+)
 
 
 class Poster:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 
+from .clock import NOW_MS
 from .notifications import Summary
 from .options import AlertOptions
 from .pipelined import Call
@@ -41,15 +42,10 @@ __all__ = [
 MAX_EXAMPLES: Final = 5
 Decision = Literal["first", "grouped"]
 
-_NOW_MS: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
 # KEYS: seen, group, examples, due. ARGV: group id, group interval ms, repeat interval ms,
 # once ttl ms, alert key, alert json, max examples, labels json, severity.
 _REGISTER: Final = (
-    _NOW_MS
+    NOW_MS
     + """
 local seen = redis.call('GET', KEYS[1])
 if seen then return seen end
@@ -89,7 +85,7 @@ return decision
 # alert its group's number, alert key, severity and alert json, '' for one that cannot be
 # an example: past the first few of its group in the batch). Returns the decisions.
 _REGISTER_MANY: Final = (
-    _NOW_MS
+    NOW_MS
     + """
 local seen_head, group_head, examples_tail = ARGV[1], ARGV[2], ARGV[3]
 local interval, rep, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -154,7 +150,7 @@ return out
 # KEYS: group, examples, due, outbox. ARGV: group id, group interval ms.
 # Returns the number of alerts summarised (0 if the window was empty or not yet due).
 _CLOSE: Final = (
-    _NOW_MS
+    NOW_MS
     + """
 local due = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if (not due) or tonumber(due) > now then return 0 end

@@ -18,16 +18,16 @@ from redis.exceptions import ResponseError
 from shared.keys import Keys
 from shared.redis_values import id_ms
 
+from .clock import NOW_MS
 from .notifications import QuietChange
 from .options import AlertOptions
 
 __all__ = ["QuietRule", "quiet_change_from_outbox"]
 
 # KEYS: state, outbox. ARGV: last event ms ('' if none ever), quiet after ms.
-_EVALUATE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local since = redis.call('HGET', KEYS[1], 'since')
+_EVALUATE: Final = (
+    NOW_MS
+    + """local since = redis.call('HGET', KEYS[1], 'since')
 if not since then
   redis.call('HSET', KEYS[1], 'since', now)
   since = now
@@ -51,6 +51,7 @@ if change ~= '' then
 end
 return change
 """
+)
 
 
 def _bytes(value: bytes | str) -> bytes:

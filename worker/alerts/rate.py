@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from shared.events import Stopped, event_identity
 from shared.keys import Keys
 
+from .clock import NOW_MS
 from .notifications import RateChange
 from .options import AlertOptions
 from .pipelined import Call
@@ -28,10 +29,9 @@ __all__ = ["RateRule", "rate_change_from_outbox"]
 # stop to record (none to only evaluate) its member, at ms and failed flag. The stops of a
 # batch are recorded together and the window evaluated once after them.
 # Returns {stops, failed, change}.
-_EVALUATE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local since = now - tonumber(ARGV[1])
+_EVALUATE: Final = (
+    NOW_MS
+    + """local since = now - tonumber(ARGV[1])
 for i = 4, #ARGV, 3 do
   if tonumber(ARGV[i + 1]) > since then
     redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 1], ARGV[i])
@@ -64,6 +64,7 @@ if stops > 0 then
 end
 return {stops, failed, change}
 """
+)
 
 
 class RateRule:

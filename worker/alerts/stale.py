@@ -26,6 +26,7 @@ from shared.events import Rejected, Started, Stopped
 from shared.keys import Keys
 from shared.settings import format_duration
 
+from .clock import NOW_MS
 from .notifications import StaleResolved
 from .options import AlertOptions
 from .pipelined import Call
@@ -36,11 +37,6 @@ __all__ = ["STALE_CAUSE", "StaleRule", "stale_resolved_from_outbox"]
 STALE_CAUSE: Final = "stale"
 _MARGIN_MS: Final = 10 * 60 * 1000
 _BATCH: Final = 100
-
-_NOW_MS: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
 
 # KEYS: due, outbox. ARGV: the open, closed and stale key prefixes (a transcription id
 # ends each key: one slot, the alerts'), stale after ms, ttl ms (of the open record and the
@@ -54,7 +50,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # raised stale alert is resolved (nothing can have been raised while it was open).
 # Returns how many raised alerts were resolved.
 _RECORD: Final = (
-    _NOW_MS
+    NOW_MS
     + """
 local open, closed, stale = ARGV[1], ARGV[2], ARGV[3]
 local after, ttl = tonumber(ARGV[4]), ARGV[5]
@@ -91,7 +87,7 @@ return resolved
 # ('1': a silenced alert is never resolved). After the stale alert went through: 1 marked
 # raised; 0 stopped meanwhile, resolved now; 2 another worker got there first.
 _RAISED: Final = (
-    _NOW_MS
+    NOW_MS
     + """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('DEL', KEYS[1])

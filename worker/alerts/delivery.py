@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from typing import Final
@@ -188,7 +189,9 @@ class Poster:
         if wait_ms > self._max_wait_ms:
             raise SinkPaused(f"{sink}: paused for {wait_ms / 1000:.1f}s", wait_ms / 1000)
         if wait_ms > 0:
-            await asyncio.sleep(wait_ms / 1000)
+            # One ms more: the event loop's timers count whole ms and may fire up to one
+            # early; with the pause's own ms below, no call comes before its Retry-After.
+            await asyncio.sleep((wait_ms + 1) / 1000)
 
     async def _post_once(
         self, sink: str, url: str, body: bytes, headers: Mapping[str, str]
@@ -208,9 +211,9 @@ class Poster:
         message = f"{sink}: HTTP {status}: {text}"
         if status == 429:
             pause_s = parse_retry_after(retry_after)
-            await self._slot(
-                keys=[self._keys.alert_pace(sink)], args=[0, max(1, int(pause_s * 1000)), 0]
-            )
+            # Rounded up, and one ms more for the server clock's cut-off fraction of a ms.
+            pause_ms = math.ceil(pause_s * 1000) + 1
+            await self._slot(keys=[self._keys.alert_pace(sink)], args=[0, pause_ms, 0])
             raise SinkThrottled(message, pause_s)
         if status >= 500 or status == 408:
             raise SinkUnavailable(message)

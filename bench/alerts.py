@@ -23,9 +23,9 @@ import tempfile
 import time
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 
+from bench._drain import Drained, timed
 from rtt.samples import sample_body
 from rtt.send import kinds
 from shared.embedded import EmbeddedValkey
@@ -81,42 +81,30 @@ def _settings(url: str, prefix: str, worker_id: str) -> Settings:
     )
 
 
-class _Drained(msgspec.Struct, frozen=True):
-    per_s: float  # events a second
-    cpu_us: float  # CPU time of this process per event
-    valkey_us: float  # Valkey's CPU time per event
-
-
-async def _valkey_cpu_s(redis: Redis) -> float:
-    info: Any = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-async def _drain(url: str, prefix: str, item: Consumer, count: int) -> _Drained:
+async def _drain(url: str, prefix: str, item: Consumer, count: int) -> Drained:
     """One consumer reading the whole stream from the start: its rate and CPU costs."""
     settings = _settings(url, prefix, f"bench-{item.name}")
     redis = Redis.from_url(url)
     stream = Keys(prefix).events()
     worker = Worker(settings, redis, [item])
-    valkey_before = await _valkey_cpu_s(redis)
-    cpu_before = time.process_time()
-    started = time.perf_counter()
-    task = asyncio.create_task(worker.run())
+
+    async def run() -> None:
+        task = asyncio.create_task(worker.run())
+        try:
+            while True:
+                groups: Any = await redis.xinfo_groups(stream)
+                info = next((g for g in groups if g["name"] == item.name.encode()), None)
+                if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
+                    return
+                await asyncio.sleep(0.005)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 60)
+
     try:
-        while True:
-            groups: Any = await redis.xinfo_groups(stream)
-            info = next((g for g in groups if g["name"] == item.name.encode()), None)
-            if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
-                break
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        cpu_s = time.process_time() - cpu_before
-        valkey_s = await _valkey_cpu_s(redis) - valkey_before
+        return await timed(redis, count, run)
     finally:
-        worker.stop()
-        await asyncio.wait_for(task, 60)
         await redis.aclose()
-    return _Drained(count / elapsed, cpu_s * 1e6 / count, valkey_s * 1e6 / count)
 
 
 async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool) -> list[float]:

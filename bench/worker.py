@@ -22,13 +22,11 @@ import io
 import random
 import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 
+from bench._drain import Drained, timed
 from rtt.samples import CAUSES, TYPE_BY_SHORT_NAME, sample_body
 from shared.embedded import EmbeddedValkey
 from shared.entries import StreamEntry
@@ -58,17 +56,6 @@ async def _fill(redis: Redis, stream: str, count: int) -> None:
             await pipe.execute()
 
 
-class _Drained(msgspec.Struct, frozen=True):
-    per_s: float  # events a second
-    cpu_us: float  # CPU time of this process per event
-    valkey_us: float  # Valkey's CPU time per event
-
-
-async def _valkey_cpu_s(redis: Redis) -> float:
-    info: Any = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 async def _group(redis: Redis, stream: str, group: str) -> dict[Any, Any]:
     groups: Any = await redis.xinfo_groups(stream)
     return next(g for g in groups if g["name"] == group.encode())
@@ -82,18 +69,7 @@ async def _until_acked(redis: Redis, stream: str, group: str) -> None:
         await asyncio.sleep(0.001)
 
 
-async def _timed(redis: Redis, count: int, run: Callable[[], Awaitable[None]]) -> _Drained:
-    valkey_before = await _valkey_cpu_s(redis)
-    cpu_before = time.process_time()
-    started = time.perf_counter()
-    await run()
-    elapsed = time.perf_counter() - started
-    cpu_s = time.process_time() - cpu_before
-    valkey_s = await _valkey_cpu_s(redis) - valkey_before
-    return _Drained(count / elapsed, cpu_s * 1e6 / count, valkey_s * 1e6 / count)
-
-
-async def _raw(redis: Redis, stream: str, group: str, count: int) -> tuple[_Drained, int]:
+async def _raw(redis: Redis, stream: str, group: str, count: int) -> tuple[Drained, int]:
     await redis.xgroup_create(stream, group, id="0")
     done = 0
 
@@ -109,10 +85,10 @@ async def _raw(redis: Redis, stream: str, group: str, count: int) -> tuple[_Drai
             await redis.xack(stream, group, *[entry_id for entry_id, _ in entries])
             done += len(entries)
 
-    return await _timed(redis, count, run), done
+    return await timed(redis, count, run), done
 
 
-async def _runtime(url: str, prefix: str, group: str, count: int) -> tuple[_Drained, int]:
+async def _runtime(url: str, prefix: str, group: str, count: int) -> tuple[Drained, int]:
     settings = load_settings(
         env={},
         overrides={
@@ -148,12 +124,12 @@ async def _runtime(url: str, prefix: str, group: str, count: int) -> tuple[_Drai
             await asyncio.wait_for(task, 30)
 
     try:
-        return await _timed(redis, count, run), handled
+        return await timed(redis, count, run), handled
     finally:
         await redis.aclose()
 
 
-async def _faststream(url: str, stream: str, group: str, count: int) -> tuple[_Drained, int]:
+async def _faststream(url: str, stream: str, group: str, count: int) -> tuple[Drained, int]:
     from bench._faststream_peer import drain
 
     redis = Redis.from_url(url)
@@ -169,7 +145,7 @@ async def _faststream(url: str, stream: str, group: str, count: int) -> tuple[_D
         )
 
     try:
-        return await _timed(redis, count, run), handled
+        return await timed(redis, count, run), handled
     finally:
         await redis.aclose()
 
@@ -198,8 +174,8 @@ VARIANTS = ("raw", "runtime", "faststream")
 
 async def _bench(
     events: int, rounds: int, variants: list[str]
-) -> tuple[dict[str, list[_Drained]], list[str]]:
-    results: dict[str, list[_Drained]] = {name: [] for name in variants}
+) -> tuple[dict[str, list[Drained]], list[str]]:
+    results: dict[str, list[Drained]] = {name: [] for name in variants}
     problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(tmp, appendonly=False) as server:
         redis = Redis.from_url(server.url)
@@ -232,7 +208,7 @@ async def _bench(
     return results, problems
 
 
-def _round_figures(name: str, drained: _Drained, raw: _Drained) -> str:
+def _round_figures(name: str, drained: Drained, raw: Drained) -> str:
     return (
         f"{name} {drained.per_s:,.0f}/s ({_ratio(drained.per_s / raw.per_s)}, "
         f"{drained.cpu_us:.1f} + {drained.valkey_us:.1f} µs)"

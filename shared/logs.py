@@ -58,7 +58,7 @@ def _mask_phone_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
 class _UtcIsoStamp:
     """`TimeStamper(fmt="iso", utc=True)`'s text (`2026-12-02T10:22:42.104051Z`, no fraction
     when it is zero), with the date and time of the current second formatted once a
-    second: 0.4 µs a line instead of 1.3 (timeit), on every line a worker writes."""
+    second: 0.76 µs a line instead of 1.98 (timeit), on every line a worker writes."""
 
     __slots__ = ("_prefix", "_second")
 

@@ -6,12 +6,14 @@ and event context is bound through contextvars, never formatted into messages.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from types import TracebackType
 from typing import Any, Final
 
@@ -19,7 +21,14 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["configure_logging", "error_text", "get_logger", "mask_phone", "reset_logging"]
+__all__ = [
+    "configure_logging",
+    "error_text",
+    "get_logger",
+    "held_lines",
+    "mask_phone",
+    "reset_logging",
+]
 
 # Fields that may hold a caller's or callee's number.
 PHONE_FIELDS: Final = frozenset({"from", "from_", "to", "phone", "caller", "callee"})
@@ -121,6 +130,63 @@ def _serialize_text(event_dict: MutableMapping[str, Any], **kwargs: Any) -> str:
     return _serialize(event_dict, **kwargs).decode("utf-8", "replace")
 
 
+class _Held:
+    __slots__ = ("lines", "logger", "open")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.logger: _HoldingBytesLogger | None = None
+        self.open = True
+
+
+_held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("rtt_held", default=None)
+
+
+class _HoldingBytesLogger(structlog.BytesLogger):
+    """structlog's `BytesLogger`, whose lines inside `held_lines()` wait for its end."""
+
+    __slots__ = ()
+
+    def msg(self, message: bytes) -> None:
+        held = _held.get()
+        if held is None or not held.open:  # a task started in the block may outlive it
+            super().msg(message)
+        else:
+            held.lines.append(message)
+            held.logger = self
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _HoldingBytesLoggerFactory:
+    __slots__ = ("_file",)
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _HoldingBytesLogger:
+        return _HoldingBytesLogger(self._file, name=args[0] if args else None)
+
+
+@contextlib.contextmanager
+def held_lines() -> Iterator[None]:
+    """The JSON lines logged inside the block (by this task, and tasks it starts there
+    while it lasts), written at its end in one write: one syscall for a batch's alert
+    lines on a pipe, not one a line. Written even when the block raises, and before the
+    caller goes on (say, to record them as sent)."""
+    held = _Held()
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        held.open = False
+        if held.logger is not None:
+            # The logger's own write: its lock, its newline after the last line, its flush.
+            held.logger.msg(b"\n".join(held.lines))
+
+
 class _SinkHandler(logging.Handler):
     """Writes stdlib records, formatted by structlog, through structlog's own sink: one
     file, one lock, so library lines never interleave with ours inside a line."""
@@ -194,7 +260,7 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer(serializer=_serialize)
         text_renderer: Any = structlog.processors.JSONRenderer(serializer=_serialize_text)
         binary: Any = out.buffer if hasattr(out, "buffer") else out
-        factory: Any = structlog.BytesLoggerFactory(file=binary)
+        factory: Any = _HoldingBytesLoggerFactory(binary)
     else:
         renderer = text_renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         factory = structlog.PrintLoggerFactory(file=out)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from shared.logs import configure_logging
 from shared.settings import Settings
 from tests.alerts.helpers import alerts_consumer, wait_handled
 from tests.bodies import sample_body
@@ -72,3 +76,37 @@ async def test_duration_is_reported_in_seconds(
         await wait_handled(redis, settings, 1)
     [alert] = logs.named("transcription_alert")
     assert alert["duration_s"] == pytest.approx(112.217257)
+
+
+class _Writes(io.BytesIO):
+    """A log file that keeps each write apart, as a pipe's reader would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return super().write(data)
+
+
+async def test_a_batchs_alert_lines_reach_the_log_in_one_write(
+    settings: Settings, redis: Redis
+) -> None:
+    """A write (a syscall on a real stdout) per batch of alerts, not per alert line."""
+    out = _Writes()
+    configure_logging(component="test", level="info", fmt="json", stream=out, cache=False)
+    bodies = [
+        sample_body("stopped", cause="error", call_id=f"c-{n}", transcription_id=f"t-{n}")
+        for n in range(20)
+    ]
+    await add_events(redis, settings, *bodies)
+    async with running(settings, redis, [alerts_consumer(settings)]):
+        await wait_handled(redis, settings, 20)
+    alert_writes = [w for w in out.writes if b'"transcription_alert"' in w]
+    lines = [msgspec.json.decode(line) for w in alert_writes for line in w.splitlines()]
+    assert sorted(line["call_id"] for line in lines if line["event"] == "transcription_alert") == (
+        sorted(f"c-{n}" for n in range(20))
+    )
+    assert all(w.endswith(b"\n") for w in out.writes)
+    assert len(alert_writes) == 1

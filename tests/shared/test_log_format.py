@@ -3,15 +3,17 @@ renderers run only when asked change no byte of what an operator reads."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import re
 import time
+from typing import Any
 
 import msgspec
 import pytest
 
-from shared.logs import _UtcIsoStamp, configure_logging, get_logger, mask_phone
+from shared.logs import _UtcIsoStamp, configure_logging, get_logger, held_lines, mask_phone
 
 
 def test_stamp_is_utc_iso_8601_with_a_z_as_timestamper_writes_it(
@@ -43,3 +45,56 @@ def test_a_line_has_its_stamp_and_its_exception_rendered_only_when_given() -> No
     assert "exc_info" not in failed
     assert "Stack (most recent call last)" in with_stack["stack"]
     assert "stack_info" not in with_stack
+
+
+class _Writes(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return super().write(data)
+
+
+def test_held_lines_are_written_at_once_at_the_blocks_end_even_when_it_raises() -> None:
+    out = _Writes()
+    configure_logging(component="test", fmt="json", stream=out, cache=False)
+    log = get_logger()
+    try:
+        with held_lines():
+            log.info("one")
+            log.warning("two")
+            assert out.writes == []
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    log.info("three")
+    assert [
+        [msgspec.json.decode(line)["event"] for line in w.splitlines()] for w in out.writes
+    ] == [
+        ["one", "two"],
+        ["three"],
+    ]
+    assert out.getvalue().count(b"\n") == 3
+
+
+async def test_a_task_started_while_lines_are_held_writes_its_later_lines_itself() -> None:
+    out = _Writes()
+    configure_logging(component="test", fmt="json", stream=out, cache=False)
+    log = get_logger()
+    block_ended = asyncio.Event()
+
+    async def other() -> None:
+        log.info("during")
+        await block_ended.wait()
+        log.info("after")
+
+    with held_lines():
+        log.info("held")
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+    block_ended.set()
+    await task
+    events = [[msgspec.json.decode(line)["event"] for line in w.splitlines()] for w in out.writes]
+    assert events == [["held", "during"], ["after"]]

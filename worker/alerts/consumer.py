@@ -38,6 +38,7 @@ from structlog.typing import FilteringBoundLogger
 
 from shared.events import Event, Rejected, Started, Stopped
 from shared.keys import Keys
+from shared.logs import held_lines
 from shared.replicas import NotReplicated
 from worker.consumers import Consumer, Context, SetupContext, consumer
 
@@ -374,17 +375,18 @@ async def _raise_batch(
     alone: list[tuple[int, Alert]] = []
     taken: list[_Claimed] = []  # claimed now: logged here, recorded next
     going: list[_Claimed] = []  # not silenced: on to Alertmanager and the groups
-    for claim, state in zip(claims, states, strict=True):
-        if isinstance(state, Exception):
-            outcomes[claim.n] = state
-        elif int(state) == SENDING:
-            alone.append((claim.n, claim.alert))
-        else:
-            if int(state) == CLAIMED:
-                taken.append(claim)
-                await _log_claimed(run, claim, ctxs[claim.n].log)
-            if claim.silence is None:
-                going.append(claim)
+    with held_lines():  # written at once, before the records say they were
+        for claim, state in zip(claims, states, strict=True):
+            if isinstance(state, Exception):
+                outcomes[claim.n] = state
+            elif int(state) == SENDING:
+                alone.append((claim.n, claim.alert))
+            else:
+                if int(state) == CLAIMED:
+                    taken.append(claim)
+                    await _log_claimed(run, claim, ctxs[claim.n].log)
+                if claim.silence is None:
+                    going.append(claim)
     # Without Alertmanager (whose sends come between) and without replicas to wait for,
     # the groups take the alerts in the records' round trip.
     together = run.alertmanager is None and run.once.replicas is None and going

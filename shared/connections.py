@@ -448,7 +448,8 @@ def create_redis(settings: Settings, *, url: str | None = None) -> Redis:
             # The sentinels speak TLS too when the URL says rediss+sentinel.
             **ssl_options,
         }
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        # redis-py types Sentinel's constructor from 8.2 on; earlier releases do not.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             hosts,
             sentinel_kwargs=sentinel_options,
             username=username,

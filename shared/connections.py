@@ -13,7 +13,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -484,6 +484,11 @@ def _address(url: str) -> str:
     return parts.netloc.rsplit("@", 1)[-1] or mask_url(url)
 
 
+# OpenSSL's reasons under X509_V_FLAG_X509_STRICT, which `ssl.create_default_context`
+# sets from Python 3.13 on: the CA may be the right one, the certificate is not.
+_STRICT_CHECKS: Final = ("key identifier", "marked critical", "key usage", "x.509v3", "subject alt")
+
+
 def explain_redis_error(
     exc: BaseException, settings: Settings, url: str | None = None, *, what: str = "Redis"
 ) -> str | None:
@@ -514,6 +519,11 @@ def explain_redis_error(
                 f"the certificate holds (RTT_REDIS_URL)"
             )
         reason = _ssl_reason(text)
+        if any(check in reason.lower() for check in _STRICT_CHECKS):
+            return (
+                f"{where}: its TLS certificate fails a strict X.509 check ({reason}), which "
+                f"Python verifies from 3.13 on: reissue it with what it lacks"
+            )
         ca = settings.redis_tls_ca_path
         return f"{where}: its TLS certificate is not trusted ({reason}): " + (
             f"RTT_REDIS_TLS_CA_PATH ({ca}) does not hold the CA that signed it"

@@ -56,6 +56,9 @@ class Certificates:
     expired_server_key: Path
     expired_client_cert: Path
     expired_client_key: Path
+    # Signed by the right CA, without the key identifiers Python 3.13's strict checks ask for.
+    unkeyed_server_cert: Path
+    unkeyed_server_key: Path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -95,6 +98,7 @@ def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         .not_valid_before(now - _ONE_DAY)
         .not_valid_after(now + 30 * _ONE_DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -120,6 +124,7 @@ def _leaf(
     *,
     server: bool,
     expired: bool = False,
+    key_ids: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = ca
     key = _key()
@@ -142,6 +147,13 @@ def _leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
+    if key_ids:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        ).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+            critical=False,
+        )
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
@@ -165,6 +177,7 @@ def make_certificates(directory: Path) -> Certificates:
         "other_client": _leaf(other, "stranger", server=False),
         "expired_server": _leaf(ca, "localhost", server=True, expired=True),
         "expired_client": _leaf(ca, "rtt-client", server=False, expired=True),
+        "unkeyed_server": _leaf(ca, "localhost", server=True, key_ids=False),
     }
     for label, (cert, key) in leaves.items():
         stem = label.replace("_", "-")

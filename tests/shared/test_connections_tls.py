@@ -8,6 +8,7 @@ names the setting to change.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,23 @@ def test_expired_server_certificate_says_so(
     line = _one_line_from_stats(_flags(expired_tls_server.url, certs), capsys)
     assert "certificate has expired" in line
     assert "RTT_REDIS_TLS_VERIFY" in line
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="strict X.509 checks came in 3.13")
+def test_server_certificate_failing_strict_checks_names_the_check_not_the_ca(
+    require_tls_redis: None,
+    certs: Certificates,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Python 3.13 verifies strictly: a certificate without key identifiers, which minimal
+    # scripts still make, is refused although the right CA signed it.
+    unkeyed = {"server_cert": certs.unkeyed_server_cert, "server_key": certs.unkeyed_server_key}
+    with TlsRedis(tmp_path / "redis", certs, auth_clients=False, **unkeyed) as server:
+        line = _one_line_from_stats(_flags(server.url, certs), capsys)
+    assert "Missing Authority Key Identifier" in line
+    assert "does not hold the CA" not in line
+    assert "reissue" in line
 
 
 def test_plain_text_client_against_a_tls_port_is_told_to_use_rediss(

@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean test-integrations test-deploy test-reliability
+.PHONY: run test lint typecheck pytest bench clean test-integrations test-deploy test-reliability \
+	test-other-python
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,15 @@ test-integrations: $(BIN)/.installed-test
 	fi
 	RTT_TEST_INTEGRATIONS=1 $(BIN)/pytest -m "integrations or managed_redis" $(PYTEST_ARGS)
 
+# The tests whose outcome the interpreter can change (the nesting bound, TLS's strict
+# checks from 3.13 on, the receiver's answers), on another Python in a venv of its own.
+OTHER_PYTHON ?= python3.13
+OTHER_VENV = .venv-$(notdir $(OTHER_PYTHON))
+test-other-python:
+	$(OTHER_PYTHON) -m venv $(OTHER_VENV)
+	$(OTHER_VENV)/bin/pip install --quiet -e '.[test]'
+	$(OTHER_VENV)/bin/pytest tests/shared tests/receiver/test_http.py $(PYTEST_ARGS)
+
 # Real containers: builds the image, runs docker-compose.yml (needs Docker; see README).
 test-deploy: $(BIN)/.installed-test
 	PYTHON=$(BIN)/python tests/deploy/run.sh $(PYTEST_ARGS)
@@ -66,4 +76,4 @@ bench: $(BIN)/.installed-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .rtt .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-* .rtt .mypy_cache .ruff_cache .pytest_cache

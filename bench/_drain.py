@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,25 @@ class Drained(msgspec.Struct, frozen=True):
     per_s: float  # events a second
     cpu_us: float  # CPU time of this process per event
     valkey_us: float  # Valkey's CPU time per event
+    gc_us: float  # of it, the garbage collector's time per event
+
+
+class _CollectorClock:
+    """Seconds the garbage collector has run in this process (`gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total_s += time.perf_counter() - self._started
+
+
+_collector = _CollectorClock()
 
 
 async def _valkey_cpu_s(redis: Redis) -> float:
@@ -27,9 +47,11 @@ async def timed(redis: Redis, count: int, run: Callable[[], Awaitable[None]]) ->
     """Run `run` (which drains `count` events) and measure it."""
     valkey_before = await _valkey_cpu_s(redis)
     cpu_before = time.process_time()
+    gc_before = _collector.total_s
     started = time.perf_counter()
     await run()
     elapsed = time.perf_counter() - started
     cpu_s = time.process_time() - cpu_before
+    gc_s = _collector.total_s - gc_before
     valkey_s = await _valkey_cpu_s(redis) - valkey_before
-    return Drained(count / elapsed, cpu_s * 1e6 / count, valkey_s * 1e6 / count)
+    return Drained(count / elapsed, cpu_s * 1e6 / count, valkey_s * 1e6 / count, gc_s * 1e6 / count)

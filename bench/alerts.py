@@ -11,6 +11,11 @@ machine they show what the work costs when its throughput is set by its share of
     python -m bench alerts            (defaults: 20,000 events, 3 rounds)
     python -m bench alerts --log pipe (log lines to a pipe that `cat` drains, as a stdout
                                        read by a container runtime or journald is)
+    python -m bench alerts --collector interleaved
+                                      (rounds alternate between Python's collector
+                                       settings and the programs' own, `shared.loop`)
+
+It runs as the worker does, on `shared.loop.run`: uvloop, the collector settled.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import io
 import os
 import random
@@ -39,6 +45,7 @@ from shared.entries import StreamEntry
 from shared.events import Event
 from shared.keys import Keys
 from shared.logs import configure_logging
+from shared.loop import run, settle_collector
 from shared.settings import Settings, load_settings
 from worker.alerts import AlertOptions, make_alerts_consumer
 from worker.consumers import Consumer, Context, consumer
@@ -113,12 +120,35 @@ async def _drain(url: str, prefix: str, item: Consumer, count: int) -> Drained:
         await redis.aclose()
 
 
-async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool) -> list[float]:
+_PYTHONS_YOUNG_COLLECTION_EVERY = 700
+
+
+def _use_collector(mode: str) -> None:
+    """`settled` as the programs run (`shared.loop`), or `default` as Python starts."""
+    if mode == "settled":
+        settle_collector()
+    else:
+        gc.unfreeze()
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(_PYTHONS_YOUNG_COLLECTION_EVERY, middle, old)
+
+
+def _round_collector(collector: str, n: int) -> str:
+    if collector == "interleaved":
+        return "default" if n % 2 == 0 else "settled"
+    return collector
+
+
+async def _scenario(
+    url: str, prefix: str, events: int, rounds: int, storm: bool, collector: str
+) -> list[tuple[str, float, Drained]]:
     redis = Redis.from_url(url)
     await _fill(redis, Keys(prefix).events(), events, storm)
     await redis.aclose()
-    ratios = []
+    results = []
     for n in range(rounds):
+        mode = _round_collector(collector, n)
+        _use_collector(mode)
         # The alerts consumer keeps its state under the prefix: a fresh prefix per round
         # would need a fresh stream, so each round reads the stream in a new group and
         # the once-records of earlier rounds are cleared first.
@@ -133,26 +163,29 @@ async def _scenario(url: str, prefix: str, events: int, rounds: int, storm: bool
         # The runtime names the group after the consumer: rename for a fresh group.
         alerts = await _drain(url, prefix, _renamed(alerts_consumer, f"alerts{n}"), events)
         ratio = alerts.per_s / noop.per_s
-        ratios.append(ratio)
+        results.append((mode, ratio, alerts))
         print(
             f"  round {n}: no-op {noop.per_s:>8,.0f}/s  alerts {alerts.per_s:>8,.0f}/s  "
             f"ratio {ratio:.2f}  CPU µs/event (worker + Valkey): no-op "
             f"{noop.cpu_us:.0f} + {noop.valkey_us:.0f}, alerts {alerts.cpu_us:.0f} + "
-            f"{alerts.valkey_us:.0f}"
+            f"{alerts.valkey_us:.0f}  collector {mode}: gc µs/event no-op "
+            f"{noop.gc_us:.1f}, alerts {alerts.gc_us:.1f}"
         )
-    return ratios
+    return results
 
 
 def _renamed(item: Consumer, name: str) -> Consumer:
     return dataclasses.replace(item, name=name)
 
 
-async def _bench(events: int, rounds: int) -> dict[str, list[float]]:
+async def _bench(
+    events: int, rounds: int, collector: str
+) -> dict[str, list[tuple[str, float, Drained]]]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(tmp, appendonly=False) as server:
         print("mix (every type and cause):")
-        mix = await _scenario(server.url, "mix", events, rounds, storm=False)
+        mix = await _scenario(server.url, "mix", events, rounds, False, collector)
         print("storm (all connection-error to one destination):")
-        storm = await _scenario(server.url, "storm", events, rounds, storm=True)
+        storm = await _scenario(server.url, "storm", events, rounds, True, collector)
     return {"mix": mix, "storm": storm}
 
 
@@ -173,14 +206,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--log", choices=["memory", "pipe"], default="memory")
+    parser.add_argument(
+        "--collector", choices=["settled", "default", "interleaved"], default="settled"
+    )
     args = parser.parse_args(argv)
     # Every alert is a log line: to memory, so the terminal is not the bottleneck, or to a
     # pipe, whose writes cost a syscall each as a real stdout's do.
     with contextlib.ExitStack() as stack:
         stream: Any = io.BytesIO() if args.log == "memory" else stack.enter_context(_pipe())
         configure_logging(component="bench", level="info", fmt="json", stream=stream)
-        ratios = asyncio.run(_bench(args.events, args.rounds))
+        results = run(_bench(args.events, args.rounds, args.collector))
     print(f"events per round {args.events}, rounds {args.rounds}")
-    for name, values in ratios.items():
-        print(f"ratio alerts / no-op, {name:<5}  {statistics.median(values):.2f} (median)")
+    for name, rows in results.items():
+        for mode in sorted({mode for mode, _, _ in rows}):
+            ratios = [ratio for m, ratio, _ in rows if m == mode]
+            alerts = [drained for m, _, drained in rows if m == mode]
+            print(
+                f"ratio alerts / no-op, {name:<5}  {statistics.median(ratios):.2f} (median), "
+                f"collector {mode}: alerts {statistics.median(a.per_s for a in alerts):,.0f}/s, "
+                f"CPU {statistics.median(a.cpu_us for a in alerts):.0f} µs/event, "
+                f"gc {statistics.median(a.gc_us for a in alerts):.1f} µs/event (medians)"
+            )
     return 0

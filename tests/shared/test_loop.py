@@ -1,12 +1,28 @@
-"""The receiver and the worker run on uvloop where it is installed."""
+"""The receiver and the worker run on uvloop where it is installed, the collector settled."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
 
 from shared.loop import loop_name, run
 
 
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    """`run` settles the collector for the whole process: this one's is put back."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("collector_restored")
 def test_run_uses_uvloop() -> None:
     async def which() -> tuple[str, str]:
         return loop_name(), type(asyncio.get_running_loop()).__module__
@@ -18,3 +34,21 @@ def test_run_uses_uvloop() -> None:
 
 async def test_the_default_loop_is_named_asyncio() -> None:
     assert loop_name() == "asyncio"
+
+
+def test_run_takes_what_is_loaded_out_of_the_collectors_passes() -> None:
+    # In a process of its own: the collector's settings are the whole process's.
+    probe = (
+        "import gc\n"
+        "from shared.loop import YOUNG_COLLECTION_EVERY, run\n"
+        "async def settings():\n"
+        "    return gc.get_freeze_count(), gc.get_threshold()[0], YOUNG_COLLECTION_EVERY\n"
+        "print(*run(settings()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    frozen, young, expected = map(int, done.stdout.split())
+    # The modules' functions, classes and constants: tens of thousands of objects.
+    assert frozen > 10_000
+    assert young == expected > 700  # the default: a collection every 700 allocations

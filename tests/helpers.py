@@ -19,7 +19,7 @@ from shared.entries import StreamEntry
 from shared.keys import Keys
 from shared.settings import Settings
 
-__all__ = ["LogLines", "add_events", "add_events_sync", "eventually", "wait_for"]
+__all__ = ["LogLines", "SeparateWrites", "add_events", "add_events_sync", "eventually", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
@@ -101,3 +101,15 @@ class LogLines:
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [line for line in self.all() if line.get("event") == event]
+
+
+class SeparateWrites(io.BytesIO):
+    """A log file that keeps each write apart, as a pipe's reader would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return super().write(data)

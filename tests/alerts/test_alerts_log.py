@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import pytest
@@ -14,7 +12,7 @@ from shared.logs import configure_logging
 from shared.settings import Settings
 from tests.alerts.helpers import alerts_consumer, wait_handled
 from tests.bodies import sample_body
-from tests.helpers import LogLines, add_events
+from tests.helpers import LogLines, SeparateWrites, add_events
 from tests.worker.helpers import running
 
 
@@ -78,23 +76,11 @@ async def test_duration_is_reported_in_seconds(
     assert alert["duration_s"] == pytest.approx(112.217257)
 
 
-class _Writes(io.BytesIO):
-    """A log file that keeps each write apart, as a pipe's reader would see them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-
-    def write(self, data: Any) -> int:
-        self.writes.append(bytes(data))
-        return super().write(data)
-
-
 async def test_a_batchs_alert_lines_reach_the_log_in_one_write(
     settings: Settings, redis: Redis
 ) -> None:
     """A write (a syscall on a real stdout) per batch of alerts, not per alert line."""
-    out = _Writes()
+    out = SeparateWrites()
     configure_logging(component="test", level="info", fmt="json", stream=out, cache=False)
     bodies = [
         sample_body("stopped", cause="error", call_id=f"c-{n}", transcription_id=f"t-{n}")

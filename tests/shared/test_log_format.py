@@ -8,12 +8,12 @@ import datetime
 import io
 import re
 import time
-from typing import Any
 
 import msgspec
 import pytest
 
 from shared.logs import _UtcIsoStamp, configure_logging, get_logger, held_lines, mask_phone
+from tests.helpers import SeparateWrites
 
 
 def test_stamp_is_utc_iso_8601_with_a_z_as_timestamper_writes_it(
@@ -47,18 +47,8 @@ def test_a_line_has_its_stamp_and_its_exception_rendered_only_when_given() -> No
     assert "stack_info" not in with_stack
 
 
-class _Writes(io.BytesIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-
-    def write(self, data: Any) -> int:
-        self.writes.append(bytes(data))
-        return super().write(data)
-
-
 def test_held_lines_are_written_at_once_at_the_blocks_end_even_when_it_raises() -> None:
-    out = _Writes()
+    out = SeparateWrites()
     configure_logging(component="test", fmt="json", stream=out, cache=False)
     log = get_logger()
     try:
@@ -80,7 +70,7 @@ def test_held_lines_are_written_at_once_at_the_blocks_end_even_when_it_raises() 
 
 
 async def test_a_task_started_while_lines_are_held_writes_its_later_lines_itself() -> None:
-    out = _Writes()
+    out = SeparateWrites()
     configure_logging(component="test", fmt="json", stream=out, cache=False)
     log = get_logger()
     block_ended = asyncio.Event()

@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 # Allocations between two collections of the youngest generation (CPython's default: 700).
 # A worker's batch keeps its entries, events and alerts alive until it is acknowledged, so
-# at 700 each collection went through the same objects again: a fifth of the alerts
-# consumer's time in `python -m bench alerts` (10 µs an event of the mix, gc.callbacks).
+# at 700 each collection went through the same objects again: 20-25 % of the alerts
+# consumer's time in `python -m bench alerts` (7-10 µs an event of the mix, 2.6-3.6 at
+# 10,000; `--collector interleaved`).
 YOUNG_COLLECTION_EVERY: Final = 10_000
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 from pathlib import Path
 
 from aiohttp import web
@@ -16,6 +15,7 @@ from shared.listen import listen_error
 from shared.logs import get_logger
 from shared.loop import loop_name
 from shared.settings import Settings
+from shared.signals import STOP_SIGNALS
 
 from .app import HANDLER, create_app
 from .auth import open_to_anyone
@@ -25,7 +25,6 @@ __all__ = ["ReceiverRunner", "make_runner", "serve", "spool_dirs"]
 log = get_logger()
 _SLOT_DIR = re.compile(r"^p(\d+)$")
 # SIGHUP too: a closed terminal stops the receiver as cleanly as Ctrl-C does.
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def spool_dirs(settings: Settings, index: int = 0, processes: int = 1) -> tuple[Path, list[Path]]:
@@ -99,7 +98,7 @@ async def serve(
     runner = make_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in _STOP_SIGNALS:
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     check: asyncio.Task[None] | None = None
     try:
@@ -137,6 +136,5 @@ async def serve(
         # Stops accepting, waits for in-flight requests, then runs cleanup_ctx (store close).
         await runner.cleanup()
         await redis.aclose()
-        for sig in _STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+        # The signal handlers stay with the loop: a second stop signal is not fatal.
         log.info("receiver_stopped")

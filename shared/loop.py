@@ -12,6 +12,8 @@ import gc
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
+from shared.signals import ignore_stop_signals
+
 __all__ = ["YOUNG_COLLECTION_EVERY", "loop_name", "run", "settle_collector"]
 
 T = TypeVar("T")
@@ -28,10 +30,14 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run`, on uvloop when it can be imported (it is a dependency off Windows)."""
     settle_collector()
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main)
+        return uvloop.run(main)
+    finally:
+        # The loop's signal handlers went with it; the program is only exiting now.
+        ignore_stop_signals()
 
 
 def loop_name() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
@@ -20,6 +21,7 @@ from shared import cli_support
 from shared.embedded import EmbeddedValkey
 from shared.logs import configure_logging, reset_logging
 from shared.settings import Settings, load_settings
+from shared.signals import STOP_SIGNALS
 from tests.cluster import EmbeddedCluster
 from tests.helpers import LogLines
 
@@ -102,6 +104,17 @@ def sync_redis(redis_url: str) -> Iterator[SyncRedis]:
     """For tests that drive child processes and poll from plain (not async) code."""
     with SyncRedis.from_url(redis_url) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_per_test() -> Iterator[None]:
+    """A program run in-process (`shared.loop.run`) ignores stop signals once it is done,
+    as a process that is only exiting should; the test process, and what it starts
+    later, must not."""
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,12 @@ from shared.settings import Settings
 __all__ = ["LogLines", "SeparateWrites", "add_events", "add_events_sync", "eventually", "wait_for"]
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout_s: float = 15.0,
+    what: str = "condition",
+    interval_s: float = 0.05,
+) -> Any:
     """Poll `predicate` until it returns something true, and return that; for plain code
     (child processes, sync clients). TimeoutError names `what`."""
     deadline = time.monotonic() + timeout_s
@@ -32,7 +37,7 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = 
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval_s)
 
 
 async def eventually(

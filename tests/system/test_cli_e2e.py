@@ -95,3 +95,25 @@ def _readme_quick_start_bodies() -> list[bytes]:
     bodies = [" ".join(body.split()) for body in re.findall(r"-d '(\{.*?\})'", quick_start, re.S)]
     assert len(bodies) == 2
     return [body.encode() for body in bodies]
+
+
+@pytest.mark.parametrize("program", ["receiver", "worker"])
+def test_a_second_stop_signal_after_a_clean_stop_still_exits_0(
+    program: str, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # A supervisor that signals twice (or a user pressing Ctrl-C twice) must not turn a
+    # stop that finished cleanly into death by signal: the receiver dropped its handlers
+    # before its last line, and a SIGTERM then killed it (-15).
+    port = free_port()
+    env = rtt_env(redis_url, prefix, tmp_path, port=str(port))
+    log_path = tmp_path / f"{program}.log"
+    if program == "receiver":
+        proc, started = Program(["rtt", "receiver"], env, log_path), "receiver_listening"
+    else:
+        proc, started = start_worker(env, log_path), "worker_started"
+    stopped = f"{program}_stopped"
+    wait_for(lambda: proc.named(started), what=started)
+    proc.send(signal.SIGTERM)
+    wait_for(lambda: proc.named(stopped), what=stopped, interval_s=0.001)
+    proc.send(signal.SIGTERM)
+    assert proc.stop(signal.SIGTERM) == 0, proc.text()

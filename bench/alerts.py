@@ -215,7 +215,8 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         stream: Any = io.BytesIO() if args.log == "memory" else stack.enter_context(_pipe())
         configure_logging(component="bench", level="info", fmt="json", stream=stream)
-        results = run(_bench(args.events, args.rounds, args.collector))
+        # Other benches may follow in this process: stop signals stay as they were.
+        results = run(_bench(args.events, args.rounds, args.collector), program_ends=False)
     print(f"events per round {args.events}, rounds {args.rounds}")
     for name, rows in results.items():
         for mode in sorted({mode for mode, _, _ in rows}):

@@ -26,8 +26,10 @@ T = TypeVar("T")
 YOUNG_COLLECTION_EVERY: Final = 10_000
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run`, on uvloop when it can be imported (it is a dependency off Windows)."""
+def run(main: Coroutine[Any, Any, T], *, program_ends: bool = True) -> T:
+    """`asyncio.run`, on uvloop when it can be imported (it is a dependency off Windows).
+    `program_ends`: nothing follows but the process's exit, so stop signals are ignored
+    once the loop is done; a caller that goes on (a bench running the next) says False."""
     settle_collector()
     try:
         try:
@@ -36,8 +38,9 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             return asyncio.run(main)
         return uvloop.run(main)
     finally:
-        # The loop's signal handlers went with it; the program is only exiting now.
-        ignore_stop_signals()
+        # The loop's signal handlers went with it.
+        if program_ends:
+            ignore_stop_signals()
 
 
 def loop_name() -> str:

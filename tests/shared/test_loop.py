@@ -52,3 +52,21 @@ def test_run_takes_what_is_loaded_out_of_the_collectors_passes() -> None:
     # The modules' functions, classes and constants: tens of thousands of objects.
     assert frozen > 10_000
     assert young == expected > 700  # the default: a collection every 700 allocations
+
+
+def test_run_leaves_stop_signals_alone_when_the_program_goes_on() -> None:
+    # A bench runs the alerts one, then starts servers that must still stop on SIGTERM.
+    probe = (
+        "import signal\n"
+        "from shared.loop import run\n"
+        "async def nothing():\n"
+        "    return None\n"
+        "run(nothing(), program_ends=False)\n"
+        "after = signal.getsignal(signal.SIGTERM)\n"
+        "run(nothing())\n"
+        "print(after == signal.SIG_DFL, signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["True", "True"]

@@ -24,7 +24,6 @@ __all__ = ["ReceiverRunner", "make_runner", "serve", "spool_dirs"]
 
 log = get_logger()
 _SLOT_DIR = re.compile(r"^p(\d+)$")
-# SIGHUP too: a closed terminal stops the receiver as cleanly as Ctrl-C does.
 
 
 def spool_dirs(settings: Settings, index: int = 0, processes: int = 1) -> tuple[Path, list[Path]]:
@@ -98,6 +97,7 @@ async def serve(
     runner = make_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # SIGHUP too: a closed terminal stops the receiver as cleanly as Ctrl-C does.
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     check: asyncio.Task[None] | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +24,7 @@ from shared.listen import listen_error
 from shared.logs import error_text, get_logger
 from shared.loop import loop_name, run
 from shared.settings import WORKER_SETTINGS, Settings
+from shared.signals import STOP_SIGNALS
 from shared.tracing import configure_tracing, tracer
 
 from .alerts import AlertOptions, make_alerts_consumer
@@ -69,7 +69,7 @@ async def run_worker(settings: Settings, consumers: Sequence[Consumer]) -> None:
 
     loop = asyncio.get_running_loop()
     # SIGHUP too: a closed terminal stops the worker as cleanly as Ctrl-C does.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     log.info(
         "worker_started",

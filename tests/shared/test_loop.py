@@ -36,8 +36,16 @@ async def test_the_default_loop_is_named_asyncio() -> None:
     assert loop_name() == "asyncio"
 
 
+def _printed_by_a_process_of_its_own(probe: str) -> list[str]:
+    """The words `probe` prints: the collector's settings and the signal handlers are
+    the whole process's, so each probe has a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.split()
+
+
 def test_run_takes_what_is_loaded_out_of_the_collectors_passes() -> None:
-    # In a process of its own: the collector's settings are the whole process's.
     probe = (
         "import gc\n"
         "from shared.loop import YOUNG_COLLECTION_EVERY, run\n"
@@ -45,10 +53,7 @@ def test_run_takes_what_is_loaded_out_of_the_collectors_passes() -> None:
         "    return gc.get_freeze_count(), gc.get_threshold()[0], YOUNG_COLLECTION_EVERY\n"
         "print(*run(settings()))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    frozen, young, expected = map(int, done.stdout.split())
+    frozen, young, expected = map(int, _printed_by_a_process_of_its_own(probe))
     # The modules' functions, classes and constants: tens of thousands of objects.
     assert frozen > 10_000
     assert young == expected > 700  # the default: a collection every 700 allocations
@@ -66,7 +71,4 @@ def test_run_leaves_stop_signals_alone_when_the_program_goes_on() -> None:
         "run(nothing())\n"
         "print(after == signal.SIG_DFL, signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.split() == ["True", "True"]
+    assert _printed_by_a_process_of_its_own(probe) == ["True", "True"]

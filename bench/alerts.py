@@ -5,8 +5,11 @@ same run. Two streams: a realistic mix (every type and cause, one event per
 transcription, so about half of the Stopped and Rejected events alert), and a storm
 (every event a `connection-error` to one destination: one first alert, the rest grouped).
 The figures that matter are the ratios alerts / no-op. Each round also says the CPU time
-per event of this process (the worker's runtime and consumer) and of Valkey: on a loaded
-machine they show what the work costs when its throughput is set by its share of a core.
+per event of this process (the worker's runtime and consumer) and of Valkey, and the cpu
+ratios they give (the no-op's CPU per event over the alerts consumer's, without Valkey's
+and with it): on a loaded machine the events/s follow each drain's share of a core, the
+CPU per event much less. The two drains swap places every round. What the log received
+is counted: each alerting event of each round logged once, by its alert key.
 
     python -m bench alerts            (defaults: 20,000 events, 3 rounds)
     python -m bench alerts --log pipe (log lines to a pipe that `cat` drains, as a stdout
@@ -30,31 +33,41 @@ import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+import msgspec
 from redis.asyncio import Redis
 
+from bench._alert_lines import AlertLines, count_alert_lines
 from bench._drain import Drained, timed
 from rtt.samples import sample_body
 from rtt.send import kinds
 from shared.embedded import EmbeddedValkey
 from shared.entries import StreamEntry
-from shared.events import Event
+from shared.events import Available, Event, Rejected, Started, Stopped, decode_event
 from shared.keys import Keys
 from shared.logs import configure_logging
 from shared.loop import run, settle_collector
 from shared.settings import Settings, load_settings
 from worker.alerts import AlertOptions, make_alerts_consumer
+from worker.alerts.rules import alert_for
 from worker.consumers import Consumer, Context, consumer
 from worker.runtime import Worker
 
+_EVENTS = (Started, Rejected, Stopped, Available)
 
-async def _fill(redis: Redis, stream: str, count: int, storm: bool) -> None:
+
+async def _fill(
+    redis: Redis, stream: str, count: int, storm: bool, options: AlertOptions
+) -> frozenset[str]:
+    """The stream's events; returns the alert keys of those that alert."""
     rng = random.Random(11)
     plan = kinds("mixed", "mixed", rng)
+    keys: set[str] = set()
     for start in range(0, count, 5000):
         async with redis.pipeline(transaction=False) as pipe:
             for n in range(start, min(count, start + 5000)):
@@ -64,10 +77,15 @@ async def _fill(redis: Redis, stream: str, count: int, storm: bool) -> None:
                 else:
                     kind, cause = next(plan)
                 body = sample_body(kind, cause=cause, rng=rng)
+                event = decode_event(body)
+                alert = alert_for(event, options) if isinstance(event, _EVENTS) else None
+                if alert is not None:
+                    keys.add(alert.alert_key)
                 pipe.xadd(
                     stream, StreamEntry(kind, body, int(time.time() * 1000), f"r{n}").to_fields()
                 )
             await pipe.execute()
+    return frozenset(keys)
 
 
 def _noop(group: str) -> Consumer:
@@ -139,11 +157,36 @@ def _round_collector(collector: str, n: int) -> str:
     return collector
 
 
+class _Round(msgspec.Struct, frozen=True):
+    collector: str
+    noop: Drained
+    alerts: Drained
+
+    @property
+    def ratio(self) -> float:
+        return self.alerts.per_s / self.noop.per_s
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.noop.cpu_us / self.alerts.cpu_us
+
+    @property
+    def cpu_ratio_with_valkey(self) -> float:
+        noop, alerts = self.noop, self.alerts
+        return (noop.cpu_us + noop.valkey_us) / (alerts.cpu_us + alerts.valkey_us)
+
+
+class _Scenario(msgspec.Struct, frozen=True):
+    alert_keys: frozenset[str]  # of the stream's alerting events
+    rounds: list[_Round]
+
+
 async def _scenario(
     url: str, prefix: str, events: int, rounds: int, storm: bool, collector: str
-) -> list[tuple[str, float, Drained]]:
+) -> _Scenario:
+    options = AlertOptions.from_settings(_settings(url, prefix, "bench-alerts"))
     redis = Redis.from_url(url)
-    await _fill(redis, Keys(prefix).events(), events, storm)
+    alert_keys = await _fill(redis, Keys(prefix).events(), events, storm, options)
     await redis.aclose()
     results = []
     for n in range(rounds):
@@ -157,30 +200,31 @@ async def _scenario(
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
-        noop = await _drain(url, prefix, _noop(f"noop{n}"), events)
-        options = AlertOptions.from_settings(_settings(url, prefix, "bench-alerts"))
-        alerts_consumer = make_alerts_consumer(options)
         # The runtime names the group after the consumer: rename for a fresh group.
-        alerts = await _drain(url, prefix, _renamed(alerts_consumer, f"alerts{n}"), events)
-        ratio = alerts.per_s / noop.per_s
-        results.append((mode, ratio, alerts))
+        alerts_consumer = _renamed(make_alerts_consumer(options), f"alerts{n}")
+        drains = [_noop(f"noop{n}"), alerts_consumer]
+        first, second = drains if n % 2 == 0 else drains[::-1]
+        drained = {first.name: await _drain(url, prefix, first, events)}
+        drained[second.name] = await _drain(url, prefix, second, events)
+        done = _Round(mode, drained[f"noop{n}"], drained[f"alerts{n}"])
+        results.append(done)
+        noop, alerts = done.noop, done.alerts
         print(
             f"  round {n}: no-op {noop.per_s:>8,.0f}/s  alerts {alerts.per_s:>8,.0f}/s  "
-            f"ratio {ratio:.2f}  CPU µs/event (worker + Valkey): no-op "
+            f"ratio {done.ratio:.2f}  cpu ratio {done.cpu_ratio:.2f}, with Valkey "
+            f"{done.cpu_ratio_with_valkey:.2f}  CPU µs/event (worker + Valkey): no-op "
             f"{noop.cpu_us:.0f} + {noop.valkey_us:.0f}, alerts {alerts.cpu_us:.0f} + "
             f"{alerts.valkey_us:.0f}  collector {mode}: gc µs/event no-op "
             f"{noop.gc_us:.1f}, alerts {alerts.gc_us:.1f}"
         )
-    return results
+    return _Scenario(alert_keys, results)
 
 
 def _renamed(item: Consumer, name: str) -> Consumer:
     return dataclasses.replace(item, name=name)
 
 
-async def _bench(
-    events: int, rounds: int, collector: str
-) -> dict[str, list[tuple[str, float, Drained]]]:
+async def _bench(events: int, rounds: int, collector: str) -> dict[str, _Scenario]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(tmp, appendonly=False) as server:
         print("mix (every type and cause):")
         mix = await _scenario(server.url, "mix", events, rounds, False, collector)
@@ -189,16 +233,50 @@ async def _bench(
     return {"mix": mix, "storm": storm}
 
 
+class _Log:
+    """Where the log lines go, and what of them was counted once the run is over."""
+
+    def __init__(self) -> None:
+        self.counted: AlertLines | None = None
+
+
 @contextlib.contextmanager
-def _pipe() -> Iterator[BinaryIO]:
+def _in_memory(log: _Log) -> Iterator[BinaryIO]:
+    stream = io.BytesIO()
+    yield stream
+    log.counted = count_alert_lines(stream.getvalue().splitlines())
+
+
+@contextlib.contextmanager
+def _pipe(log: _Log) -> Iterator[BinaryIO]:
+    """A pipe drained by another process, which counts the lines as they come."""
     read, write = os.pipe()
-    drain = subprocess.Popen(["cat"], stdin=read, stdout=subprocess.DEVNULL)
+    drain = subprocess.Popen(
+        [sys.executable, "-m", "bench._alert_lines"], stdin=read, stdout=subprocess.PIPE
+    )
     os.close(read)
     try:
         with os.fdopen(write, "wb") as stream:
             yield stream
     finally:
-        drain.wait(10)
+        out, _ = drain.communicate(timeout=60)
+    log.counted = msgspec.json.decode(out, type=AlertLines)
+
+
+def _check_lines(results: dict[str, _Scenario], rounds: int, counted: AlertLines) -> bool:
+    """Each round logs each of its scenario's alerts once: the rounds clear the once-records."""
+    keys = frozenset().union(*(s.alert_keys for s in results.values()))
+    total = rounds * sum(len(s.alert_keys) for s in results.values())
+    per_round = ", ".join(f"{name} {len(s.alert_keys):,}" for name, s in results.items())
+    if counted.total == total and counted.keys == keys:
+        print(f"every round logged each of its alerts once: {per_round} a round")
+        return True
+    print(
+        f"alert lines: expected {total:,} naming {len(keys):,} alert keys ({per_round} a "
+        f"round), counted {counted.total:,} naming {len(counted.keys):,}, "
+        f"{len(keys - counted.keys):,} of them missing"
+    )
+    return False
 
 
 def main(argv: list[str]) -> int:
@@ -212,20 +290,25 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # Every alert is a log line: to memory, so the terminal is not the bottleneck, or to a
     # pipe, whose writes cost a syscall each as a real stdout's do.
-    with contextlib.ExitStack() as stack:
-        stream: Any = io.BytesIO() if args.log == "memory" else stack.enter_context(_pipe())
+    log = _Log()
+    with (_in_memory if args.log == "memory" else _pipe)(log) as stream:
         configure_logging(component="bench", level="info", fmt="json", stream=stream)
         # Other benches may follow in this process: stop signals stay as they were.
         results = run(_bench(args.events, args.rounds, args.collector), program_ends=False)
     print(f"events per round {args.events}, rounds {args.rounds}")
-    for name, rows in results.items():
-        for mode in sorted({mode for mode, _, _ in rows}):
-            ratios = [ratio for m, ratio, _ in rows if m == mode]
-            alerts = [drained for m, _, drained in rows if m == mode]
+    for name, scenario in results.items():
+        for mode in sorted({r.collector for r in scenario.rounds}):
+            rows = [r for r in scenario.rounds if r.collector == mode]
+            alerts = [r.alerts for r in rows]
             print(
-                f"ratio alerts / no-op, {name:<5}  {statistics.median(ratios):.2f} (median), "
-                f"collector {mode}: alerts {statistics.median(a.per_s for a in alerts):,.0f}/s, "
+                f"ratio alerts / no-op, {name:<5}  "
+                f"{statistics.median(r.ratio for r in rows):.2f}, "
+                f"cpu ratio {statistics.median(r.cpu_ratio for r in rows):.2f}, "
+                f"with Valkey {statistics.median(r.cpu_ratio_with_valkey for r in rows):.2f} "
+                f"(medians), collector {mode}: alerts "
+                f"{statistics.median(a.per_s for a in alerts):,.0f}/s, "
                 f"CPU {statistics.median(a.cpu_us for a in alerts):.0f} µs/event, "
                 f"gc {statistics.median(a.gc_us for a in alerts):.1f} µs/event (medians)"
             )
-    return 0
+    assert log.counted is not None
+    return 0 if _check_lines(results, args.rounds, log.counted) else 1

@@ -48,8 +48,15 @@ def test_receiver_bench_runs_its_variants_and_finds_every_204_stored() -> None:
     assert "non-204 answers: 0" in out
 
 
-def test_alerts_bench_runs() -> None:
-    assert "ratio" in _bench("alerts", "--events", "2000", "--rounds", "1")
+@pytest.mark.parametrize("log", ["memory", "pipe"])
+def test_alerts_bench_counts_each_alert_line_and_reports_cpu_ratios(log: str) -> None:
+    out = _bench("alerts", "--events", "2000", "--rounds", "2", "--log", log)
+    # Every alerting event of every round logged once, counted in what the log received.
+    assert "every round logged each of its alerts once: mix " in out, out
+    for scenario in ("mix", "storm"):
+        summary = _row(out, f"ratio alerts / no-op, {scenario}")
+        assert "cpu ratio" in summary, out
+        assert "with Valkey" in summary, out
 
 
 def _row(out: str, label: str) -> str:

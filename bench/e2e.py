@@ -6,6 +6,9 @@ its own transcription) at a fixed rate, open loop: each event leaves at its sche
 time whether or not the previous ones were answered. An alert's latency runs from its
 request leaving the client to the timestamp of its `transcription_alert` line. It prints
 p50, p99 and the maximum at each rate, and checks that every alerting event was alerted.
+Then where the time went: the rate the client kept (a client that falls behind measures
+itself), the receiver's part (POST to its `204`) and the worker's (`204` to the line),
+and each process's share of a core while the client posted: the one near 100 % bounds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._http import wait_up
+from bench._proc import cpu_s
+from shared.embedded import EmbeddedValkey
 
 __all__ = ["main"]
 
@@ -52,11 +57,15 @@ def _bodies(count: int, tag: str) -> tuple[list[bytes], dict[str, int]]:
     return bodies, alerting
 
 
-async def _post_at_rate(url: str, bodies: list[bytes], rate: float) -> list[float]:
-    """Posts bodies[n] at start + n / rate; the wall-clock time each one left."""
+async def _post_at_rate(
+    url: str, bodies: list[bytes], rate: float
+) -> tuple[list[float], list[float]]:
+    """Posts bodies[n] at start + n / rate; the wall-clock time each one left, and each
+    one's `204`."""
     import aiohttp
 
     sent_at = [0.0] * len(bodies)
+    answered_at = [0.0] * len(bodies)
     statuses: list[int] = []
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=256)
@@ -68,13 +77,21 @@ async def _post_at_rate(url: str, bodies: list[bytes], rate: float) -> list[floa
             await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
             sent_at[n] = time.time()
             async with session.post(url, data=bodies[n], headers=headers) as resp:
+                answered_at[n] = time.time()
                 statuses.append(resp.status)
 
         await asyncio.gather(*(one(n) for n in range(len(bodies))))
     bad = [s for s in statuses if s != 204]
     if bad:
         raise RuntimeError(f"{len(bad)} events not answered 204: {sorted(set(bad))}")
-    return sent_at
+    return sent_at, answered_at
+
+
+def _percentiles_ms(seconds: list[float]) -> tuple[float, float, float]:
+    """p50, p99 and the maximum, in milliseconds."""
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return 1000 * statistics.median(ordered), 1000 * p99, 1000 * ordered[-1]
 
 
 def _alert_times(log: Path) -> dict[str, float]:
@@ -100,14 +117,14 @@ def _wait_consuming(log: Path, timeout_s: float = 30) -> None:
     time.sleep(1.0)  # its first XREADGROUP is under way
 
 
-def _one_rate(rate: float, seconds: float, valkey_url: str, tmp: Path) -> dict[str, Any]:
+def _one_rate(rate: float, seconds: float, valkey: EmbeddedValkey, tmp: Path) -> dict[str, Any]:
     from shared.embedded import free_port
 
     port = free_port()
     tag = f"{os.getpid()}-{int(rate)}"
     env = {
         **os.environ,
-        "RTT_REDIS_URL": valkey_url,
+        "RTT_REDIS_URL": valkey.url,
         "RTT_KEY_PREFIX": f"e2e{tag}",
         "RTT_PORT": str(port),
         "RTT_HOST": "127.0.0.1",
@@ -125,7 +142,17 @@ def _one_rate(rate: float, seconds: float, valkey_url: str, tmp: Path) -> dict[s
             wait_up(f"http://127.0.0.1:{port}/readyz")
             _wait_consuming(worker_log)
             bodies, alerting = _bodies(int(rate * seconds), tag)
-            sent_at = asyncio.run(_post_at_rate(f"http://127.0.0.1:{port}{PATH}", bodies, rate))
+            url = f"http://127.0.0.1:{port}{PATH}"
+            assert valkey.process is not None
+            pids = {"receiver": receiver.pid, "worker": worker.pid, "Valkey": valkey.process.pid}
+            cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+            client_before, started = time.process_time(), time.perf_counter()
+            sent_at, answered_at = asyncio.run(_post_at_rate(url, bodies, rate))
+            elapsed = time.perf_counter() - started
+            shares = {"client": (time.process_time() - client_before) / elapsed}
+            shares.update(
+                (name, (cpu_s(pid) - cpu_before[name]) / elapsed) for name, pid in pids.items()
+            )
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 alerted = _alert_times(worker_log)
@@ -138,15 +165,21 @@ def _one_rate(rate: float, seconds: float, valkey_url: str, tmp: Path) -> dict[s
             for process in (receiver, worker):
                 process.wait(60)
     alerted = _alert_times(worker_log)
-    latencies = sorted(alerted[t] - sent_at[n] for t, n in alerting.items() if t in alerted)
+    found = [(alerted[t], n) for t, n in alerting.items() if t in alerted]
+    p50, p99, most = _percentiles_ms([at - sent_at[n] for at, n in found])
+    span_s = sent_at[-1] - sent_at[0]
     return {
         "rate": rate,
         "events": len(bodies),
         "alerting": len(alerting),
-        "alerted": len(latencies),
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-        "max_ms": 1000 * latencies[-1],
+        "alerted": len(found),
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": most,
+        "sent_per_s": (len(bodies) - 1) / span_s if span_s > 0 else float("inf"),
+        "answered_ms": _percentiles_ms([a - s for s, a in zip(sent_at, answered_at, strict=True)]),
+        "worker_ms": _percentiles_ms([at - answered_at[n] for at, n in found]),
+        "cpu_shares": shares,
     }
 
 
@@ -155,12 +188,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[500, 5000])
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    from shared.embedded import EmbeddedValkey
-
     lost = 0
     with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp) / "valkey") as valkey:
         for rate in args.rates:
-            result = _one_rate(rate, args.seconds, valkey.url, Path(tmp))
+            result = _one_rate(rate, args.seconds, valkey, Path(tmp))
             lost += result["alerting"] - result["alerted"]
             print(
                 f"{rate:6.0f} events/s for {args.seconds:g} s: {result['alerted']} of "
@@ -168,6 +199,14 @@ def main(argv: Sequence[str]) -> int:
                 f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
                 f"max {result['max_ms']:.1f} ms"
             )
+            answered, worker = result["answered_ms"], result["worker_ms"]
+            print(
+                f"        sent at {result['sent_per_s']:,.0f}/s (target {rate:,.0f}/s); "
+                f"POST -> 204 p50 {answered[0]:.1f} ms, p99 {answered[1]:.1f} ms; "
+                f"204 -> transcription_alert p50 {worker[0]:.1f} ms, p99 {worker[1]:.1f} ms"
+            )
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in result["cpu_shares"].items())
+            print(f"        CPU while posting, share of one core: {shares}")
     return 1 if lost else 0
 
 

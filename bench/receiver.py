@@ -39,6 +39,7 @@ from typing import Any
 
 from bench import _wrk as wrk
 from bench._http import wait_up
+from bench._proc import cpu_s
 
 __all__ = ["main"]
 
@@ -261,12 +262,6 @@ def _pin(core: int) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, {core})
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 Load = Callable[[str, float, int], dict[str, Any]]
 
 
@@ -281,9 +276,9 @@ def _measure(
     try:
         wait_up(base + "/healthz", timeout_s=20)
         load(base + PATH, args.warmup, args.concurrency)
-        before = time.perf_counter(), _cpu_s(process.pid), _cpu_s(valkey_pid)
+        before = time.perf_counter(), cpu_s(process.pid), cpu_s(valkey_pid)
         result = load(base + PATH, args.seconds, args.concurrency)
-        after = time.perf_counter(), _cpu_s(process.pid), _cpu_s(valkey_pid)
+        after = time.perf_counter(), cpu_s(process.pid), cpu_s(valkey_pid)
         wall = after[0] - before[0]
         result["server_core_share"] = (after[1] - before[1]) / wall
         result["us_per_request"] = {

@@ -44,7 +44,8 @@ from typing import Any
 
 from bench import _wrk as wrk
 from bench._http import wait_up
-from bench.receiver import AUTH, PATH, _cpu_s, _template, receiver_env
+from bench._proc import cpu_s
+from bench.receiver import AUTH, PATH, _template, receiver_env
 from shared.keys import Keys
 
 __all__ = ["main"]
@@ -77,7 +78,7 @@ def _tree_cpu_s(pids: Sequence[int]) -> float:
     total = 0.0
     for pid in pids:
         with contextlib.suppress(OSError):  # a process that ended meanwhile
-            total += _cpu_s(pid)
+            total += cpu_s(pid)
     return total
 
 

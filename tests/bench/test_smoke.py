@@ -110,3 +110,15 @@ def test_memory_bench_drains_a_backlog_and_samples_both_processes() -> None:
     out = _bench("memory", "--backlog", "2000", "--minutes", "0.1", "--rate", "50")
     assert "worker: RSS start" in out
     assert "receiver: RSS start" in out
+
+
+def test_e2e_bench_alerts_every_alerting_event_and_says_where_the_time_went() -> None:
+    out = _bench("e2e", "--rates", "200", "--seconds", "1")
+    row = _row(out, "   200 events/s for 1 s: 20 of 20 alerts;")
+    assert "POST -> transcription_alert p50" in row, out
+    # Which stage the latency is in, and whether the client kept its rate.
+    detail = out.splitlines()[out.splitlines().index(row) + 1]
+    assert "sent at " in detail, out
+    assert "(target 200/s)" in detail, out
+    assert "POST -> 204 p50" in detail, out
+    assert "204 -> transcription_alert p50" in detail, out

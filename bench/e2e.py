@@ -2,8 +2,9 @@
 
 `python -m bench e2e` starts Valkey, a receiver and a worker (the built-in alerts consumer
 logging to stdout), then posts a realistic mix (10 % Stopped with cause `error`, each of
-its own transcription) at a fixed rate, open loop: each event leaves at its scheduled
-time whether or not the previous ones were answered. An alert's latency runs from its
+its own transcription) at a fixed rate, open loop (`bench._openloop`, light enough not to
+be the bound): each event leaves at its scheduled time whether or not the previous ones
+were answered. An alert's latency runs from its
 request leaving the client to the timestamp of its `transcription_alert` line. It prints
 p50, p99 and the maximum at each rate, and checks that every alerting event was alerted.
 Then where the time went: the rate the client kept (a client that falls behind measures
@@ -14,7 +15,6 @@ and each process's share of a core while the client posted: the one near 100 % b
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._http import wait_up
+from bench._openloop import post_at_rate
 from bench._proc import cpu_s
 from shared.embedded import EmbeddedValkey
 
@@ -55,36 +56,6 @@ def _bodies(count: int, tag: str) -> tuple[list[bytes], dict[str, int]]:
             event = sample_event(kind, cause="closed" if kind == "stopped" else None)
         bodies.append(msgspec.json.encode(event))
     return bodies, alerting
-
-
-async def _post_at_rate(
-    url: str, bodies: list[bytes], rate: float
-) -> tuple[list[float], list[float]]:
-    """Posts bodies[n] at start + n / rate; the wall-clock time each one left, and each
-    one's `204`."""
-    import aiohttp
-
-    sent_at = [0.0] * len(bodies)
-    answered_at = [0.0] * len(bodies)
-    statuses: list[int] = []
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.2
-
-        async def one(n: int) -> None:
-            await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
-            sent_at[n] = time.time()
-            async with session.post(url, data=bodies[n], headers=headers) as resp:
-                answered_at[n] = time.time()
-                statuses.append(resp.status)
-
-        await asyncio.gather(*(one(n) for n in range(len(bodies))))
-    bad = [s for s in statuses if s != 204]
-    if bad:
-        raise RuntimeError(f"{len(bad)} events not answered 204: {sorted(set(bad))}")
-    return sent_at, answered_at
 
 
 def _percentiles_ms(seconds: list[float]) -> tuple[float, float, float]:
@@ -142,17 +113,20 @@ def _one_rate(rate: float, seconds: float, valkey: EmbeddedValkey, tmp: Path) ->
             wait_up(f"http://127.0.0.1:{port}/readyz")
             _wait_consuming(worker_log)
             bodies, alerting = _bodies(int(rate * seconds), tag)
-            url = f"http://127.0.0.1:{port}{PATH}"
             assert valkey.process is not None
             pids = {"receiver": receiver.pid, "worker": worker.pid, "Valkey": valkey.process.pid}
             cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
             client_before, started = time.process_time(), time.perf_counter()
-            sent_at, answered_at = asyncio.run(_post_at_rate(url, bodies, rate))
+            posted = post_at_rate("127.0.0.1", port, PATH, bodies, rate)
             elapsed = time.perf_counter() - started
             shares = {"client": (time.process_time() - client_before) / elapsed}
             shares.update(
                 (name, (cpu_s(pid) - cpu_before[name]) / elapsed) for name, pid in pids.items()
             )
+            bad = [s for s in posted.statuses if s != 204]
+            if bad:
+                raise RuntimeError(f"{len(bad)} events not answered 204: {sorted(set(bad))}")
+            sent_at, answered_at = posted.sent_at, posted.answered_at
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 alerted = _alert_times(worker_log)

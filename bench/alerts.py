@@ -12,8 +12,8 @@ CPU per event much less. The two drains swap places every round. What the log re
 is counted: each alerting event of each round logged once, by its alert key.
 
     python -m bench alerts            (defaults: 20,000 events, 3 rounds)
-    python -m bench alerts --log pipe (log lines to a pipe that `cat` drains, as a stdout
-                                       read by a container runtime or journald is)
+    python -m bench alerts --log pipe (log lines to a pipe another process drains, as a
+                                       stdout read by a container runtime or journald is)
     python -m bench alerts --collector interleaved
                                       (rounds alternate between Python's collector
                                        settings and the programs' own, `shared.loop`)

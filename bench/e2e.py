@@ -4,9 +4,9 @@
 logging to stdout), then posts a realistic mix (10 % Stopped with cause `error`, each of
 its own transcription) at a fixed rate, open loop (`bench._openloop`, light enough not to
 be the bound): each event leaves at its scheduled time whether or not the previous ones
-were answered. An alert's latency runs from its
-request leaving the client to the timestamp of its `transcription_alert` line. It prints
-p50, p99 and the maximum at each rate, and checks that every alerting event was alerted.
+were answered. An alert's latency runs from its request leaving the client to the
+timestamp of its `transcription_alert` line. It prints p50, p99 and the maximum at each
+rate, and checks that every alerting event was alerted.
 Then where the time went: the rate the client kept (a client that falls behind measures
 itself), the receiver's part (POST to its `204`) and the worker's (`204` to the line),
 and each process's share of a core while the client posted: the one near 100 % bounds.
@@ -31,7 +31,7 @@ from typing import Any
 from bench._http import wait_up
 from bench._openloop import post_at_rate
 from bench._proc import cpu_s
-from shared.embedded import EmbeddedValkey
+from shared.embedded import EmbeddedValkey, free_port
 
 __all__ = ["main"]
 
@@ -89,8 +89,6 @@ def _wait_consuming(log: Path, timeout_s: float = 30) -> None:
 
 
 def _one_rate(rate: float, seconds: float, valkey: EmbeddedValkey, tmp: Path) -> dict[str, Any]:
-    from shared.embedded import free_port
-
     port = free_port()
     tag = f"{os.getpid()}-{int(rate)}"
     env = {

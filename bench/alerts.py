@@ -9,7 +9,7 @@ per event of this process (the worker's runtime and consumer) and of Valkey, and
 ratios they give (the no-op's CPU per event over the alerts consumer's, without Valkey's
 and with it): on a loaded machine the events/s follow each drain's share of a core, the
 CPU per event much less. The two drains swap places every round. What the log received
-is counted: each alerting event of each round logged once, by its alert key.
+is counted: a line per alerting event and round, naming every alert key.
 
     python -m bench alerts            (defaults: 20,000 events, 3 rounds)
     python -m bench alerts --log pipe (log lines to a pipe another process drains, as a
@@ -264,12 +264,16 @@ def _pipe(log: _Log) -> Iterator[BinaryIO]:
 
 
 def _check_lines(results: dict[str, _Scenario], rounds: int, counted: AlertLines) -> bool:
-    """Each round logs each of its scenario's alerts once: the rounds clear the once-records."""
+    """Each round logs each of its scenario's alerts once (the rounds clear the
+    once-records): as many lines as rounds times alerting events, naming every key."""
     keys = frozenset().union(*(s.alert_keys for s in results.values()))
     total = rounds * sum(len(s.alert_keys) for s in results.values())
-    per_round = ", ".join(f"{name} {len(s.alert_keys):,}" for name, s in results.items())
+    per_round = " + ".join(f"{name} {len(s.alert_keys):,}" for name, s in results.items())
     if counted.total == total and counted.keys == keys:
-        print(f"every round logged each of its alerts once: {per_round} a round")
+        print(
+            f"alert lines: {total:,} counted, {rounds} x ({per_round}) alerting events, "
+            f"naming every one of the {len(keys):,} alert keys"
+        )
         return True
     print(
         f"alert lines: expected {total:,} naming {len(keys):,} alert keys ({per_round} a "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench._alert_lines import AlertLines, count_alert_lines
+from bench.alerts import _check_lines, _Scenario
 
 
 def test_only_transcription_alert_lines_count_with_their_keys() -> None:
@@ -14,3 +15,11 @@ def test_only_transcription_alert_lines_count_with_their_keys() -> None:
         b'{"event":"worker_started","note":"\\"event\\":\\"transcription_alert\\""}',
     ]
     assert count_alert_lines(lines) == AlertLines(2, frozenset({"a1"}))
+
+
+def test_the_alerts_bench_fails_when_a_line_is_missing_or_doubled() -> None:
+    mix, storm = _Scenario(frozenset({"a1", "a2"}), []), _Scenario(frozenset({"b"}), [])
+    results = {"mix": mix, "storm": storm}
+    assert _check_lines(results, 2, AlertLines(6, frozenset({"a1", "a2", "b"})))
+    assert not _check_lines(results, 2, AlertLines(5, frozenset({"a1", "a2", "b"})))
+    assert not _check_lines(results, 2, AlertLines(6, frozenset({"a1", "b"})))

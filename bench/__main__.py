@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # Minutes long: run only when named (`python -m bench memory`).
-_ON_REQUEST = {"instructions", "memory", "scaling"}
+_ON_REQUEST = {"consumer_instructions", "instructions", "memory", "scaling"}
 
 
 def _available() -> list[str]:

@@ -123,3 +123,11 @@ def test_e2e_bench_alerts_every_alerting_event_and_says_where_the_time_went() ->
     assert "(target 200/s)" in detail, out
     assert "POST -> 204 p50" in detail, out
     assert "204 -> transcription_alert p50" in detail, out
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_consumer_instructions_bench_counts_both_drains() -> None:
+    out = _bench("consumer_instructions", "--events", "300")
+    for name in ("noop", "alerts"):
+        assert re.search(rf"^mix {name} +[\d,]+ instructions/event", out, re.MULTILINE), out
+    assert "ratio no-op / alerts, mix: 0." in out, out

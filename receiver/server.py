@@ -107,7 +107,16 @@ async def serve(
         try:
             await site.start()
         except OSError as exc:
-            raise listen_error(exc, settings.host, settings.port, "RTT_PORT") from None
+            error = listen_error(exc, settings.host, settings.port, "RTT_PORT")
+            # stderr gets the one line for a person; the log, which a collector reads, too.
+            log.error(
+                "receiver_listen_failed",
+                host=settings.host,
+                port=settings.port,
+                setting="RTT_PORT",
+                error=str(error),
+            )
+            raise error from None
         log.info(
             "receiver_listening",
             host=settings.host,

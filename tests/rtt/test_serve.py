@@ -3,6 +3,7 @@ it listens, and whose modules its children import."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -123,6 +124,22 @@ def test_port_in_use_is_one_line_naming_it_and_exit_2(
     ]
     assert BANNER not in result.stderr
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_port_in_use_is_a_json_error_line_in_a_json_log_too(
+    busy_port: int, tmp_path: Path, redis_url: str
+) -> None:
+    """The log a collector reads says why the receiver stopped, as JSON, beside stderr's
+    one line for a person."""
+    env = {**serve_env(tmp_path, busy_port), "RTT_HOST": "127.0.0.1", "RTT_REDIS_URL": redis_url}
+    result = run(["receiver"], env)
+    assert result.returncode == 2, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    [failed] = [line for line in lines if line["event"] == "receiver_listen_failed"]
+    assert failed["level"] == "error"
+    assert failed["setting"] == "RTT_PORT"
+    assert failed["port"] == busy_port
+    assert failed["error"] == f"port {busy_port} on 127.0.0.1 is in use (RTT_PORT)"
 
 
 def test_worker_metrics_port_in_use_under_serve_is_one_line(busy_port: int, tmp_path: Path) -> None:

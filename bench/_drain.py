@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Awaitable, Callable
@@ -10,7 +11,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-__all__ = ["Drained", "timed"]
+__all__ = ["Drained", "timed", "wait_drained"]
 
 
 class Drained(msgspec.Struct, frozen=True):
@@ -36,6 +37,17 @@ class _CollectorClock:
 
 
 _collector = _CollectorClock()
+
+
+async def wait_drained(redis: Redis, stream: str, group: str, count: int, poll_s: float) -> None:
+    """Until `group` has read `count` entries of `stream` and acknowledged them all
+    (Valkey says so: XINFO GROUPS, every `poll_s`)."""
+    while True:
+        groups: Any = await redis.xinfo_groups(stream)
+        info = next((g for g in groups if g["name"] == group.encode()), None)
+        if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
+            return
+        await asyncio.sleep(poll_s)
 
 
 async def _valkey_cpu_s(redis: Redis) -> float:

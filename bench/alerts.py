@@ -37,18 +37,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import msgspec
 from redis.asyncio import Redis
 
 from bench._alert_lines import AlertLines, count_alert_lines
-from bench._drain import Drained, timed
+from bench._drain import Drained, timed, wait_drained
 from rtt.samples import sample_body
 from rtt.send import kinds
 from shared.embedded import EmbeddedValkey
 from shared.entries import StreamEntry
-from shared.events import Available, Event, Rejected, Started, Stopped, decode_event
+from shared.events import EVENT_CLASSES, Event, decode_event
 from shared.keys import Keys
 from shared.logs import configure_logging
 from shared.loop import run, settle_collector
@@ -58,7 +58,7 @@ from worker.alerts.rules import alert_for
 from worker.consumers import Consumer, Context, consumer
 from worker.runtime import Worker
 
-_EVENTS = (Started, Rejected, Stopped, Available)
+_EVENTS = tuple(EVENT_CLASSES.values())
 
 
 async def _fill(
@@ -122,12 +122,7 @@ async def _drain(url: str, prefix: str, item: Consumer, count: int) -> Drained:
     async def run() -> None:
         task = asyncio.create_task(worker.run())
         try:
-            while True:
-                groups: Any = await redis.xinfo_groups(stream)
-                info = next((g for g in groups if g["name"] == item.name.encode()), None)
-                if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
-                    return
-                await asyncio.sleep(0.005)
+            await wait_drained(redis, stream, item.name, count, 0.005)
         finally:
             worker.stop()
             await asyncio.wait_for(task, 60)

@@ -27,10 +27,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from redis.asyncio import Redis
 
+from bench._drain import wait_drained
 from bench.alerts import _fill, _noop, _renamed, _settings
 from bench.instructions import _control, _count
 from shared.embedded import EmbeddedValkey
@@ -63,12 +64,7 @@ async def _drain(url: str, prefix: str, name: str, count: int) -> None:
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # counting is on
     task = asyncio.create_task(worker.run())
-    while True:
-        groups: Any = await redis.xinfo_groups(stream)
-        info = next((g for g in groups if g["name"] == item.name.encode()), None)
-        if info and info["pending"] == 0 and (info.get("entries-read") or 0) >= count:
-            break
-        await asyncio.sleep(_POLL_S)
+    await wait_drained(redis, stream, item.name, count, _POLL_S)
     print("done", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # counting is off
     worker.stop()
